@@ -1,0 +1,27 @@
+"""Channels to other inkloop services, carrying request ids and deadlines downstream."""
+
+from __future__ import annotations
+
+import grpc
+
+from inkloop.rpc.interceptors import propagating_interceptors
+
+# Keepalive so idle connections through NATs and mesh proxies are noticed; round_robin so a
+# "dns:///" target of a headless service spreads calls over every resolved pod.
+_CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.lb_policy_name", "round_robin"),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+]
+
+
+def open_channel(target: str, *, credentials: grpc.ChannelCredentials | None = None) -> grpc.aio.Channel:
+    """An aio channel to `target` ("host:port" or "dns:///name:port") with request-id propagation."""
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS, interceptors=propagating_interceptors())
+    return grpc.aio.secure_channel(
+        target, credentials, options=_CHANNEL_OPTIONS, interceptors=propagating_interceptors()
+    )

@@ -1,0 +1,183 @@
+"""Server and client interceptors: request ids, deadlines, error mapping, metrics, access logs.
+
+Every error kind is turned into a status here, in one place, so servicers stay glue and domain code
+never touches a grpc context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from inkloop.logs import new_request_id, request_id_var
+from inkloop.metrics import GRPC_IN_FLIGHT, GRPC_LATENCY, GRPC_REQUESTS
+from inkloop.rpc.status import to_status
+
+log = logging.getLogger("inkloop.rpc")
+
+REQUEST_ID_KEY = "x-request-id"
+# Absolute deadline (time.monotonic()) of the call being served, so downstream calls inherit it.
+deadline_var: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
+
+_QUIET_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+
+class _CallScope:
+    """Per-call bookkeeping: ids and deadline into context vars, then metrics and one access log line."""
+
+    def __init__(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        self.method = method
+        self.context = context
+        self.code = grpc.StatusCode.OK
+        metadata = dict(context.invocation_metadata() or ())
+        self.request_id = str(metadata.get(REQUEST_ID_KEY) or new_request_id())[:128]
+        remaining = context.time_remaining()
+        self._request_id_token = request_id_var.set(self.request_id)
+        self._deadline_token = deadline_var.set(time.monotonic() + remaining if remaining is not None else None)
+        self.started = time.perf_counter()
+        GRPC_IN_FLIGHT.labels(method).inc()
+
+    async def begin(self) -> None:
+        await self.context.send_initial_metadata(((REQUEST_ID_KEY, self.request_id),))
+
+    async def fail(self, error: BaseException) -> None:
+        """Ends the call with the status `error` maps to (re-raises aborts and cancellations as they are)."""
+        if isinstance(error, asyncio.CancelledError):
+            self.code = grpc.StatusCode.CANCELLED
+            raise error
+        if isinstance(error, grpc.aio.AbortError):
+            self.code = self.context.code() or grpc.StatusCode.UNKNOWN
+            raise error
+        status = to_status(error)
+        self.code = status.code
+        if status.code == grpc.StatusCode.INTERNAL:
+            log.exception("unhandled error in %s", self.method, exc_info=error)
+        await self.context.abort(status.code, status.details, status.trailing_metadata)
+
+    def end(self) -> None:
+        elapsed = time.perf_counter() - self.started
+        GRPC_IN_FLIGHT.labels(self.method).dec()
+        GRPC_REQUESTS.labels(self.method, self.code.name).inc()
+        GRPC_LATENCY.labels(self.method).observe(elapsed)
+        level = logging.DEBUG if self.method.startswith(_QUIET_PREFIXES) else logging.INFO
+        log.log(level, "rpc", extra={"method": self.method, "code": self.code.name, "duration_s": round(elapsed, 6)})
+        request_id_var.reset(self._request_id_token)
+        deadline_var.reset(self._deadline_token)
+
+
+def _wrap_unary_response(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        scope = _CallScope(method, context)
+        try:
+            await scope.begin()
+            return await behavior(request, context)
+        except (Exception, asyncio.CancelledError) as error:
+            await scope.fail(error)
+        finally:
+            scope.end()
+
+    return handle
+
+
+def _wrap_stream_response(
+    method: str, behavior: Callable[..., AsyncIterator[Any]]
+) -> Callable[..., AsyncIterator[Any]]:
+    async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        scope = _CallScope(method, context)
+        try:
+            await scope.begin()
+            async for response in behavior(request, context):
+                yield response
+        except (Exception, asyncio.CancelledError) as error:
+            await scope.fail(error)
+        finally:
+            scope.end()
+
+    return handle
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every handler with `_CallScope`; one instance serves all methods."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        serializers = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(_wrap_unary_response(method, handler.unary_unary), **serializers)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap_unary_response(method, handler.stream_unary), **serializers
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream_response(method, handler.unary_stream), **serializers
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            _wrap_stream_response(method, handler.stream_stream), **serializers
+        )
+
+
+def _outgoing(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+    """The call details with the current request id added and the timeout cut to the inherited deadline."""
+    metadata = grpc.aio.Metadata(*(details.metadata or ()))
+    request_id = request_id_var.get()
+    if request_id and REQUEST_ID_KEY not in metadata:
+        metadata.add(REQUEST_ID_KEY, request_id)
+    timeout = details.timeout
+    deadline = deadline_var.get()
+    if deadline is not None:
+        remaining = max(deadline - time.monotonic(), 0.0)
+        timeout = remaining if timeout is None else min(timeout, remaining)
+    return grpc.aio.ClientCallDetails(
+        method=details.method,
+        timeout=timeout,
+        metadata=metadata,
+        credentials=details.credentials,
+        wait_for_ready=details.wait_for_ready,
+    )
+
+
+class _Propagate:
+    async def _call(self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any) -> Any:
+        return await continuation(_outgoing(details), request)
+
+
+class PropagateUnaryUnary(_Propagate, grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation, client_call_details, request):
+        return await self._call(continuation, client_call_details, request)
+
+
+class PropagateUnaryStream(_Propagate, grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(self, continuation, client_call_details, request):
+        return await self._call(continuation, client_call_details, request)
+
+
+class PropagateStreamUnary(_Propagate, grpc.aio.StreamUnaryClientInterceptor):
+    async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
+        return await self._call(continuation, client_call_details, request_iterator)
+
+
+class PropagateStreamStream(_Propagate, grpc.aio.StreamStreamClientInterceptor):
+    async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+        return await self._call(continuation, client_call_details, request_iterator)
+
+
+def propagating_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    """Client interceptors that carry the request id and the remaining deadline to downstream calls."""
+    return [PropagateUnaryUnary(), PropagateUnaryStream(), PropagateStreamUnary(), PropagateStreamStream()]

@@ -1,0 +1,1 @@
+"""inkloop analytics service."""

@@ -1,0 +1,34 @@
+"""Settings of the inference service (flags, or INKLOOP_INFERENCE_* environment variables)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from inkloop.config import ServiceSettings
+
+
+class InferenceSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="INKLOOP_INFERENCE_")
+
+    port: int = Field(50052, ge=0, le=65535, description="gRPC port.")
+    metrics_port: int = Field(9092, ge=0, le=65535, description="Prometheus /metrics port.")
+    model: Literal["tiny", "demo"] = Field(
+        "tiny", description="Preset built offline when --model-path is not given (random weights)."
+    )
+    model_path: Path | None = Field(
+        None, description="Local diffusers-format Qwen-Image directory; never downloaded from a hub."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available.")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="auto = bfloat16 on CUDA, float32 on CPU."
+    )
+    max_batch_size: int = Field(4, ge=1, le=64, description="Most requests in one pipeline call.")
+    max_queue_delay_ms: int = Field(
+        10, ge=0, le=10_000, description="How long a batch waits for companions before it runs."
+    )
+    queue_capacity: int = Field(64, ge=1, description="Requests that may wait; beyond: RESOURCE_EXHAUSTED.")
+    warmup: bool = Field(True, description="Run one generation before reporting SERVING.")

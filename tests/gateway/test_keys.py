@@ -1,0 +1,81 @@
+"""API keys: hashes only, constant-time checks, revocation, the development key."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from inkloop import errors
+from inkloop_gateway.keys import KeyStore, Role, ensure_dev_key
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> KeyStore:
+    return KeyStore(tmp_path / "keys.db")
+
+
+def test_created_key_authenticates_as_its_tenant_and_role(store: KeyStore) -> None:
+    key, secret = store.create("acme", Role.ANALYST, "dashboards")
+    found = store.authenticate(secret)
+    assert (found.key_id, found.tenant_id, found.role) == (key.key_id, "acme", Role.ANALYST)
+
+
+def test_only_the_hash_is_stored(store: KeyStore, tmp_path: Path) -> None:
+    _key, secret = store.create("acme", Role.USER)
+    store.close()
+    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("keys.db"))
+    assert secret.encode() not in stored
+    assert secret.split("_")[2].encode() not in stored
+
+
+@pytest.mark.parametrize(
+    "mangle", [lambda s: s[:-1] + ("A" if s[-1] != "A" else "B"), lambda s: "", lambda s: "Bearer"]
+)
+def test_wrong_secrets_are_unauthenticated(store: KeyStore, mangle) -> None:
+    _key, secret = store.create("acme", Role.USER)
+    with pytest.raises(errors.Unauthenticated):
+        store.authenticate(mangle(secret))
+
+
+def test_revoked_key_is_unauthenticated(store: KeyStore) -> None:
+    key, secret = store.create("acme", Role.USER)
+    revoked = store.revoke(key.key_id)
+    assert revoked.revoked_at is not None
+    with pytest.raises(errors.Unauthenticated):
+        store.authenticate(secret)
+    assert store.list("acme") == []
+    assert [k.key_id for k in store.list("acme", include_revoked=True)] == [key.key_id]
+
+
+def test_revoking_an_unknown_key_is_not_found(store: KeyStore) -> None:
+    with pytest.raises(errors.NotFound):
+        store.revoke("nosuchkey123")
+
+
+def test_bad_tenant_id_is_invalid(store: KeyStore) -> None:
+    with pytest.raises(errors.InvalidArgument) as caught:
+        store.create("Acme Corp", Role.USER)
+    assert caught.value.violations[0].field == "tenant_id"
+
+
+def test_roles_are_ordered() -> None:
+    assert Role.ADMIN.allows(Role.ANALYST) and Role.ANALYST.allows(Role.USER)
+    assert not Role.USER.allows(Role.ANALYST)
+
+
+def test_dev_key_is_created_once_and_private(store: KeyStore, tmp_path: Path) -> None:
+    secret, created = ensure_dev_key(store, tmp_path)
+    again, created_again = ensure_dev_key(store, tmp_path)
+    assert created and not created_again and again == secret
+    key_file = tmp_path / "dev-api-key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert store.authenticate(secret).role == Role.ADMIN
+
+
+def test_dev_key_is_replaced_when_revoked(store: KeyStore, tmp_path: Path) -> None:
+    secret, _ = ensure_dev_key(store, tmp_path)
+    store.revoke(store.authenticate(secret).key_id)
+    replacement, created = ensure_dev_key(store, tmp_path)
+    assert created and replacement != secret
