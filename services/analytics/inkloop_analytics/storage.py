@@ -1,0 +1,443 @@
+"""ClickHouse access for analytics: one small interface over a ClickHouse server and embedded chDB.
+
+    ch = connect("clickhouse://user:secret@clickhouse:9000/analytics")   # production, native protocol
+    ch = connect("chdb:///var/lib/inkloop/analytics?database=analytics")  # all-in-one dev mode, on disk
+    ch.execute("CREATE TABLE IF NOT EXISTS t (ts DateTime('UTC'), name String) ENGINE = MergeTree ORDER BY ts")
+    ch.insert("t", ["ts", "name"], [(datetime.now(UTC), "render")])
+    ch.query("SELECT count() FROM t WHERE name = %(name)s", {"name": "render"})   # -> [(1,)]
+
+Both engines get identical SQL: parameters use pyformat `%(name)s` and are substituted on the client
+with clickhouse-driver's own escaping, because ClickHouse 18.16 (Debian's server) has no server-side
+`{name:Type}` parameters. With params given, a literal `%` in the SQL must be written `%%`.
+
+Datetimes are bound and inserted as UTC; declare columns `DateTime('UTC')` so that they mean the
+same on any server time zone. Results have the Python types clickhouse-driver returns, on both
+engines: DateTime('UTC') columns come back as aware datetimes, plain DateTime as naive ones.
+
+Connection trouble (refused, reset, timeout, chDB path held by another process) raises
+`inkloop.errors.Unavailable`, so callers can spool and retry; SQL the engine rejects raises
+`QueryError`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import date, datetime
+from decimal import Decimal
+from functools import cache
+from ipaddress import ip_address
+from typing import Any, Self
+from urllib.parse import parse_qsl
+from zoneinfo import ZoneInfo
+
+import clickhouse_driver
+from clickhouse_driver import errors as driver_errors
+from clickhouse_driver.util.escape import escape_params
+
+from inkloop.errors import Unavailable
+
+Row = tuple[Any, ...]
+Params = Mapping[str, Any]
+
+# Server error codes that mean "up, but cannot take this now": spooling and retrying is right.
+RETRYABLE_ERROR_CODES = frozenset(
+    {
+        202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+        209,  # SOCKET_TIMEOUT
+        210,  # NETWORK_ERROR
+        252,  # TOO_MANY_PARTS: inserts come faster than merges
+    }
+)
+
+# A DDL per feature, tried once on a scratch table rather than inferred from the version: 18.16,
+# for one, has LowCardinality, but only behind an experimental setting.
+FEATURE_PROBES = {
+    "ttl": "CREATE TABLE {table} (ts DateTime) ENGINE = MergeTree ORDER BY ts TTL ts + INTERVAL 1 DAY",
+    "low_cardinality": "CREATE TABLE {table} (name LowCardinality(String)) ENGINE = MergeTree ORDER BY name",
+}
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+# `INSERT INTO t [(columns)] VALUES (…)` / `FORMAT …` carry their data in the SQL text. Over the
+# native protocol 18.16 ignores that data and waits for data blocks that never come: the call hangs.
+_INLINE_DATA_INSERT = re.compile(r"\s*INSERT\s+INTO\s+[\w.`\"]+\s*(\([^)]*\))?\s*(VALUES|FORMAT)\b", re.IGNORECASE)
+
+
+class QueryError(Exception):
+    """ClickHouse rejected the statement or its data (bad SQL, unknown table, type mismatch)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"ClickHouse error {code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class ClickHouse(ABC):
+    """A connection to one database of a ClickHouse engine. Safe to share between threads."""
+
+    def __init__(self, database: str, lock: threading.Lock) -> None:
+        self._database = database
+        self._lock = lock
+        self._version: tuple[int, ...] | None = None
+        self._features: dict[str, bool] = {}
+
+    @property
+    def database(self) -> str:
+        return self._database
+
+    def execute(self, sql: str, params: Params | None = None) -> None:
+        """Run a statement that returns no rows (DDL, INSERT … SELECT, OPTIMIZE)."""
+        bound = bind(sql, params)
+        with self._lock:
+            self._execute(bound)
+
+    def query(self, sql: str, params: Params | None = None) -> list[Row]:
+        bound = bind(sql, params)
+        with self._lock:
+            return self._query(bound)
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Bulk insert in the engine's fastest way; each row holds one value per column, in order."""
+        if not columns:
+            raise ValueError("insert needs at least one column")
+        for position, row in enumerate(rows):
+            if len(row) != len(columns):
+                raise ValueError(f"row {position} has {len(row)} values for {len(columns)} columns")
+        if not rows:
+            return
+        statement = f"INSERT INTO {quote_identifier(table)} ({', '.join(map(quote_identifier, columns))})"
+        with self._lock:
+            self._insert(statement, columns, rows)
+
+    def version(self) -> tuple[int, ...]:
+        """The engine's version, e.g. (18, 16, 1) for Debian's server."""
+        if self._version is None:
+            [(text,)] = self.query("SELECT version()")
+            self._version = tuple(int(part) for part in text.split("."))
+        return self._version
+
+    def supports(self, feature: str) -> bool:
+        """Whether the engine accepts `feature` (one of FEATURE_PROBES), found by trying it once."""
+        if feature not in FEATURE_PROBES:
+            raise ValueError(f"unknown feature {feature!r}; known: {', '.join(sorted(FEATURE_PROBES))}")
+        if feature not in self._features:
+            self._features[feature] = self._accepts(FEATURE_PROBES[feature])
+        return self._features[feature]
+
+    def ping(self) -> None:
+        """Returns when the engine answers; raises Unavailable when it cannot be reached."""
+        self.query("SELECT 1")
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _accepts(self, ddl: str) -> bool:
+        table = f"_inkloop_probe_{uuid.uuid4().hex[:12]}"
+        try:
+            self.execute(ddl.format(table=table))
+        except QueryError:
+            return False  # a failed CREATE leaves no table behind
+        self.execute(f"DROP TABLE {table}")
+        return True
+
+    @abstractmethod
+    def _execute(self, sql: str) -> None: ...
+
+    @abstractmethod
+    def _query(self, sql: str) -> list[Row]: ...
+
+    @abstractmethod
+    def _insert(self, statement: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None: ...
+
+
+def connect(url: str) -> ClickHouse:
+    """`clickhouse://[user[:password]@]host[:port]/db[?driver options]` or `chdb://PATH[?database=db]`.
+
+    Driver options are clickhouse-driver's URL options (connect_timeout, send_receive_timeout,
+    compression, …). PATH is a directory: `chdb:///abs/path` or `chdb://relative/path`; the
+    database must exist (default: `default`).
+
+    Server connections are lazy: a server that is down makes the first call raise Unavailable, and
+    calls succeed again once it is back.
+    """
+    if url.startswith(("clickhouse://", "clickhouses://")):
+        return ServerClickHouse(url)
+    if url.startswith("chdb://"):
+        path, _, query = url.removeprefix("chdb://").partition("?")
+        options = dict(parse_qsl(query))
+        database = options.pop("database", "default")
+        if options:
+            raise ValueError(f"unknown chdb:// options {sorted(options)} in {url!r}; only database= is known")
+        return EmbeddedClickHouse(path, database)
+    raise ValueError(f"unsupported ClickHouse URL {url!r}: use clickhouse://… or chdb://PATH")
+
+
+def bind(sql: str, params: Params | None) -> str:
+    """Substitute pyformat parameters the way clickhouse-driver does, with datetimes rendered in UTC."""
+    if _INLINE_DATA_INSERT.match(sql):
+        raise ValueError(
+            "INSERT … VALUES/FORMAT with the data in the SQL hangs on ClickHouse 18.16: "
+            "use insert(), or INSERT … SELECT %(value)s, … for a few bound values"
+        )
+    if params is None:
+        return sql
+    return sql % escape_params({name: _plain(value) for name, value in params.items()}, _UTC_CONTEXT)
+
+
+def quote_identifier(name: str) -> str:
+    """`db.table` or `column` in backquotes, after checking it is a plain identifier."""
+    parts = name.split(".")
+    if len(parts) > 2 or not all(_IDENTIFIER.fullmatch(part) for part in parts):
+        raise ValueError(f"not a plain identifier: {name!r}")
+    return ".".join(f"`{part}`" for part in parts)
+
+
+def _plain(value: Any) -> Any:
+    # 18.16 has no true/false literals.
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, list | tuple):
+        return type(value)(_plain(item) for item in value)
+    return value
+
+
+class _UtcServerInfo:
+    @staticmethod
+    def get_timezone() -> str:
+        return "UTC"
+
+
+class _UtcContext:
+    """What escape_params reads from a driver connection: only the time zone datetimes go to."""
+
+    server_info = _UtcServerInfo()
+
+
+_UTC_CONTEXT = _UtcContext()
+
+
+def _error_for(code: int, message: str) -> Exception:
+    if code in RETRYABLE_ERROR_CODES:
+        return Unavailable(f"ClickHouse cannot take this now (error {code}): {message}")
+    return QueryError(code, message)
+
+
+class ServerClickHouse(ClickHouse):
+    """A ClickHouse server over the native protocol (clickhouse-driver), reconnecting as needed."""
+
+    def __init__(self, url: str) -> None:
+        self._client = clickhouse_driver.Client.from_url(url)
+        host, port = self._client.connection.hosts[0]
+        self._address = f"{host}:{port}"
+        # clickhouse-driver's Client is not thread-safe: one lock per connection.
+        super().__init__(self._client.connection.database, threading.Lock())
+
+    def close(self) -> None:
+        """Drops the connection (a later call would open a new one)."""
+        with self._lock:
+            self._client.disconnect()
+
+    def _execute(self, sql: str) -> None:
+        with self._translated_errors():
+            self._client.execute(sql)
+
+    def _query(self, sql: str) -> list[Row]:
+        with self._translated_errors():
+            rows: list[Row] = self._client.execute(sql)
+            return rows
+
+    def _insert(self, statement: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        with self._translated_errors():
+            self._client.execute(f"{statement} VALUES", rows)
+
+    @contextmanager
+    def _translated_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (driver_errors.NetworkError, driver_errors.SocketTimeoutError, EOFError, OSError) as error:
+            # The driver reconnects on the next call; drop the half-read socket now.
+            self._client.disconnect()
+            raise Unavailable(f"ClickHouse at {self._address} is unavailable: {error}") from error
+        except driver_errors.Error as error:
+            raise _error_for(getattr(error, "code", None) or 0, getattr(error, "message", str(error))) from error
+
+
+# chDB hosts one engine per process, bound to one path: opening another path fails while any
+# session is open (the `chdb_url` test fixture is that one path in tests). chDB 4.4 says sessions
+# are thread-safe, but earlier releases were not, and a session serves nothing else while a
+# streaming insert is open; so every chDB call in the process takes this one lock. Each query
+# still runs on all cores inside the engine.
+_CHDB_LOCK = threading.Lock()
+
+# Asked for on every chDB session: a JSON result that converts losslessly, and UTC like the server.
+_CHDB_SESSION_SETTINGS = (
+    "session_timezone=UTC"
+    "&output_format_json_quote_64bit_integers=0"
+    "&output_format_json_quote_denormals=1"
+    "&output_format_json_quote_decimals=1"
+    "&output_format_json_named_tuples_as_objects=0"
+)
+
+_CHDB_ERROR_CODE = re.compile(r"Code: (\d+)\.")
+
+
+class EmbeddedClickHouse(ClickHouse):
+    """chDB in this process, persisting under `path`. Meant for the all-in-one dev mode and tests."""
+
+    def __init__(self, path: str, database: str = "default") -> None:
+        super().__init__(database, _CHDB_LOCK)
+        from chdb.session import Session  # chDB is the optional `embedded` extra: import on use.
+
+        with self._lock:
+            try:
+                self._session: Any = Session(f"{path}?{_CHDB_SESSION_SETTINGS}")
+            except RuntimeError as error:
+                if "already initialized with path" in str(error):
+                    raise RuntimeError(f"chDB serves one path per process: {error}") from error
+                raise Unavailable(f"chDB at {path} cannot be opened (held by another process?): {error}") from error
+        self.execute(f"USE {quote_identifier(database)}")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._session is not None:
+                self._session.close()
+                self._session = None
+
+    def _execute(self, sql: str) -> None:
+        self._run(sql, "Null")
+
+    def _query(self, sql: str) -> list[Row]:
+        output = self._run(sql, "JSONCompact").bytes()
+        if not output:
+            return []
+        result = json.loads(output.decode("utf-8", errors="replace"))
+        converters = [_converter(column["type"]) for column in result["meta"]]
+        return [tuple(convert(value) for convert, value in zip(converters, row, strict=True)) for row in result["data"]]
+
+    def _insert(self, statement: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        payload = _arrow_stream(columns, rows)
+        with self._translated_errors(), self._open_session().send_insert(statement, "ArrowStream") as stream:
+            stream.append(payload)
+            stream.finish()
+
+    def _run(self, sql: str, output_format: str) -> Any:
+        with self._translated_errors():
+            return self._open_session().query(sql, output_format)
+
+    def _open_session(self) -> Any:
+        if self._session is None:
+            raise RuntimeError("this chDB connection is closed")
+        return self._session
+
+    @contextmanager
+    def _translated_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except RuntimeError as error:  # chdb's ChdbError is a RuntimeError
+            match = _CHDB_ERROR_CODE.search(str(error))
+            if match is None:
+                raise
+            raise _error_for(int(match.group(1)), str(error)) from error
+
+
+def _arrow_stream(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> memoryview:
+    """Rows as one Arrow IPC stream: pyarrow converts whole columns in C, far faster than text formats."""
+    import pyarrow as pa  # comes with chdb
+
+    arrays = []
+    for name, values in zip(columns, zip(*rows, strict=True), strict=True):
+        first = next((value for value in values if value is not None), None)
+        try:
+            if isinstance(first, uuid.UUID):
+                storage = pa.array([None if value is None else value.bytes for value in values], pa.binary(16))
+                arrays.append(pa.ExtensionArray.from_storage(pa.uuid(), storage))
+            else:
+                arrays.append(pa.array(values))
+        except (pa.ArrowException, AttributeError, OverflowError) as error:
+            raise TypeError(f"column {name!r}: values of mixed or unsupported types: {error}") from error
+    table = pa.Table.from_arrays(arrays, names=list(columns))
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return memoryview(sink.getvalue())
+
+
+@cache
+def _converter(type_name: str) -> Callable[[Any], Any]:
+    """How to turn one JSONCompact value of `type_name` into what clickhouse-driver would return."""
+    outer, _, inner = type_name.partition("(")
+    arguments = _split_arguments(inner[:-1]) if inner else []
+    if outer == "Nullable":
+        convert = _converter(arguments[0])
+        return lambda value: None if value is None else convert(value)
+    if outer == "LowCardinality":
+        return _converter(arguments[0])
+    if outer == "Array":
+        convert = _converter(arguments[0])
+        return lambda value: [convert(item) for item in value]
+    if outer == "Tuple":
+        element_converters = [_converter(_without_name(argument)) for argument in arguments]
+        return lambda value: tuple(convert(item) for convert, item in zip(element_converters, value, strict=True))
+    if outer == "Map":
+        convert_key, convert_value = _converter(arguments[0]), _converter(arguments[1])
+        return lambda value: {convert_key(key): convert_value(item) for key, item in value.items()}
+    if outer.startswith(("Int", "UInt")):
+        return int
+    if outer.startswith("Float"):
+        return float  # also reads the quoted "nan" and "inf"
+    if outer.startswith("Decimal"):
+        return Decimal
+    if outer in ("Date", "Date32"):
+        return date.fromisoformat
+    if outer in ("DateTime", "DateTime64"):
+        zone_arguments = [argument for argument in arguments if argument.startswith("'")]
+        zone = ZoneInfo(zone_arguments[0].strip("'")) if zone_arguments else None
+        return lambda value: _parse_datetime(value, zone)
+    if outer == "UUID":
+        return uuid.UUID
+    if outer in ("IPv4", "IPv6"):
+        return ip_address
+    if outer == "Bool":
+        return bool
+    return lambda value: value  # String, FixedString, Enum: already right
+
+
+def _parse_datetime(text: str, zone: ZoneInfo | None) -> datetime:
+    whole, _, fraction = text.partition(".")
+    parsed = datetime.fromisoformat(whole).replace(microsecond=int(fraction[:6].ljust(6, "0")) if fraction else 0)
+    return parsed.replace(tzinfo=zone) if zone is not None else parsed
+
+
+def _split_arguments(text: str) -> list[str]:
+    """`String, Array(Tuple(a Int8, b String)), 'UTC'` into its top-level comma-separated parts."""
+    parts, depth, quoted, start = [], 0, False, 0
+    for position, char in enumerate(text):
+        if char == "'":
+            quoted = not quoted
+        elif not quoted and char == "(":
+            depth += 1
+        elif not quoted and char == ")":
+            depth -= 1
+        elif not quoted and depth == 0 and char == ",":
+            parts.append(text[start:position].strip())
+            start = position + 1
+    parts.append(text[start:].strip())
+    return parts
+
+
+def _without_name(element: str) -> str:
+    """`a String` in a named Tuple is the type `String`; `Array(String)` stays as it is."""
+    name, space, rest = element.partition(" ")
+    return rest if space and "(" not in name else element

@@ -1,0 +1,53 @@
+"""Real servers for the whole test session (one set per xdist worker); the logic is in tests/harness."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from harness.clickhouse import ClickHouseServer, fresh_database
+from harness.redis import RedisServer
+from inkloop_analytics.storage import ClickHouse, connect
+
+
+@pytest.fixture(scope="session")
+def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseServer]:
+    """Debian's clickhouse-server 18.16, the oldest engine production may run."""
+    with ClickHouseServer(tmp_path_factory.mktemp("clickhouse")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied for this test."""
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.flushdb()
+    return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def chdb_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The chDB path of this process. chDB serves one path per process, so every test must use this one."""
+    url = f"chdb://{tmp_path_factory.mktemp('chdb')}"
+    # Held open so the embedded engine is not shut down and restarted between tests.
+    with connect(url):
+        yield url
+
+
+@pytest.fixture(params=["chdb", "server"])
+def clickhouse(request: pytest.FixtureRequest) -> Iterator[ClickHouse]:
+    """A connection to a fresh database, on embedded chDB and on the 18.16 server in turn."""
+    if request.param == "chdb":
+        url = request.getfixturevalue("chdb_url")
+    else:
+        url = request.getfixturevalue("clickhouse_server").url
+    with fresh_database(url) as ch:
+        yield ch
