@@ -54,6 +54,7 @@ class ProbeServicer(inference_pb2_grpc.InferenceServiceServicer):
 
 class ProbeApp:
     service_names: Sequence[str] = ("inkloop.v1.InferenceService",)
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
 
     def __init__(self, servicer: ProbeServicer) -> None:
         self.servicer = servicer

@@ -40,6 +40,8 @@ class App(Protocol):
 
     #: Full names of the gRPC services it serves, e.g. "inkloop.v1.InferenceService".
     service_names: Sequence[str]
+    #: Interceptors run inside the common one (which maps their domain errors to statuses), e.g. auth.
+    interceptors: Sequence[grpc.aio.ServerInterceptor]
 
     def register(self, server: grpc.aio.Server) -> None: ...
 
@@ -85,7 +87,7 @@ async def start_server(
     server_credentials: grpc.ServerCredentials | None = None,
 ) -> RunningServer:
     """Binds and starts the server with every service NOT_SERVING; returns it with its bound port."""
-    server = grpc.aio.server(interceptors=[ServerInterceptor()], options=SERVER_OPTIONS)
+    server = grpc.aio.server(interceptors=[ServerInterceptor(), *app.interceptors], options=SERVER_OPTIONS)
     app.register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -22,6 +22,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
 
 class AnalyticsApp:
     service_names: Sequence[str] = ("inkloop.v1.AnalyticsService",)
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
 
     def __init__(self, settings: AnalyticsSettings) -> None:
         self.settings = settings

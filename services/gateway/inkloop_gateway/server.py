@@ -21,6 +21,7 @@ class AdminServicer(gateway_pb2_grpc.AdminServiceServicer):
 
 class GatewayApp:
     service_names: Sequence[str] = ("inkloop.v1.GatewayService", "inkloop.v1.AdminService")
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
