@@ -2,29 +2,74 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
-from inkloop.v1 import inference_pb2_grpc
+from inkloop.v1 import common_pb2, inference_pb2, inference_pb2_grpc
+from inkloop_inference import protocol
+from inkloop_inference.model import InferenceModel
+from inkloop_inference.pipelines import GenerationRequest
 from inkloop_inference.settings import InferenceSettings
+
+log = logging.getLogger(__name__)
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
-    """Every method still answers UNIMPLEMENTED (the base class) until the pipelines land."""
+    def __init__(self, model: InferenceModel) -> None:
+        self.model = model
+
+    async def TextToImage(
+        self, request: common_pb2.TextToImageRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[common_pb2.GenerationEvent]:
+        async for event in self._generate(protocol.text_to_image_from_pb(request, self.model.defaults)):
+            yield event
+
+    async def Inpaint(
+        self, request: common_pb2.InpaintRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[common_pb2.GenerationEvent]:
+        async for event in self._generate(protocol.inpaint_from_pb(request, self.model.defaults)):
+            yield event
+
+    async def Outpaint(
+        self, request: common_pb2.OutpaintRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[common_pb2.GenerationEvent]:
+        async for event in self._generate(protocol.outpaint_from_pb(request, self.model.defaults)):
+            yield event
+
+    async def GetModelInfo(
+        self, request: inference_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext
+    ) -> inference_pb2.GetModelInfoResponse:
+        return self.model.info()
+
+    async def _generate(self, request: GenerationRequest) -> AsyncIterator[common_pb2.GenerationEvent]:
+        accepted_at = time.monotonic()
+        loaded = self.model.loaded
+        protocol.validate(request, loaded)
+        async for event in self.model.batcher.generate(request):
+            yield protocol.event_to_pb(event, request, loaded, accepted_at)
 
 
 class InferenceApp:
     service_names: Sequence[str] = ("inkloop.v1.InferenceService",)
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
 
     def __init__(self, settings: InferenceSettings) -> None:
         self.settings = settings
+        self.model = InferenceModel(settings)
 
     def register(self, server: grpc.aio.Server) -> None:
-        inference_pb2_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(), server)
+        inference_pb2_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(self.model), server)
 
     async def start(self) -> None:
-        pass
+        # Loading blocks for seconds (minutes for real weights): keep the event loop answering health checks.
+        await asyncio.to_thread(self.model.load)
+        self.model.start_batching()
+        if self.settings.warmup:
+            await self.model.warm_up()
 
     async def stop(self) -> None:
-        pass
+        await self.model.stop()

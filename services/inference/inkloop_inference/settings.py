@@ -32,3 +32,8 @@ class InferenceSettings(ServiceSettings):
     )
     queue_capacity: int = Field(64, ge=1, description="Requests that may wait; beyond: RESOURCE_EXHAUSTED.")
     warmup: bool = Field(True, description="Run one generation before reporting SERVING.")
+    batch_invariant: bool = Field(
+        True,
+        description="Run the transformer one sample at a time inside a batch, so an image is byte-identical "
+        "whatever shares its pipeline call; off = batched matrix products (faster, ±1/255 rounding).",
+    )

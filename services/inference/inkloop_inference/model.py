@@ -1,0 +1,151 @@
+"""The model a running inference service holds: where it comes from, its defaults, and its batcher."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import diffusers
+import torch
+import transformers
+
+from inkloop import errors
+from inkloop.v1 import common_pb2, inference_pb2
+from inkloop_inference import pipelines
+from inkloop_inference.batching import Batcher
+from inkloop_inference.loading import LoadedModel, load_pipelines
+from inkloop_inference.pipelines import GenerationRequest, GenerationResult
+from inkloop_inference.presets import ensure_preset
+from inkloop_inference.protocol import Defaults
+from inkloop_inference.settings import InferenceSettings
+
+log = logging.getLogger(__name__)
+
+# Real Qwen-Image defaults (1024², 50 steps, true CFG 4.0); the random-weight presets default to
+# small, quick images so `inkloop up` answers in about a second on a CPU.
+_DEFAULTS = {
+    "tiny": Defaults(width=128, height=128, steps=20, true_cfg_scale=4.0),
+    "demo": Defaults(width=512, height=512, steps=20, true_cfg_scale=4.0),
+    "weights": Defaults(width=1024, height=1024, steps=50, true_cfg_scale=4.0),
+}
+
+
+def resolve_device(setting: str) -> str:
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for but no CUDA device is available")
+    return setting
+
+
+def resolve_dtype(setting: str, device: str) -> torch.dtype:
+    if setting == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[setting]
+
+
+class InferenceModel:
+    def __init__(self, settings: InferenceSettings) -> None:
+        self.settings = settings
+        self._loaded: LoadedModel | None = None
+        self._batcher: Batcher[GenerationRequest, GenerationResult] | None = None
+        self.defaults = _DEFAULTS["weights" if settings.model_path else settings.model]
+
+    @property
+    def loaded(self) -> LoadedModel:
+        if self._loaded is None:
+            raise errors.Unavailable("the model is still loading")
+        return self._loaded
+
+    @property
+    def batcher(self) -> Batcher[GenerationRequest, GenerationResult]:
+        if self._batcher is None:
+            raise errors.Unavailable("the model is still loading")
+        return self._batcher
+
+    def load(self) -> None:
+        """Loads the weights (blocking): from --model-path, or the preset built once into the data dir."""
+        # Library progress bars would interleave with the structured logs.
+        diffusers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.disable_progress_bar()
+        path = self.settings.model_path or ensure_preset(self.settings.model, Path(self.settings.data_dir))
+        device = resolve_device(self.settings.device)
+        self._loaded = load_pipelines(
+            path,
+            device=device,
+            dtype=resolve_dtype(self.settings.dtype, device),
+            batch_invariant=self.settings.batch_invariant,
+        )
+
+    def start_batching(self) -> None:
+        self._batcher = Batcher(
+            self._run_batch,
+            pipelines.batch_key,
+            max_batch_size=self.settings.max_batch_size,
+            max_queue_delay_s=self.settings.max_queue_delay_ms / 1000,
+            capacity=self.settings.queue_capacity,
+        )
+        self._batcher.start()
+
+    def _run_batch(
+        self,
+        requests: list[GenerationRequest],
+        *,
+        on_step: Callable[[int, int], None],
+        should_cancel: Callable[[], bool],
+    ) -> list[GenerationResult]:
+        try:
+            return pipelines.run(self.loaded, requests, on_step=on_step, should_cancel=should_cancel)
+        except torch.OutOfMemoryError:
+            # Free what the failed call held so the next request starts clean.
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            log.warning("out of GPU memory", extra={"batch_size": len(requests)})
+            raise errors.ResourceExhausted(
+                "out of GPU memory for this request; retry with fewer images or a smaller size", retry_after_s=1.0
+            ) from None
+
+    async def warm_up(self) -> None:
+        """One small generation, so the first real request does not pay for lazy initialisation."""
+        size = self.loaded.limits.min_size
+        request = GenerationRequest(kind="text_to_image", prompt="warm-up", width=size, height=size, steps=2, seed=0)
+        async for _event in self.batcher.generate(request):
+            pass
+
+    async def stop(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.stop()
+
+    def info(self) -> inference_pb2.GetModelInfoResponse:
+        loaded = self.loaded
+        limits = loaded.limits
+        transformer = loaded.t2i.transformer
+        return inference_pb2.GetModelInfoResponse(
+            model_id=loaded.model_id,
+            model_revision=loaded.revision,
+            architecture=type(transformer).__name__,
+            transformer_parameters=sum(p.numel() for p in transformer.parameters()),
+            dtype=str(loaded.dtype).removeprefix("torch."),
+            device=str(loaded.device),
+            limits=inference_pb2.ModelLimits(
+                min_size=limits.min_size,
+                max_size=limits.max_size,
+                size_multiple=limits.size_multiple,
+                min_steps=limits.min_steps,
+                max_steps=limits.max_steps,
+                max_images=limits.max_images,
+                max_prompt_tokens=limits.max_sequence_length,
+            ),
+            defaults=self.defaults.to_pb(),
+            batching=inference_pb2.BatchingInfo(
+                max_batch_size=self.settings.max_batch_size,
+                max_queue_delay_ms=self.settings.max_queue_delay_ms,
+                queue_capacity=self.settings.queue_capacity,
+            ),
+            kinds=[
+                common_pb2.GENERATION_KIND_TEXT_TO_IMAGE,
+                common_pb2.GENERATION_KIND_INPAINT,
+                common_pb2.GENERATION_KIND_OUTPAINT,
+            ],
+        )

@@ -1,0 +1,521 @@
+"""One generation: text-to-image, inpaint or outpaint with a loaded Qwen-Image model.
+
+    requests = [GenerationRequest(kind="text_to_image", prompt="一只猫", width=1024, height=1024, seed=7)]
+    for request in requests:
+        request.validate(model.limits)
+    results = run(model, requests, on_step=print, should_cancel=lambda: False)
+
+Batching. `run` takes requests that share a `batch_key` (kind, output size, steps, CFG scale) and
+makes ONE diffusers pipeline call for all of them. Every request is flattened into `num_images`
+entries; entry k of a request gets its own CPU `torch.Generator` seeded `(seed + k) mod 2**64`.
+So image k of a request is the image a one-image request with seed `seed + k` gives, and a request
+gets the same bytes alone or in any batch (with `LoadedModel.batch_invariant`, the default: see
+`loading.make_batch_invariant`; without it, batch neighbours can move a pixel by rounding).
+Noise is drawn on the CPU, so a seed starts from the same noise on any device.
+
+Inpaint: white mask pixels are repainted; every pixel outside the mask (outside the feather zone,
+with `mask_feather_px`) is the input pixel, exactly. Outpaint: the image is extended on any side,
+the new border is inpainted and the original pixels are put back, exactly (with `mask_feather_px`:
+all but a band of that width along the new edges, where the two are blended).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import secrets
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageFilter
+
+from inkloop.errors import Cancelled, FieldViolation, InvalidArgument
+from inkloop_inference.loading import Limits, LoadedModel
+
+Kind = Literal["text_to_image", "inpaint", "outpaint"]
+OutputFormat = Literal["png", "jpeg", "webp"]
+KINDS: tuple[Kind, ...] = ("text_to_image", "inpaint", "outpaint")
+OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("png", "jpeg", "webp")
+#: Inputs are decoded with these Pillow plugins only.
+INPUT_FORMATS = ("PNG", "JPEG", "WEBP")
+JPEG_QUALITY = 95
+WEBP_QUALITY = 95
+#: Inpaint/outpaint start from pure noise in the masked region: it is fully regenerated.
+INPAINT_STRENGTH = 1.0
+#: Seeds are 64-bit; image k of a request uses (seed + k) mod SEED_SPACE.
+SEED_SPACE = 2**64
+#: CFG without a negative prompt: diffusers needs one, and " " is the neutral choice.
+EMPTY_NEGATIVE_PROMPT = " "
+
+
+@dataclass(frozen=True)
+class Outpaint:
+    """Pixels to add on each side of the image."""
+
+    left: int = 0
+    top: int = 0
+    right: int = 0
+    bottom: int = 0
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One request: up to `num_images` images from one prompt, seed and size.
+
+    `width`/`height`: the output size; required for text_to_image. For inpaint and outpaint 0 means
+    "from the image" (its size, or its size plus the extension); a non-zero value must match that.
+    `true_cfg_scale` > 1 turns classifier-free guidance on (with `negative_prompt`, or " " if none);
+    1 turns it off. `seed` None: a random one is drawn and reported in the result.
+    `mask_feather_px` blends across the edge of the repainted region (inpaint: the mask; outpaint:
+    the new border); pixels farther than that from it keep their exact input value.
+    """
+
+    kind: Kind
+    prompt: str
+    negative_prompt: str = ""
+    width: int = 0
+    height: int = 0
+    steps: int = 50
+    true_cfg_scale: float = 4.0
+    seed: int | None = None
+    num_images: int = 1
+    output_format: OutputFormat = "png"
+    image: bytes = b""
+    mask: bytes = b""
+    mask_feather_px: int = 0
+    outpaint: Outpaint | None = None
+
+    @property
+    def uses_cfg(self) -> bool:
+        return self.true_cfg_scale > 1.0
+
+    def output_size(self) -> tuple[int, int]:
+        """(width, height) of the images this request produces; reads only the image header."""
+        if self.kind == "text_to_image":
+            return self.width, self.height
+        with Image.open(io.BytesIO(self.image), formats=INPUT_FORMATS) as image:
+            width, height = image.size
+        if self.kind == "outpaint" and self.outpaint is not None:
+            width += self.outpaint.left + self.outpaint.right
+            height += self.outpaint.top + self.outpaint.bottom
+        return self.width or width, self.height or height
+
+    def validate(self, limits: Limits) -> None:
+        """Raise `InvalidArgument` naming every field that `limits` or the kind rule out."""
+        problems: list[FieldViolation] = []
+
+        def bad(field_name: str, description: str) -> None:
+            problems.append(FieldViolation(field_name, description))
+
+        # 1. Fields every kind has.
+        if self.kind not in KINDS:
+            raise InvalidArgument("kind", f"must be one of {list(KINDS)}, got {self.kind!r}")
+        if not self.prompt.strip():
+            bad("prompt", "must not be empty")
+        for name, text in (("prompt", self.prompt), ("negative_prompt", self.negative_prompt)):
+            tokens = limits.count_prompt_tokens(text) if limits.count_prompt_tokens and text else 0
+            if tokens > limits.max_sequence_length:
+                bad(name, f"is {tokens} tokens with the chat template; the limit is {limits.max_sequence_length}")
+        if not limits.min_steps <= self.steps <= limits.max_steps:
+            bad("steps", f"must be in [{limits.min_steps}, {limits.max_steps}], got {self.steps}")
+        if not 1 <= self.num_images <= limits.max_images:
+            bad("num_images", f"must be in [1, {limits.max_images}], got {self.num_images}")
+        if not (math.isfinite(self.true_cfg_scale) and 1.0 <= self.true_cfg_scale <= limits.max_cfg_scale):
+            bad("true_cfg_scale", f"must be in [1, {limits.max_cfg_scale}] (1 = off), got {self.true_cfg_scale}")
+        if self.seed is not None and not 0 <= self.seed < SEED_SPACE:
+            bad("seed", f"must be in [0, 2^64), got {self.seed}")
+        if self.output_format not in OUTPUT_FORMATS:
+            bad("output_format", f"must be one of {list(OUTPUT_FORMATS)}, got {self.output_format!r}")
+        if not 0 <= self.mask_feather_px <= limits.max_mask_feather_px:
+            bad("mask_feather_px", f"must be in [0, {limits.max_mask_feather_px}], got {self.mask_feather_px}")
+
+        # 2. Fields of each kind.
+        if self.kind == "text_to_image":
+            _check_size("width", self.width, limits, problems)
+            _check_size("height", self.height, limits, problems)
+            for name, given in (("image", self.image), ("mask", self.mask)):
+                if given:
+                    bad(name, "is not used by text_to_image")
+            if self.outpaint is not None:
+                bad("outpaint", "is not used by text_to_image")
+            if self.mask_feather_px:
+                bad("mask_feather_px", "is not used by text_to_image")
+        elif self.kind == "inpaint":
+            self._validate_inpaint(limits, problems)
+        else:
+            self._validate_outpaint(limits, problems)
+
+        if problems:
+            raise InvalidArgument.of(problems)
+
+    def _validate_inpaint(self, limits: Limits, problems: list[FieldViolation]) -> None:
+        if self.outpaint is not None:
+            problems.append(FieldViolation("outpaint", "is not used by inpaint"))
+        image = _decode_or_report("image", self.image, limits, problems)
+        mask = _decode_or_report("mask", self.mask, limits, problems)
+        if image is None:
+            return
+        width, height = image.size
+        _check_size("image", width, limits, problems, what="width")
+        _check_size("image", height, limits, problems, what="height")
+        _check_matches("width", self.width, width, problems)
+        _check_matches("height", self.height, height, problems)
+        if mask is None:
+            return
+        if mask.size != image.size:
+            problems.append(FieldViolation("mask", f"is {mask.size[0]}x{mask.size[1]}, the image {width}x{height}"))
+        elif not _binary_mask(mask).any():
+            problems.append(FieldViolation("mask", "has no white (repaint) pixel"))
+
+    def _validate_outpaint(self, limits: Limits, problems: list[FieldViolation]) -> None:
+        if self.mask:
+            problems.append(FieldViolation("mask", "is not used by outpaint: the new border is the mask"))
+        extension = self.outpaint or Outpaint()
+        sides = {"left": extension.left, "top": extension.top, "right": extension.right, "bottom": extension.bottom}
+        for side, pixels in sides.items():
+            if pixels < 0:
+                problems.append(FieldViolation(f"outpaint.{side}", f"must be >= 0, got {pixels}"))
+        if not any(pixels > 0 for pixels in sides.values()):
+            problems.append(FieldViolation("outpaint", "extend at least one side by a positive number of pixels"))
+        image = _decode_or_report("image", self.image, limits, problems)
+        if image is None or any(pixels < 0 for pixels in sides.values()):
+            return
+        for axis, source, (first, second) in (
+            ("width", image.size[0], ("left", "right")),
+            ("height", image.size[1], ("top", "bottom")),
+        ):
+            size = source + sides[first] + sides[second]
+            violations: list[FieldViolation] = []
+            _check_size(axis, size, limits, violations, what=axis)
+            for violation in violations:
+                extended = [f"outpaint.{side}" for side in (first, second) if sides[side] > 0] or ["image"]
+                problems.extend(FieldViolation(name, f"the extended {violation.description}") for name in extended)
+            _check_matches(axis, getattr(self, axis), size, problems)
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Seconds spent in each stage of the pipeline call that produced a result (shared by its batch).
+
+    text_encode_s: the text encoder (prompts and negative prompts). denoise_s: the pipeline call up to
+    the end of the last step (latent preparation, for inpaint the VAE encode, and the steps).
+    decode_s: VAE decode and conversion to pixels. postprocess_s: compositing and file encoding.
+    """
+
+    text_encode_s: float
+    denoise_s: float
+    decode_s: float
+    postprocess_s: float
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    images: tuple[bytes, ...]
+    seeds: tuple[int, ...]  # seeds[k] made images[k]
+    width: int
+    height: int
+    output_format: OutputFormat
+    timings: Timings
+    batch_size: int  # images in the pipeline call that made these
+
+
+def batch_key(request: GenerationRequest) -> Hashable:
+    """Requests with equal keys can share one pipeline call (`run`). Call on validated requests."""
+    width, height = request.output_size()
+    cfg_scale = request.true_cfg_scale if request.uses_cfg else None
+    return request.kind, width, height, request.steps, cfg_scale
+
+
+def run(
+    model: LoadedModel,
+    requests: list[GenerationRequest],
+    *,
+    on_step: Callable[[int, int], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> list[GenerationResult]:
+    """Generate the images of `requests` (one batch key) in one pipeline call; results in order.
+
+    `on_step(done, total)` is called after each denoising step (done = 1..total). `should_cancel` is
+    polled before the call and after every step; when it returns True the call is aborted at once
+    and `Cancelled` is raised.
+    """
+    # 1. Check inputs: each request valid, all sharing one batch key.
+    if not requests:
+        return []
+    for request in requests:
+        request.validate(model.limits)
+    keys = {batch_key(request) for request in requests}
+    if len(keys) > 1:
+        raise ValueError(f"requests of different batch keys cannot share a pipeline call: {keys}")
+    first = requests[0]
+    width, height = first.output_size()
+    if should_cancel is not None and should_cancel():
+        raise Cancelled("cancelled before the generation started")
+
+    with model.lock, torch.inference_mode():
+        # 2. Seeds: entry k of a request uses seed + k; one generator per image.
+        seeds = [_request_seeds(request) for request in requests]
+        generators = [torch.Generator(device="cpu").manual_seed(seed) for per in seeds for seed in per]
+
+        # 3. Images: decode, build the outpaint canvas, mask and compositing alpha per request.
+        paint: list[_Paint] = []
+        if first.kind != "text_to_image":
+            paint = [_prepare_paint(request, model.limits) for request in requests]
+
+        # 4. Encode prompts one request at a time: no padding against other prompts.
+        started = time.perf_counter()
+        pipe = model.t2i if first.kind == "text_to_image" else model.inpaint
+        counts = [request.num_images for request in requests]
+        prompt_embeds = _encode_prompts(model, pipe, [request.prompt for request in requests], counts)
+        negative_embeds = None
+        if first.uses_cfg:
+            negatives = [request.negative_prompt or EMPTY_NEGATIVE_PROMPT for request in requests]
+            negative_embeds = _encode_prompts(model, pipe, negatives, counts)
+        text_encode_s = time.perf_counter() - started
+
+        # 5. Denoise and decode: one pipeline call; progress and cancellation after every step.
+        state = _CallState(on_step=on_step, should_cancel=should_cancel)
+        call: dict[str, Any] = dict(
+            prompt_embeds=prompt_embeds[0],
+            prompt_embeds_mask=prompt_embeds[1],
+            true_cfg_scale=first.true_cfg_scale if first.uses_cfg else 1.0,
+            width=width,
+            height=height,
+            num_inference_steps=first.steps,
+            generator=generators,
+            max_sequence_length=model.limits.max_sequence_length,
+            callback_on_step_end=state.on_step_end,
+            output_type="pil",
+        )
+        if negative_embeds is not None:
+            call.update(negative_prompt_embeds=negative_embeds[0], negative_prompt_embeds_mask=negative_embeds[1])
+        if paint:
+            call.update(
+                image=[
+                    item.canvas
+                    for item, request in zip(paint, requests, strict=True)
+                    for _ in range(request.num_images)
+                ],
+                mask_image=[
+                    item.pipeline_mask
+                    for item, request in zip(paint, requests, strict=True)
+                    for _ in range(request.num_images)
+                ],
+                strength=INPAINT_STRENGTH,
+            )
+        state.started = time.perf_counter()
+        images = pipe(**call).images
+        finished = time.perf_counter()
+
+    # 6. Put the original pixels back (inpaint, outpaint) and encode the files.
+    results = []
+    flat = iter(images)
+    for index, request in enumerate(requests):
+        post_started = time.perf_counter()
+        mine = [next(flat) for _ in range(request.num_images)]
+        if paint:
+            mine = [_composite(paint[index], image) for image in mine]
+        files = tuple(encode_image(image, request.output_format) for image in mine)
+        timings = Timings(
+            text_encode_s=text_encode_s,
+            denoise_s=state.last_step_end - state.started,
+            decode_s=finished - state.last_step_end,
+            postprocess_s=time.perf_counter() - post_started,
+        )
+        results.append(
+            GenerationResult(
+                images=files,
+                seeds=tuple(seeds[index]),
+                width=width,
+                height=height,
+                output_format=request.output_format,
+                timings=timings,
+                batch_size=len(generators),
+            )
+        )
+    return results
+
+
+def encode_image(image: Image.Image, output_format: OutputFormat) -> bytes:
+    """The image file bytes: PNG (lossless), JPEG or WebP (quality 95). Deterministic."""
+    buffer = io.BytesIO()
+    if output_format == "png":
+        image.save(buffer, format="PNG")
+    elif output_format == "jpeg":
+        image.convert("RGB").save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    elif output_format == "webp":
+        image.save(buffer, format="WEBP", quality=WEBP_QUALITY)
+    else:
+        raise ValueError(f"unknown output format {output_format!r}")
+    return buffer.getvalue()
+
+
+def feathered_alpha(mask: np.ndarray, feather_px: int) -> np.ndarray:
+    """uint8 alpha of the generated image: 255 in the mask, ramping down across its edge.
+
+    A box blur of radius `feather_px`: a pixel farther than `feather_px` (in x and y) from every
+    mask pixel gets exactly 0, so it keeps its original value.
+    """
+    alpha = Image.fromarray(np.where(mask, 255, 0).astype(np.uint8))
+    if feather_px > 0:
+        alpha = alpha.filter(ImageFilter.BoxBlur(feather_px))
+    return np.asarray(alpha)
+
+
+# --- internals ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _CallState:
+    """Progress, cancellation and stage times of one pipeline call, fed by its step callback."""
+
+    on_step: Callable[[int, int], None] | None
+    should_cancel: Callable[[], bool] | None
+    started: float = 0.0
+    last_step_end: float = 0.0
+
+    def on_step_end(self, pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+        self.last_step_end = time.perf_counter()
+        total = int(pipe.num_timesteps)
+        if self.on_step is not None:
+            self.on_step(step + 1, total)
+        if self.should_cancel is not None and self.should_cancel():
+            # Raising aborts the pipeline at once (setting pipe._interrupt would still VAE-decode).
+            raise Cancelled(f"cancelled after step {step + 1} of {total}")
+        return callback_kwargs
+
+
+@dataclass(frozen=True)
+class _Paint:
+    """Inputs of one inpaint/outpaint request on the output canvas."""
+
+    original: np.ndarray  # HxWx3 uint8: the pixels to keep (the source; outpaint: edge-extended)
+    alpha: np.ndarray  # HxW uint8: weight of the generated pixel (0: the original, exactly)
+    canvas: Image.Image = field(repr=False)  # what the pipeline sees
+    pipeline_mask: Image.Image = field(repr=False)  # repaint mask for the pipeline, whole latent cells
+
+
+def _request_seeds(request: GenerationRequest) -> list[int]:
+    seed = request.seed if request.seed is not None else secrets.randbits(63)
+    return [(seed + k) % SEED_SPACE for k in range(request.num_images)]
+
+
+def _encode_prompts(
+    model: LoadedModel, pipe: Any, prompts: list[str], counts: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings of each prompt alone, repeated per image, padded with zeros into one batch.
+
+    Encoded one at a time, each equals what the pipeline computes for that prompt alone; the mask
+    marks the padding, as diffusers' own batched encoding does.
+    """
+    rows = []
+    for prompt, count in zip(prompts, counts, strict=True):
+        embeds, _ = pipe.encode_prompt(
+            prompt=prompt,
+            device=torch.device(model.device),
+            num_images_per_prompt=1,
+            max_sequence_length=model.limits.max_sequence_length,
+        )
+        rows.extend([embeds] * count)
+    longest = max(row.shape[1] for row in rows)
+    embeds = torch.cat([F.pad(row, (0, 0, 0, longest - row.shape[1])) for row in rows])
+    mask = torch.zeros(len(rows), longest, dtype=torch.long, device=embeds.device)
+    for index, row in enumerate(rows):
+        mask[index, : row.shape[1]] = 1
+    return embeds, mask
+
+
+def _prepare_paint(request: GenerationRequest, limits: Limits) -> _Paint:
+    image = _decode_image(request.image, "image")
+    source = np.asarray(image.convert("RGB"))
+    if request.kind == "inpaint":
+        repaint = _binary_mask(_decode_image(request.mask, "mask"))
+        original = source
+        alpha = feathered_alpha(repaint, request.mask_feather_px)
+    else:
+        extension = request.outpaint or Outpaint()
+        pads = ((extension.top, extension.bottom), (extension.left, extension.right))
+        original = np.pad(source, (*pads, (0, 0)), mode="edge")  # a neutral start for the border
+        repaint = np.pad(np.zeros(source.shape[:2], dtype=bool), pads, constant_values=True)
+        alpha = feathered_alpha(repaint, request.mask_feather_px)
+    # The pipeline repaints whole latent cells; repaint every cell that holds a changed pixel.
+    cell = limits.vae_scale_factor
+    height, width = alpha.shape
+    cells = (alpha > 0).reshape(height // cell, cell, width // cell, cell).any(axis=(1, 3))
+    pipeline_mask = np.kron(cells, np.ones((cell, cell), dtype=bool))
+    return _Paint(
+        original=original,
+        alpha=alpha,
+        canvas=Image.fromarray(original),
+        pipeline_mask=Image.fromarray(np.where(pipeline_mask, 255, 0).astype(np.uint8)),
+    )
+
+
+def _composite(paint: _Paint, generated: Image.Image) -> Image.Image:
+    """original * (1 - alpha) + generated * alpha, rounded; alpha 0 gives the original exactly."""
+    new = np.asarray(generated.convert("RGB")).astype(np.int32)
+    old = paint.original.astype(np.int32)
+    alpha = paint.alpha.astype(np.int32)[..., None]
+    mixed = (old * (255 - alpha) + new * alpha + 127) // 255
+    return Image.fromarray(mixed.astype(np.uint8))
+
+
+def _binary_mask(mask: Image.Image) -> np.ndarray:
+    """White (>= 128 in grey) = repaint."""
+    return np.asarray(mask.convert("L")) >= 128
+
+
+def _decode_image(data: bytes, field_name: str) -> Image.Image:
+    try:
+        with Image.open(io.BytesIO(data), formats=INPUT_FORMATS) as image:
+            image.load()
+            return image.copy()
+    except Exception as exc:  # Pillow raises many types for bad bytes
+        raise InvalidArgument(field_name, f"is not a decodable PNG, JPEG or WebP image ({exc})") from exc
+
+
+def _decode_or_report(
+    field_name: str, data: bytes, limits: Limits, problems: list[FieldViolation]
+) -> Image.Image | None:
+    if not data:
+        problems.append(FieldViolation(field_name, "is required"))
+        return None
+    try:
+        with Image.open(io.BytesIO(data), formats=INPUT_FORMATS) as header:
+            width, height = header.size
+    except Exception as exc:
+        problems.append(FieldViolation(field_name, f"is not a decodable PNG, JPEG or WebP image ({exc})"))
+        return None
+    if max(width, height) > limits.max_size:  # before decoding: no decompression bombs
+        problems.append(
+            FieldViolation(field_name, f"is {width}x{height}; the largest side allowed is {limits.max_size}")
+        )
+        return None
+    try:
+        return _decode_image(data, field_name)
+    except InvalidArgument as exc:
+        problems.extend(exc.violations)
+        return None
+
+
+def _check_size(
+    field_name: str, value: int, limits: Limits, problems: list[FieldViolation], what: str | None = None
+) -> bool:
+    label = f"{what} {value}" if what else f"{value}"
+    if not limits.min_size <= value <= limits.max_size:
+        problems.append(FieldViolation(field_name, f"{label} is outside [{limits.min_size}, {limits.max_size}]"))
+        return False
+    if value % limits.size_multiple:
+        problems.append(FieldViolation(field_name, f"{label} is not a multiple of {limits.size_multiple}"))
+        return False
+    return True
+
+
+def _check_matches(field_name: str, given: int, actual: int, problems: list[FieldViolation]) -> None:
+    if given and given != actual:
+        problems.append(FieldViolation(field_name, f"must be 0 or {actual} (from the image), got {given}"))

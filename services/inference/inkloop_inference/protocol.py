@@ -1,0 +1,165 @@
+"""Protobuf <-> domain conversion for the inference service: the only place that knows both.
+
+Zero/unset request fields take the model's defaults here, so the domain always sees complete
+requests, and field names in errors are the request's own (`parameters.width`, `mask`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from inkloop.errors import FieldViolation, InvalidArgument
+from inkloop.v1 import common_pb2, inference_pb2
+from inkloop_inference.batching import Done, Event, Queued, Step
+from inkloop_inference.loading import LoadedModel
+from inkloop_inference.pipelines import GenerationRequest, GenerationResult, Outpaint, OutputFormat
+
+_FORMATS: dict[int, OutputFormat] = {
+    common_pb2.IMAGE_FORMAT_UNSPECIFIED: "png",
+    common_pb2.IMAGE_FORMAT_PNG: "png",
+    common_pb2.IMAGE_FORMAT_JPEG: "jpeg",
+    common_pb2.IMAGE_FORMAT_WEBP: "webp",
+}
+_FORMAT_PB = {
+    "png": common_pb2.IMAGE_FORMAT_PNG,
+    "jpeg": common_pb2.IMAGE_FORMAT_JPEG,
+    "webp": common_pb2.IMAGE_FORMAT_WEBP,
+}
+
+# Domain field name -> request field name, for errors the domain raises.
+_FIELD_NAMES = {
+    "prompt": "parameters.prompt",
+    "negative_prompt": "parameters.negative_prompt",
+    "width": "parameters.width",
+    "height": "parameters.height",
+    "steps": "parameters.steps",
+    "true_cfg_scale": "parameters.true_cfg_scale",
+    "num_images": "parameters.num_images",
+    "output_format": "parameters.output_format",
+    "outpaint.left": "extension.left",
+    "outpaint.top": "extension.top",
+    "outpaint.right": "extension.right",
+    "outpaint.bottom": "extension.bottom",
+    "outpaint": "extension",
+    "mask_feather_px": "mask_feather_px",
+}
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What zero fields mean for the loaded model."""
+
+    width: int
+    height: int
+    steps: int
+    true_cfg_scale: float
+
+    def to_pb(self) -> inference_pb2.ModelDefaults:
+        return inference_pb2.ModelDefaults(
+            width=self.width, height=self.height, steps=self.steps, true_cfg_scale=self.true_cfg_scale
+        )
+
+
+def _common(parameters: common_pb2.GenerationParameters, defaults: Defaults, *, sized: bool) -> dict[str, object]:
+    if parameters.output_format not in _FORMATS:
+        raise InvalidArgument("parameters.output_format", f"unknown format {parameters.output_format}")
+    return dict(
+        prompt=parameters.prompt,
+        negative_prompt=parameters.negative_prompt,
+        width=parameters.width or (defaults.width if sized else 0),
+        height=parameters.height or (defaults.height if sized else 0),
+        steps=parameters.steps or defaults.steps,
+        true_cfg_scale=(
+            parameters.true_cfg_scale if parameters.HasField("true_cfg_scale") else defaults.true_cfg_scale
+        ),
+        seed=parameters.seed if parameters.HasField("seed") else None,
+        num_images=parameters.num_images or 1,
+        output_format=_FORMATS[parameters.output_format],
+    )
+
+
+def text_to_image_from_pb(message: common_pb2.TextToImageRequest, defaults: Defaults) -> GenerationRequest:
+    return GenerationRequest(kind="text_to_image", **_common(message.parameters, defaults, sized=True))  # type: ignore[arg-type]
+
+
+def inpaint_from_pb(message: common_pb2.InpaintRequest, defaults: Defaults) -> GenerationRequest:
+    return GenerationRequest(
+        kind="inpaint",
+        image=message.image,
+        mask=message.mask,
+        mask_feather_px=message.mask_feather_px,
+        **_common(message.parameters, defaults, sized=False),  # type: ignore[arg-type]
+    )
+
+
+def outpaint_from_pb(message: common_pb2.OutpaintRequest, defaults: Defaults) -> GenerationRequest:
+    extension = message.extension
+    request = GenerationRequest(
+        kind="outpaint",
+        image=message.image,
+        mask_feather_px=message.feather_px,
+        outpaint=Outpaint(left=extension.left, top=extension.top, right=extension.right, bottom=extension.bottom),
+        **_common(message.parameters, defaults, sized=False),  # type: ignore[arg-type]
+    )
+    # The output size of an outpaint follows from image + extension; the parameters' size is ignored.
+    return replace(request, width=0, height=0)
+
+
+def validate(request: GenerationRequest, model: LoadedModel) -> None:
+    """Validates against the model's limits, naming fields as the request message does."""
+    try:
+        request.validate(model.limits)
+    except InvalidArgument as error:
+        raise InvalidArgument.of(
+            [FieldViolation(_FIELD_NAMES.get(v.field, v.field), v.description) for v in error.violations]
+        ) from None
+
+
+def _now() -> Timestamp:
+    stamp = Timestamp()
+    stamp.GetCurrentTime()
+    return stamp
+
+
+def event_to_pb(
+    event: Event, request: GenerationRequest, model: LoadedModel, accepted_at: float
+) -> common_pb2.GenerationEvent:
+    if isinstance(event, Queued):
+        return common_pb2.GenerationEvent(queued=common_pb2.Queued(position=event.position), time=_now())
+    if isinstance(event, Step):
+        return common_pb2.GenerationEvent(
+            step=common_pb2.StepProgress(step=event.step, total_steps=event.total, elapsed_s=event.elapsed_s),
+            time=_now(),
+        )
+    assert isinstance(event, Done)
+    return common_pb2.GenerationEvent(result=result_to_pb(event, request, model, accepted_at), time=_now())
+
+
+def result_to_pb(
+    done: Done[GenerationResult], request: GenerationRequest, model: LoadedModel, accepted_at: float
+) -> common_pb2.GenerationResult:
+    result = done.result
+    image_format = _FORMAT_PB[result.output_format]
+    timings = result.timings
+    return common_pb2.GenerationResult(
+        images=[
+            common_pb2.Image(data=data, format=image_format, seed=seed, width=result.width, height=result.height)
+            for data, seed in zip(result.images, result.seeds, strict=True)
+        ],
+        model_id=model.model_id,
+        model_revision=model.revision,
+        timings=common_pb2.Timings(
+            queue_s=done.queue_s,
+            text_encode_s=timings.text_encode_s,
+            denoise_s=timings.denoise_s,
+            decode_s=timings.decode_s + timings.postprocess_s,
+            total_s=time.monotonic() - accepted_at,
+        ),
+        batch_size=done.batch_size,
+        effective_negative_prompt=(request.negative_prompt or " ") if request.uses_cfg else request.negative_prompt,
+        true_cfg_scale=request.true_cfg_scale if request.uses_cfg else 1.0,
+        steps=request.steps,
+    )
