@@ -7,7 +7,9 @@ the plumbing (error mapping, request ids, deadlines, health, drain) can be provo
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import grpc
 import pytest
@@ -15,10 +17,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from inkloop import errors
+from inkloop.config import ServiceSettings
 from inkloop.logs import request_id_var
 from inkloop.rpc.client import open_channel
 from inkloop.rpc.interceptors import REQUEST_ID_KEY, deadline_var
-from inkloop.rpc.server import RunningServer, start_server
+from inkloop.rpc.server import RunningServer, server_options, start_server, tls_credentials
 from inkloop.rpc.status import field_violations, retry_delay_s
 from inkloop.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
@@ -230,3 +233,101 @@ async def test_reflection_lists_the_services(probe) -> None:
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     }
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl."""
+    d = tmp_path_factory.mktemp("pki")
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=inkloop-test-ca",
+        cwd=d,
+    )
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name in ("server", "client"):
+        _openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN={name}",
+            cwd=d,
+        )
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+            cwd=d,
+        )
+    return d
+
+
+async def test_mtls_serves_only_clients_with_a_certificate(pki: Path) -> None:
+    settings = ServiceSettings(
+        tls_cert_file=pki / "server.pem", tls_key_file=pki / "server.key", tls_client_ca_file=pki / "ca.pem"
+    )
+    running = await start_server(
+        ProbeApp(ProbeServicer()), "127.0.0.1", 0, server_credentials=tls_credentials(settings)
+    )
+    ca = (pki / "ca.pem").read_bytes()
+    with_cert = grpc.ssl_channel_credentials(ca, (pki / "client.key").read_bytes(), (pki / "client.pem").read_bytes())
+    try:
+        async with grpc.aio.secure_channel(f"127.0.0.1:{running.port}", with_cert) as channel:
+            reply = await inference_pb2_grpc.InferenceServiceStub(channel).GetModelInfo(
+                inference_pb2.GetModelInfoRequest(), timeout=10
+            )
+        assert len(reply.model_id) == 32
+        async with grpc.aio.secure_channel(f"127.0.0.1:{running.port}", grpc.ssl_channel_credentials(ca)) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await inference_pb2_grpc.InferenceServiceStub(channel).GetModelInfo(
+                    inference_pb2.GetModelInfoRequest(), timeout=10
+                )
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await running.server.stop(0)
+
+
+def test_tls_needs_both_certificate_and_key(pki: Path) -> None:
+    with pytest.raises(ValueError, match="tls_key_file"):
+        tls_credentials(ServiceSettings(tls_cert_file=pki / "server.pem"))
+    assert tls_credentials(ServiceSettings()) is None
+
+
+def test_max_connection_age_becomes_server_options() -> None:
+    options = dict(server_options(ServiceSettings(max_connection_age_s=300, max_connection_age_grace_s=600)))
+    assert options["grpc.max_connection_age_ms"] == 300_000
+    assert options["grpc.max_connection_age_grace_ms"] == 600_000
+    assert "grpc.max_connection_age_ms" not in dict(server_options(ServiceSettings()))

@@ -35,6 +35,20 @@ class ServiceSettings(BaseSettings):
         10.0, ge=0, description="On SIGTERM: health goes NOT_SERVING, then in-flight calls get this long."
     )
     reflection: bool = Field(True, description="Serve gRPC server reflection (for grpcurl).")
+    max_connection_age_s: float = Field(
+        0,
+        ge=0,
+        description="Close client connections after this long (0 = never), so clients re-resolve DNS and "
+        "spread over new pods; in-flight calls get max_connection_age_grace_s to finish.",
+    )
+    max_connection_age_grace_s: float = Field(
+        0, ge=0, description="Grace for calls still running when a connection reaches its maximum age (0 = none)."
+    )
+    tls_cert_file: Path | None = Field(None, description="PEM certificate: serve TLS (with tls_key_file).")
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
+    tls_client_ca_file: Path | None = Field(
+        None, description="PEM CA bundle: require client certificates signed by it (mTLS)."
+    )
 
     @classmethod
     def from_args(cls, argv: Sequence[str] | None, *, prog: str) -> Self:

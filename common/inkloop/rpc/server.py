@@ -78,6 +78,28 @@ class RunningServer:
         await self.server.stop(grace_s)
 
 
+def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
+    options = list(SERVER_OPTIONS)
+    if settings.max_connection_age_s > 0:
+        options.append(("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)))
+        options.append(("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace_s * 1000)))
+    return options
+
+
+def tls_credentials(settings: ServiceSettings) -> grpc.ServerCredentials | None:
+    """TLS from the settings' PEM files (mTLS when a client CA is given), or None for plaintext."""
+    if settings.tls_cert_file is None and settings.tls_key_file is None:
+        return None
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        raise ValueError("TLS needs both tls_cert_file and tls_key_file")
+    client_ca = settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+
+
 async def start_server(
     app: App,
     host: str,
@@ -85,9 +107,10 @@ async def start_server(
     *,
     reflection_enabled: bool = True,
     server_credentials: grpc.ServerCredentials | None = None,
+    options: Sequence[tuple[str, int]] = SERVER_OPTIONS,
 ) -> RunningServer:
     """Binds and starts the server with every service NOT_SERVING; returns it with its bound port."""
-    server = grpc.aio.server(interceptors=[ServerInterceptor(), *app.interceptors], options=SERVER_OPTIONS)
+    server = grpc.aio.server(interceptors=[ServerInterceptor(), *app.interceptors], options=list(options))
     app.register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -111,7 +134,14 @@ async def serve(app: App, settings: ServiceSettings, service: str) -> None:
     """Runs `app` until SIGTERM/SIGINT, following the life cycle in the module docstring."""
     configure_logging(service, settings.log_level, settings.log_format)
     metrics_port = serve_metrics(settings.host, settings.metrics_port)
-    running = await start_server(app, settings.host, settings.port, reflection_enabled=settings.reflection)
+    running = await start_server(
+        app,
+        settings.host,
+        settings.port,
+        reflection_enabled=settings.reflection,
+        server_credentials=tls_credentials(settings),
+        options=server_options(settings),
+    )
     log.info("listening", extra={"grpc_port": running.port, "metrics_port": metrics_port})
 
     stop = asyncio.Event()
