@@ -1,22 +1,350 @@
-"""`inkloop analytics …`: the analytics queries, as tables or JSON."""
+"""`inkloop analytics …`: the analytics queries, as tables or JSON.
+
+Talks to the analytics service directly (INKLOOP_ANALYTICS, default 127.0.0.1:50053): these are
+analyst commands for operators; the gateway's analyst API checks roles for everyone else.
+
+Event matchers are written SOURCE[:key=value,…], e.g. `frontend:type=page_view`,
+`frontend:category=generate,action=click`, `backend:type=succeeded,variant=B,name=done`.
+"""
 
 from __future__ import annotations
 
-import typer
+import json
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from inkloop.cli.client import console
+import grpc
+import typer
+from google.protobuf.message import Message
+from rich.console import Console
+from rich.table import Table
+
+from inkloop.cli.client import console, fail
+from inkloop.v1 import analytics_pb2 as pb
+from inkloop.v1 import analytics_pb2_grpc
 
 app = typer.Typer(
     help="Query the analytics service (funnel, discrepancy, prompts, adoption, variants, alerts).", no_args_is_help=True
 )
 
-_QUERIES = ("funnel", "discrepancy", "prompts", "adoption", "variants", "alerts")
+DEFAULT_ADDRESS = "127.0.0.1:50053"
+
+_TENANT = typer.Option("", "--tenant", help="Tenant whose events are counted (empty = all, where allowed).")
+_START = typer.Option(None, "--start", help="Range start, ISO 8601 (default: 24 hours before --end).")
+_END = typer.Option(None, "--end", help="Range end, ISO 8601, exclusive (default: now).")
+_JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
 
 
-def _not_yet(name: str) -> None:
-    console.print(f"[red]`inkloop analytics {name}` is not implemented yet: the analytics queries have not landed[/]")
-    raise typer.Exit(2)
+def _address() -> str:
+    return os.environ.get("INKLOOP_ANALYTICS", DEFAULT_ADDRESS)
 
 
-for _name in _QUERIES:
-    app.command(_name, help=f"The {_name} query (not implemented yet).")(lambda _n=_name: _not_yet(_n))
+def _call(method: str, request: Message) -> Any:
+    """One unary call; a failed one prints its status and fields and exits 1."""
+    with grpc.insecure_channel(_address()) as channel:
+        stub = analytics_pb2_grpc.AnalyticsServiceStub(channel)
+        try:
+            return getattr(stub, method)(request, timeout=120)
+        except grpc.RpcError as error:
+            raise fail(error) from None
+
+
+def _time(text: str | None, default: datetime) -> datetime:
+    if text is None:
+        return default
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        console.print(f"[red]error: {text!r} is not an ISO 8601 time[/]")
+        raise typer.Exit(2) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _range(start: str | None, end: str | None) -> pb.TimeRange:
+    until = _time(end, datetime.now(UTC))
+    since = _time(start, until - timedelta(days=1))
+    time_range = pb.TimeRange()
+    time_range.start.FromDatetime(since)
+    time_range.end.FromDatetime(until)
+    return time_range
+
+
+def parse_matcher(spec: str) -> pb.EventMatcher:
+    """`frontend:category=generate,action=click` → EventMatcher."""
+    source, _, rest = spec.partition(":")
+    sources = {"frontend": pb.EVENT_SOURCE_FRONTEND, "backend": pb.EVENT_SOURCE_BACKEND}
+    if source not in sources:
+        console.print(f"[red]error: matcher {spec!r} must start with frontend: or backend:[/]")
+        raise typer.Exit(2)
+    matcher = pb.EventMatcher(source=sources[source])
+    for pair in filter(None, rest.split(",")):
+        key, _, value = pair.partition("=")
+        if key == "type":
+            prefix = "FRONTEND_EVENT_TYPE_" if source == "frontend" else "BACKEND_EVENT_TYPE_"
+            enum = pb.FrontendEventType if source == "frontend" else pb.BackendEventType
+            try:
+                number = enum.Value(prefix + value.upper())
+            except ValueError:
+                console.print(f"[red]error: unknown {source} type {value!r}[/]")
+                raise typer.Exit(2) from None
+            setattr(matcher, "frontend_type" if source == "frontend" else "backend_type", number)
+        elif key in ("name", "category", "action", "label", "variant"):
+            setattr(matcher, key, value)
+        else:
+            console.print(f"[red]error: unknown matcher key {key!r} in {spec!r}[/]")
+            raise typer.Exit(2)
+    return matcher
+
+
+def plain(message: Message) -> dict[str, Any]:
+    """A message as JSON-ready data: numbers stay numbers, enums are names, times ISO 8601."""
+    result: dict[str, Any] = {}
+    for field in message.DESCRIPTOR.fields:
+        value = getattr(message, field.name)
+        convert: Callable[[Any], Any]
+        if field.message_type is not None and field.message_type.full_name == "google.protobuf.Timestamp":
+            convert = lambda item: item.ToDatetime(tzinfo=UTC).isoformat()  # noqa: E731
+        elif field.message_type is not None:
+            convert = plain
+        elif field.enum_type is not None:
+            names = {value.number: value.name for value in field.enum_type.values}
+            convert = names.__getitem__
+        else:
+            convert = lambda item: item  # noqa: E731
+        is_repeated = field.is_repeated
+        result[field.name] = [convert(item) for item in value] if is_repeated else convert(value)
+    return result
+
+
+def _show(response: Message, as_json: bool, tables: Callable[[], list[Table]]) -> None:
+    out = Console()
+    if as_json:
+        out.print_json(json.dumps(plain(response)))
+        return
+    for table in tables():
+        out.print(table)
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(f"{value:.3f}" if isinstance(value, float) else str(value) for value in row))
+    return table
+
+
+@app.command()
+def funnel(
+    step: list[str] = typer.Option(..., "--step", help="A step matcher; repeat in order (2 to 16)."),
+    window: int = typer.Option(3600, help="Conversion window in seconds."),
+    breakdown: str = typer.Option("", help="'', variant, language_class or device."),
+    actor: str = typer.Option("visitor", help="visitor or user."),
+    tenant: str = _TENANT,
+    start: str | None = _START,
+    end: str | None = _END,
+    as_json: bool = _JSON,
+) -> None:
+    """Ordered conversion funnel."""
+    request = pb.FunnelRequest(
+        tenant_id=tenant,
+        steps=[parse_matcher(spec) for spec in step],
+        window_s=window,
+        range=_range(start, end),
+        breakdown=breakdown,
+        actor=actor,
+    )
+    response = _call("Funnel", request)
+    _show(
+        response,
+        as_json,
+        lambda: [
+            _table(
+                f"funnel {series.breakdown_value or ''}".strip(),
+                ["step", "count", "from previous", "from first", "median s"],
+                [
+                    [s.name, s.count, s.conversion_from_previous, s.conversion_from_first, s.median_seconds_from_first]
+                    for s in series.steps
+                ],
+            )
+            for series in response.series
+        ],
+    )
+
+
+@app.command()
+def discrepancy(
+    frontend: str = typer.Option("frontend:category=generate,action=click", help="Front-end matcher."),
+    backend: str = typer.Option("backend:type=requested", help="Back-end matcher."),
+    bucket: int = typer.Option(0, help="Bucket width in seconds (0 = one bucket)."),
+    samples: int = typer.Option(10, help="Unmatched request ids to show per side."),
+    tenant: str = _TENANT,
+    start: str | None = _START,
+    end: str | None = _END,
+    as_json: bool = _JSON,
+) -> None:
+    """Front-end vs back-end counts, matched by request id."""
+    request = pb.DiscrepancyRequest(
+        tenant_id=tenant,
+        frontend=parse_matcher(frontend),
+        backend=parse_matcher(backend),
+        range=_range(start, end),
+        bucket_s=bucket,
+        sample_size=samples,
+    )
+    response = _call("Discrepancy", request)
+    columns = ["start", "front", "back", "matched", "front only", "back only", "front dup", "back dup", "loss"]
+
+    def row(name: str, b: pb.DiscrepancyBucket) -> list[Any]:
+        counts = [b.frontend, b.backend, b.matched, b.frontend_only, b.backend_only]
+        return [name, *counts, b.frontend_duplicates, b.backend_duplicates, b.loss_rate]
+
+    _show(
+        response,
+        as_json,
+        lambda: [
+            _table(
+                "discrepancy",
+                columns,
+                [row(b.start.ToDatetime(tzinfo=UTC).isoformat(), b) for b in response.buckets]
+                + [row("total", response.total)],
+            ),
+            _table(
+                "unmatched samples",
+                ["front only", "back only"],
+                [[", ".join(response.frontend_only_sample), ", ".join(response.backend_only_sample)]],
+            ),
+        ],
+    )
+
+
+@app.command()
+def prompts(
+    edges: str = typer.Option("", help="Length bucket upper bounds, e.g. 20,50,100 (default 20,50,100,200,500)."),
+    tenant: str = _TENANT,
+    start: str | None = _START,
+    end: str | None = _END,
+    as_json: bool = _JSON,
+) -> None:
+    """Success and volume by prompt length and language; dwell by language."""
+    try:
+        bounds = [int(edge) for edge in edges.split(",") if edge.strip()]
+    except ValueError:
+        console.print(f"[red]error: --edges must be integers separated by commas, got {edges!r}[/]")
+        raise typer.Exit(2) from None
+    request = pb.PromptInsightsRequest(tenant_id=tenant, range=_range(start, end), length_bucket_edges=bounds)
+    response = _call("PromptInsights", request)
+    columns = ["group", "requests", "successes", "success rate", "median dwell s"]
+
+    def rows(groups: Any) -> list[list[Any]]:
+        return [[g.label, g.requests, g.successes, g.success_rate, g.median_dwell_s] for g in groups]
+
+    _show(
+        response,
+        as_json,
+        lambda: [
+            _table("by length", columns, rows(response.by_length)),
+            _table("by language", columns, rows(response.by_language)),
+        ],
+    )
+
+
+@app.command()
+def adoption(
+    feature: list[str] = typer.Option([], "--feature", help="Entry (tracked category); repeat; none = all seen."),
+    tenant: str = _TENANT,
+    start: str | None = _START,
+    end: str | None = _END,
+    as_json: bool = _JSON,
+) -> None:
+    """Exposure → click rate of page entries; page views and unique visitors."""
+    request = pb.FeatureAdoptionRequest(tenant_id=tenant, range=_range(start, end), features=feature)
+    response = _call("FeatureAdoption", request)
+    _show(
+        response,
+        as_json,
+        lambda: [
+            _table(
+                f"adoption (page views {response.page_views}, unique visitors {response.unique_visitors})",
+                ["feature", "exposures", "clicks", "click rate", "exposed visitors", "clicked visitors"],
+                [
+                    [f.feature, f.exposures, f.clicks, f.click_rate, f.exposed_visitors, f.clicked_visitors]
+                    for f in response.features
+                ],
+            )
+        ],
+    )
+
+
+@app.command()
+def variants(tenant: str = _TENANT, start: str | None = _START, end: str | None = _END, as_json: bool = _JSON) -> None:
+    """A/B: per model variant."""
+    response = _call("CompareVariants", pb.CompareVariantsRequest(tenant_id=tenant, range=_range(start, end)))
+    _show(
+        response,
+        as_json,
+        lambda: [
+            _table(
+                "variants",
+                ["variant", "requests", "successes", "success rate", "p50 s", "p95 s", "downloads", "per success"],
+                [
+                    [
+                        v.variant,
+                        v.requests,
+                        v.successes,
+                        v.success_rate,
+                        v.latency_p50_s,
+                        v.latency_p95_s,
+                        v.downloads,
+                        v.downloads_per_success,
+                    ]
+                    for v in response.variants
+                ],
+            )
+        ],
+    )
+
+
+@app.command()
+def alerts(
+    rules: bool = typer.Option(False, "--rules", help="List the rules in force instead of fired alerts."),
+    tenant: str = _TENANT,
+    start: str | None = _START,
+    end: str | None = _END,
+    as_json: bool = _JSON,
+) -> None:
+    """Fired alerts (newest first), or the alert rules."""
+    if rules:
+        listed = _call("ListAlertRules", pb.ListAlertRulesRequest())
+        _show(
+            listed,
+            as_json,
+            lambda: [
+                _table(
+                    "alert rules",
+                    ["name", "kind", "threshold", "window s", "min events"],
+                    [[r.name, pb.AlertKind.Name(r.kind), r.threshold, r.window_s, r.min_events] for r in listed.rules],
+                )
+            ],
+        )
+        return
+    request = pb.ListAlertsRequest(tenant_id=tenant)
+    if start is not None or end is not None:
+        request.range.CopyFrom(_range(start, end))
+    fired = _call("ListAlerts", request)
+    _show(
+        fired,
+        as_json,
+        lambda: [
+            _table(
+                "alerts",
+                ["fired at", "tenant", "rule", "value", "message"],
+                [
+                    [a.fired_at.ToDatetime(tzinfo=UTC).isoformat(), a.tenant_id, a.rule.name, a.value, a.message]
+                    for a in fired.alerts
+                ],
+            )
+        ],
+    )

@@ -2,43 +2,88 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
+from inkloop.v1 import analytics_pb2 as pb
 from inkloop.v1 import analytics_pb2_grpc
-from inkloop_analytics.migrations import migrate
+from inkloop_analytics import protocol
+from inkloop_analytics.service import Analytics
 from inkloop_analytics.settings import AnalyticsSettings
-from inkloop_analytics.storage import ClickHouse, connect
 
 log = logging.getLogger(__name__)
 
 
 class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
-    """Every method still answers UNIMPLEMENTED (the base class) until ingest and queries land."""
+    def __init__(self, analytics: Analytics) -> None:
+        self.analytics = analytics
+
+    async def Ingest(self, request: pb.IngestRequest, context: grpc.aio.ServicerContext) -> pb.IngestResponse:
+        result = await self.analytics.ingest(request.frontend, request.backend, request.batch_id)
+        return protocol.ingest_result_to_pb(result)
+
+    async def IngestStream(
+        self, request_iterator: AsyncIterator[pb.IngestRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.IngestResponse]:
+        # One batch at a time: the next request is read only after this one is durable (backpressure).
+        async for request in request_iterator:
+            result = await self.analytics.ingest(request.frontend, request.backend, request.batch_id)
+            yield protocol.ingest_result_to_pb(result)
+
+    async def Funnel(self, request: pb.FunnelRequest, context: grpc.aio.ServicerContext) -> pb.FunnelResponse:
+        return protocol.funnel_to_pb(await self.analytics.funnel(protocol.funnel_from_pb(request)))
+
+    async def Discrepancy(
+        self, request: pb.DiscrepancyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DiscrepancyResponse:
+        return protocol.discrepancy_to_pb(await self.analytics.discrepancy(protocol.discrepancy_from_pb(request)))
+
+    async def PromptInsights(
+        self, request: pb.PromptInsightsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PromptInsightsResponse:
+        return protocol.insights_to_pb(await self.analytics.prompt_insights(protocol.insights_from_pb(request)))
+
+    async def FeatureAdoption(
+        self, request: pb.FeatureAdoptionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.FeatureAdoptionResponse:
+        return protocol.adoption_to_pb(await self.analytics.feature_adoption(protocol.adoption_from_pb(request)))
+
+    async def CompareVariants(
+        self, request: pb.CompareVariantsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CompareVariantsResponse:
+        return protocol.variants_to_pb(await self.analytics.compare_variants(protocol.variants_from_pb(request)))
+
+    async def ListAlertRules(
+        self, request: pb.ListAlertRulesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListAlertRulesResponse:
+        return protocol.rules_to_pb(self.analytics.alert_rules)
+
+    async def ListAlerts(
+        self, request: pb.ListAlertsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListAlertsResponse:
+        return protocol.alerts_to_pb(await self.analytics.list_alerts(protocol.list_alerts_from_pb(request)))
 
 
 class AnalyticsApp:
+    """Ingest is served from the moment the port is bound (into the spool while ClickHouse is away);
+    `start` returns, and health turns SERVING, once ClickHouse is reachable and migrated."""
+
     service_names: Sequence[str] = ("inkloop.v1.AnalyticsService",)
+    # Callers are authenticated by the gateway, which fills in tenant_id; none of our own.
     interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
 
     def __init__(self, settings: AnalyticsSettings) -> None:
         self.settings = settings
-        self.storage: ClickHouse | None = None
+        self.analytics = Analytics(settings)
 
     def register(self, server: grpc.aio.Server) -> None:
-        analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(AnalyticsServicer(), server)
+        analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(AnalyticsServicer(self.analytics), server)
 
     async def start(self) -> None:
-        url = self.settings.resolved_clickhouse_url()
-        if url.startswith("chdb://"):
-            (self.settings.data_dir / "clickhouse").mkdir(parents=True, exist_ok=True)
-        self.storage = await asyncio.to_thread(connect, url)
-        applied = await asyncio.to_thread(migrate, self.storage)
-        log.info("schema ready", extra={"applied_migrations": applied})
+        await self.analytics.open()
+        await self.analytics.connect()
 
     async def stop(self) -> None:
-        if self.storage is not None:
-            self.storage.close()
+        await self.analytics.close()

@@ -30,6 +30,10 @@ MODULE_NAME = re.compile(r"m(?P<number>\d{4})_[a-z0-9_]+")
 APPLIED_VERSIONS = f"SELECT DISTINCT version FROM {MIGRATIONS_TABLE}"
 TABLE_EXISTS = "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = %(table)s"
 
+# Retention written into the event tables' TTL where the engine has TTL; `retention.apply` changes it
+# to the configured number of days at start (and drops old partitions on engines without TTL).
+DEFAULT_RETENTION_DAYS = 400
+
 
 @dataclass(frozen=True)
 class Migration:

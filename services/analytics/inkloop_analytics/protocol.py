@@ -1,0 +1,281 @@
+"""Protobuf ↔ domain objects, at the edge. Ingest events stay protobuf (see validation.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf import timestamp_pb2
+
+from inkloop.errors import InvalidArgument
+from inkloop.v1 import analytics_pb2 as pb
+from inkloop_analytics import adoption, alerts, discrepancy, funnel, insights, variants
+from inkloop_analytics.ingest import Ack, IngestResult
+from inkloop_analytics.matchers import EventMatcher, Source, TimeRange
+
+_SOURCES: dict[int, Source] = {pb.EVENT_SOURCE_FRONTEND: "frontend", pb.EVENT_SOURCE_BACKEND: "backend"}
+_FRONTEND_TYPES = {pb.FRONTEND_EVENT_TYPE_PAGE_VIEW: "page_view", pb.FRONTEND_EVENT_TYPE_TRACK_EVENT: "track_event"}
+_BACKEND_TYPES = {
+    value: name.removeprefix("BACKEND_EVENT_TYPE_").lower()
+    for name, value in pb.BackendEventType.items()
+    if value != pb.BACKEND_EVENT_TYPE_UNSPECIFIED
+}
+_ACK_STATUS = {
+    "accepted": pb.ACK_STATUS_ACCEPTED,
+    "duplicate": pb.ACK_STATUS_DUPLICATE,
+    "rejected": pb.ACK_STATUS_REJECTED,
+}
+_ALERT_KINDS: dict[str, int] = {
+    "clicks_over_successes": pb.ALERT_KIND_CLICKS_OVER_SUCCESSES,
+    "error_rate": pb.ALERT_KIND_ERROR_RATE,
+    "latency_p95": pb.ALERT_KIND_LATENCY_P95,
+}
+
+
+def _time(message: timestamp_pb2.Timestamp) -> datetime:
+    return message.ToDatetime(tzinfo=UTC)
+
+
+def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    message = timestamp_pb2.Timestamp()
+    message.FromDatetime(moment)
+    return message
+
+
+def time_range_from_pb(message: pb.TimeRange, present: bool, field: str = "range") -> TimeRange | None:
+    if not present:
+        return None
+    if not (message.HasField("start") and message.HasField("end")):
+        raise InvalidArgument(field, "both start and end are required")
+    return TimeRange(_time(message.start), _time(message.end))
+
+
+def matcher_from_pb(message: pb.EventMatcher, field: str) -> EventMatcher:
+    frontend_type = _FRONTEND_TYPES.get(message.frontend_type, "")
+    backend_type = _BACKEND_TYPES.get(message.backend_type, "")
+    if message.frontend_type and not frontend_type:
+        raise InvalidArgument(f"{field}.frontend_type", "unknown value")
+    if message.backend_type and not backend_type:
+        raise InvalidArgument(f"{field}.backend_type", "unknown value")
+    return EventMatcher(
+        source=_SOURCES.get(message.source),
+        name=message.name,
+        frontend_type=frontend_type,
+        category=message.category,
+        action=message.action,
+        label=message.label,
+        backend_type=backend_type,
+        variant=message.variant,
+    )
+
+
+# Ingest.
+
+
+def _ack_to_pb(ack: Ack) -> pb.EventAck:
+    return pb.EventAck(event_id=ack.event_id, status=_ACK_STATUS[ack.status], reason=ack.reason, field=ack.field)
+
+
+def ingest_result_to_pb(result: IngestResult) -> pb.IngestResponse:
+    return pb.IngestResponse(
+        batch_id=result.batch_id,
+        accepted=result.count("accepted"),
+        duplicates=result.count("duplicate"),
+        rejected=result.count("rejected"),
+        frontend_acks=[_ack_to_pb(ack) for ack in result.frontend],
+        backend_acks=[_ack_to_pb(ack) for ack in result.backend],
+        spooled=result.spooled,
+    )
+
+
+# Funnel.
+
+
+def funnel_from_pb(request: pb.FunnelRequest) -> funnel.FunnelQuery:
+    return funnel.FunnelQuery(
+        tenant_id=request.tenant_id,
+        steps=tuple(matcher_from_pb(step, f"steps[{index}]") for index, step in enumerate(request.steps)),
+        window_s=request.window_s,
+        range=time_range_from_pb(request.range, request.HasField("range")),
+        breakdown=request.breakdown,
+        actor=request.actor or "visitor",
+    )
+
+
+def funnel_to_pb(series: list[funnel.FunnelSeries]) -> pb.FunnelResponse:
+    return pb.FunnelResponse(
+        series=[
+            pb.FunnelSeries(
+                breakdown_value=one.breakdown_value,
+                steps=[
+                    pb.FunnelStep(
+                        name=step.name,
+                        count=step.count,
+                        conversion_from_previous=step.conversion_from_previous,
+                        conversion_from_first=step.conversion_from_first,
+                        median_seconds_from_first=step.median_seconds_from_first,
+                    )
+                    for step in one.steps
+                ],
+            )
+            for one in series
+        ]
+    )
+
+
+# Discrepancy.
+
+
+def discrepancy_from_pb(request: pb.DiscrepancyRequest) -> discrepancy.DiscrepancyQuery:
+    return discrepancy.DiscrepancyQuery(
+        tenant_id=request.tenant_id,
+        frontend=matcher_from_pb(request.frontend, "frontend"),
+        backend=matcher_from_pb(request.backend, "backend"),
+        range=time_range_from_pb(request.range, request.HasField("range")),
+        bucket_s=request.bucket_s,
+        sample_size=request.sample_size,
+    )
+
+
+def _bucket_to_pb(bucket: discrepancy.Bucket) -> pb.DiscrepancyBucket:
+    return pb.DiscrepancyBucket(
+        start=_timestamp(bucket.start),
+        frontend=bucket.frontend,
+        backend=bucket.backend,
+        matched=bucket.matched,
+        frontend_only=bucket.frontend_only,
+        backend_only=bucket.backend_only,
+        frontend_duplicates=bucket.frontend_duplicates,
+        backend_duplicates=bucket.backend_duplicates,
+        loss_rate=bucket.loss_rate,
+    )
+
+
+def discrepancy_to_pb(result: discrepancy.Discrepancy) -> pb.DiscrepancyResponse:
+    return pb.DiscrepancyResponse(
+        buckets=[_bucket_to_pb(bucket) for bucket in result.buckets],
+        total=_bucket_to_pb(result.total),
+        frontend_only_sample=result.frontend_only_sample,
+        backend_only_sample=result.backend_only_sample,
+    )
+
+
+# Prompt insights.
+
+
+def insights_from_pb(request: pb.PromptInsightsRequest) -> insights.PromptInsightsQuery:
+    return insights.PromptInsightsQuery(
+        tenant_id=request.tenant_id,
+        range=time_range_from_pb(request.range, request.HasField("range")),
+        length_bucket_edges=tuple(request.length_bucket_edges),
+    )
+
+
+def _group_to_pb(group: insights.PromptGroup) -> pb.PromptGroup:
+    return pb.PromptGroup(
+        label=group.label,
+        requests=group.requests,
+        successes=group.successes,
+        success_rate=group.success_rate,
+        median_dwell_s=group.median_dwell_s,
+    )
+
+
+def insights_to_pb(result: insights.PromptInsights) -> pb.PromptInsightsResponse:
+    return pb.PromptInsightsResponse(
+        by_length=[_group_to_pb(group) for group in result.by_length],
+        by_language=[_group_to_pb(group) for group in result.by_language],
+    )
+
+
+# Feature adoption.
+
+
+def adoption_from_pb(request: pb.FeatureAdoptionRequest) -> adoption.FeatureAdoptionQuery:
+    return adoption.FeatureAdoptionQuery(
+        tenant_id=request.tenant_id,
+        range=time_range_from_pb(request.range, request.HasField("range")),
+        features=tuple(request.features),
+    )
+
+
+def adoption_to_pb(result: adoption.Adoption) -> pb.FeatureAdoptionResponse:
+    return pb.FeatureAdoptionResponse(
+        features=[
+            pb.FeatureAdoption(
+                feature=one.feature,
+                exposures=one.exposures,
+                clicks=one.clicks,
+                click_rate=one.click_rate,
+                exposed_visitors=one.exposed_visitors,
+                clicked_visitors=one.clicked_visitors,
+            )
+            for one in result.features
+        ],
+        page_views=result.page_views,
+        unique_visitors=result.unique_visitors,
+    )
+
+
+# A/B.
+
+
+def variants_from_pb(request: pb.CompareVariantsRequest) -> variants.CompareVariantsQuery:
+    return variants.CompareVariantsQuery(
+        tenant_id=request.tenant_id, range=time_range_from_pb(request.range, request.HasField("range"))
+    )
+
+
+def variants_to_pb(result: list[variants.VariantStats]) -> pb.CompareVariantsResponse:
+    return pb.CompareVariantsResponse(
+        variants=[
+            pb.VariantStats(
+                variant=one.variant,
+                requests=one.requests,
+                successes=one.successes,
+                success_rate=one.success_rate,
+                latency_p50_s=one.latency_p50_s,
+                latency_p95_s=one.latency_p95_s,
+                downloads=one.downloads,
+                downloads_per_success=one.downloads_per_success,
+            )
+            for one in result
+        ]
+    )
+
+
+# Alerts.
+
+
+def rule_to_pb(rule: alerts.AlertRule) -> pb.AlertRule:
+    return pb.AlertRule(
+        name=rule.name,
+        kind=_ALERT_KINDS.get(rule.kind, pb.ALERT_KIND_UNSPECIFIED),  # type: ignore[arg-type]
+        threshold=rule.threshold,
+        window_s=rule.window_s,
+        min_events=rule.min_events,
+    )
+
+
+def rules_to_pb(rules: tuple[alerts.AlertRule, ...]) -> pb.ListAlertRulesResponse:
+    return pb.ListAlertRulesResponse(rules=[rule_to_pb(rule) for rule in rules])
+
+
+def list_alerts_from_pb(request: pb.ListAlertsRequest) -> alerts.ListAlertsQuery:
+    return alerts.ListAlertsQuery(
+        tenant_id=request.tenant_id, range=time_range_from_pb(request.range, request.HasField("range"))
+    )
+
+
+def alerts_to_pb(result: list[alerts.Alert]) -> pb.ListAlertsResponse:
+    return pb.ListAlertsResponse(
+        alerts=[
+            pb.Alert(
+                rule=rule_to_pb(alert.rule),
+                tenant_id=alert.tenant_id,
+                value=alert.value,
+                fired_at=_timestamp(alert.fired_at),
+                message=alert.message,
+            )
+            for alert in result
+        ]
+    )

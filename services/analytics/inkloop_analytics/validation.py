@@ -1,0 +1,242 @@
+"""One event at a time: protobuf event in, table row or a rejection (field and reason) out.
+
+This is the ingest hot path, so it reads the protobuf fields directly instead of building an
+intermediate object per event (that would cost about as much as the insert itself). Privacy rules
+are applied here too: prompt excerpts are redacted again, prompt-like labels and URLs are scrubbed.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from inkloop.prompts import PrivacyPolicy
+from inkloop.v1 import analytics_pb2, common_pb2
+from inkloop_analytics.devices import device_class
+from inkloop_analytics.privacy import scrub_label, scrub_url
+from inkloop_analytics.tables import Row
+
+FRONTEND_TYPES = {
+    analytics_pb2.FRONTEND_EVENT_TYPE_PAGE_VIEW: "page_view",
+    analytics_pb2.FRONTEND_EVENT_TYPE_TRACK_EVENT: "track_event",
+}
+BACKEND_TYPES = {
+    value: name.removeprefix("BACKEND_EVENT_TYPE_").lower()
+    for name, value in analytics_pb2.BackendEventType.items()
+    if value != analytics_pb2.BACKEND_EVENT_TYPE_UNSPECIFIED
+}
+LANGUAGES = {
+    analytics_pb2.LANGUAGE_CLASS_UNSPECIFIED: "",
+    analytics_pb2.LANGUAGE_CLASS_ZH: "zh",
+    analytics_pb2.LANGUAGE_CLASS_EN: "en",
+    analytics_pb2.LANGUAGE_CLASS_MIXED: "mixed",
+    analytics_pb2.LANGUAGE_CLASS_OTHER: "other",
+}
+KINDS = {
+    value: "" if value == common_pb2.GENERATION_KIND_UNSPECIFIED else name.removeprefix("GENERATION_KIND_").lower()
+    for name, value in common_pb2.GenerationKind.items()
+}
+
+# Longest accepted value per string field, in characters (the proto documents the first ones).
+FRONTEND_LIMITS = (
+    ("tenant_id", 64),
+    ("visitor_id", 128),
+    ("session_id", 128),
+    ("user_id", 128),
+    ("page_url", 2048),
+    ("referrer", 2048),
+    ("user_agent", 512),
+    ("language", 32),
+    ("screen", 32),
+    ("category", 128),
+    ("action", 128),
+    ("label", 256),
+    ("request_id", 128),
+)
+BACKEND_LIMITS = (
+    ("tenant_id", 64),
+    ("user_id", 128),
+    ("request_id", 128),
+    ("job_id", 128),
+    ("variant", 64),
+    ("error_code", 64),
+    ("policy", 64),
+)
+MAX_CUSTOM_VARS = 16
+MAX_CUSTOM_VAR_CHARS = 256
+MAX_PROMPT_HASH_CHARS = 128
+MAX_PROMPT_LENGTH = 1_000_000
+
+
+@dataclass(frozen=True)
+class Rejection:
+    field: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How far event times may be from the server's clock."""
+
+    max_future_s: int = 86_400
+    max_age_s: int = 365 * 86_400
+
+
+@lru_cache(maxsize=65_536)
+def utc_time(seconds: int) -> datetime:
+    """Event times repeat a lot within and across batches; building a datetime costs more than a lookup."""
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def parse_event_id(text: str) -> uuid.UUID | Rejection:
+    if not text:
+        return Rejection("event_id", "required: a UUID made by the sender")
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return Rejection("event_id", "not a UUID")
+
+
+@lru_cache(maxsize=8)
+def _epoch(now: datetime) -> int:
+    return int(now.timestamp())
+
+
+def _check_time(field: str, seconds: int, now_s: int, limits: Limits) -> Rejection | None:
+    if seconds > now_s + limits.max_future_s:
+        return Rejection(field, f"more than {limits.max_future_s} s in the future")
+    if seconds < now_s - limits.max_age_s:
+        return Rejection(field, f"more than {limits.max_age_s} s in the past")
+    return None
+
+
+def _check_lengths(event: analytics_pb2.FrontendEvent | analytics_pb2.BackendEvent, limits: tuple) -> Rejection | None:
+    for name, longest in limits:
+        if len(getattr(event, name)) > longest:
+            return Rejection(name, f"longer than {longest} characters")
+    return None
+
+
+def frontend_row(
+    event: analytics_pb2.FrontendEvent, event_id: uuid.UUID, now: datetime, limits: Limits, policy: PrivacyPolicy
+) -> Row | Rejection:
+    """The frontend_events row of a valid event (event_id already parsed)."""
+    if not event.tenant_id:
+        return Rejection("tenant_id", "required")
+    if not event.visitor_id:
+        return Rejection("visitor_id", "required")
+    event_type = FRONTEND_TYPES.get(event.type)
+    if event_type is None:
+        return Rejection("type", "unknown or unset front-end event type")
+    if event_type == "track_event" and not (event.category and event.action):
+        return Rejection("category" if not event.category else "action", "required for a tracked event")
+    if not event.HasField("client_time"):
+        return Rejection("client_time", "required")
+    now_s = _epoch(now)
+    client_s = event.client_time.seconds
+    problem = _check_time("client_time", client_s, now_s, limits) or _check_lengths(event, FRONTEND_LIMITS)
+    if problem is not None:
+        return problem
+    server_time = utc_time(event.server_time.seconds) if event.HasField("server_time") else now
+    names: list[str] = []
+    values: list[str] = []
+    for name, value in event.custom_vars.items() if len(event.custom_vars) else ():
+        if len(name) > MAX_CUSTOM_VAR_CHARS or len(value) > MAX_CUSTOM_VAR_CHARS:
+            return Rejection("custom_vars", f"a name or value is longer than {MAX_CUSTOM_VAR_CHARS} characters")
+        names.append(name)
+        values.append(value)
+    if len(names) > MAX_CUSTOM_VARS:
+        return Rejection("custom_vars", f"more than {MAX_CUSTOM_VARS} entries")
+    return (
+        event_id,
+        event.tenant_id,
+        utc_time(client_s),
+        server_time,
+        event.visitor_id,
+        event.session_id,
+        event.user_id,
+        scrub_url(event.page_url),
+        scrub_url(event.referrer),
+        event.user_agent,
+        device_class(event.user_agent),
+        event.language,
+        event.screen,
+        event_type,
+        event.category,
+        event.action,
+        scrub_label(event.label, policy),
+        event.value if event.HasField("value") else None,
+        event.request_id,
+        names,
+        values,
+        now,
+    )
+
+
+def backend_row(
+    event: analytics_pb2.BackendEvent, event_id: uuid.UUID, now: datetime, limits: Limits, policy: PrivacyPolicy
+) -> Row | Rejection:
+    """The backend_events row of a valid event (event_id already parsed)."""
+    if not event.tenant_id:
+        return Rejection("tenant_id", "required")
+    event_type = BACKEND_TYPES.get(event.type)
+    if event_type is None:
+        return Rejection("type", "unknown or unset back-end event type")
+    if not event.HasField("time"):
+        return Rejection("time", "required")
+    time_s = event.time.seconds
+    problem = _check_time("time", time_s, _epoch(now), limits) or _check_lengths(event, BACKEND_LIMITS)
+    if problem is not None:
+        return problem
+    kind = KINDS.get(event.kind)
+    if kind is None:
+        return Rejection("kind", "unknown generation kind")
+    if not (math.isfinite(event.latency_s) and event.latency_s >= 0):
+        return Rejection("latency_s", "must be a finite number >= 0")
+    if not math.isfinite(event.true_cfg_scale):
+        return Rejection("true_cfg_scale", "must be finite")
+    prompt = event.prompt
+    language = LANGUAGES.get(prompt.language)
+    if language is None:
+        return Rejection("prompt.language", "unknown language class")
+    if len(prompt.hash) > MAX_PROMPT_HASH_CHARS:
+        return Rejection("prompt.hash", f"longer than {MAX_PROMPT_HASH_CHARS} characters")
+    if prompt.length > MAX_PROMPT_LENGTH:
+        return Rejection("prompt.length", f"more than {MAX_PROMPT_LENGTH}")
+    return (
+        event_id,
+        event.tenant_id,
+        utc_time(time_s),
+        event.user_id,
+        event.request_id,
+        event.job_id,
+        event_type,
+        event.variant,
+        kind,
+        event.width,
+        event.height,
+        event.steps,
+        event.true_cfg_scale,
+        event.num_images,
+        event.seed,
+        event.latency_s,
+        event.error_code,
+        prompt.length,
+        language,
+        prompt.hash,
+        # Defence in depth: the gateway redacts and truncates already; a sender that did not (or an
+        # older redaction rule) must not put PII or a whole prompt into the table.
+        policy.scrub(prompt.redacted),
+        event.policy,
+        int(event.has_negative_prompt),
+        now,
+    )
+
+
+def rejected_row(
+    stream: str, event_id: str, tenant_id: str, batch_id: str, rejection: Rejection, size_bytes: int, now: datetime
+) -> Row:
+    return (now, stream, event_id[:64], tenant_id[:64], batch_id[:64], rejection.field, rejection.reason, size_bytes)

@@ -1,0 +1,69 @@
+"""Alert rules: defaults and file, evaluation per tenant, storage, listing and metrics."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY
+
+from inkloop.v1 import analytics_pb2 as pb
+from inkloop_analytics.alerts import DEFAULT_RULES, AlertEvaluator, ListAlertsQuery, load_rules
+from inkloop_analytics.service import Analytics
+from inkloop_analytics.storage import ClickHouse
+
+from .builders import backend, track
+from .generator import NOW
+
+
+def test_rules_file_replaces_and_adds(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "rules:\n"
+        "  - {name: error_rate, kind: error_rate, threshold: 0.02, window_s: 600, min_events: 5}\n"
+        "  - {name: slow, kind: latency_p95, threshold: 10}\n"
+    )
+    rules = {rule.name: rule for rule in load_rules(path)}
+    assert set(rules) == {rule.name for rule in DEFAULT_RULES} | {"slow"}
+    assert (rules["error_rate"].threshold, rules["error_rate"].window_s) == (0.02, 600)
+    assert rules["slow"].window_s == 900
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"name": "x", "kind": "cpu", "threshold": 1}]')
+    with pytest.raises(ValueError, match="kind"):
+        load_rules(bad)
+
+
+async def test_rules_fire_once_per_window_and_are_listed(analytics: Analytics, clickhouse: ClickHouse) -> None:
+    at = NOW - timedelta(seconds=600)
+    front = [track(at, f"v{n}", "generate", "click", request_id=f"r{n}") for n in range(30)]
+    back = [backend(at, pb.BACKEND_EVENT_TYPE_REQUESTED, f"r{n}") for n in range(20)]
+    back += [backend(at, pb.BACKEND_EVENT_TYPE_FAILED, f"r{n}") for n in range(5)]
+    back += [backend(at, pb.BACKEND_EVENT_TYPE_SUCCEEDED, f"r{n}", latency_s=100.0) for n in range(10, 20)]
+    back += [backend(at, pb.BACKEND_EVENT_TYPE_FAILED, "x", tenant_id="t2") for _ in range(3)]
+    await analytics.ingest(front, back, "")
+    await analytics.ingest(front[:5], [], "")  # retries change nothing
+
+    fired = await analytics.evaluate_alerts()
+    # clicks/successes = 30/10 = 3 > 1.5; failed/requested = 5/20 > 0.1; latency: only 10 successes < 20.
+    assert sorted((alert.rule.name, alert.tenant_id, alert.value) for alert in fired) == [
+        ("clicks_over_successes", "t1", 3.0),
+        ("error_rate", "t1", 0.25),
+    ]
+    assert REGISTRY.get_sample_value("inkloop_analytics_alert_value", {"rule": "latency_p95", "tenant": "t1"}) == 100
+    assert REGISTRY.get_sample_value("inkloop_analytics_alert_firing", {"rule": "error_rate", "tenant": "t1"}) == 1
+    assert REGISTRY.get_sample_value("inkloop_analytics_alert_firing", {"rule": "latency_p95", "tenant": "t1"}) == 0
+    assert await analytics.evaluate_alerts() == []  # still above, but already fired in this window
+
+    listed = await analytics.list_alerts(ListAlertsQuery("t1", None))
+    assert sorted(alert.rule.name for alert in listed) == ["clicks_over_successes", "error_rate"]
+    assert "0.25" in next(alert.message for alert in listed if alert.rule.name == "error_rate")
+    assert await analytics.list_alerts(ListAlertsQuery("t2", None)) == []
+    assert clickhouse.query("SELECT count() FROM fired_alerts") == [(2,)]
+
+
+def test_evaluator_with_no_events_fires_nothing(clickhouse: ClickHouse) -> None:
+    from inkloop_analytics.migrations import migrate
+
+    migrate(clickhouse)
+    assert AlertEvaluator(DEFAULT_RULES).evaluate(clickhouse, NOW) == []
