@@ -5,40 +5,176 @@ It is a thin bridge onto the gateway's own domain objects; no gateway logic live
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
 
+import grpc
 from aiohttp import web
 
+from inkloop import errors
+from inkloop.rpc.client import open_channel
+from inkloop.v1 import analytics_pb2_grpc
+from inkloop_gateway.auth import authenticate_header
+from inkloop_gateway.collect import Collector
+from inkloop_gateway.dashboard import Dashboard
+from inkloop_gateway.events import EventFacts, EventSender, EventType
+from inkloop_gateway.images import FORMATS, ImageStore, convert, load_or_create_secret
+from inkloop_gateway.keys import KeyStore
+from inkloop_gateway.web import JobsBridge, json_errors, page_key
 
-async def _index(_request: web.Request) -> web.Response:
-    page = resources.files("inkloop_gateway").joinpath("static/index.html").read_text(encoding="utf-8")
-    return web.Response(text=page, content_type="text/html", charset="utf-8")
+if TYPE_CHECKING:
+    from inkloop_gateway.service import JobService
+    from inkloop_gateway.settings import GatewaySettings
+
+# Image ids are content hashes, so a URL's bytes never change: browsers may keep them for good.
+_CACHE_CONTROL = "private, max-age=31536000, immutable"
 
 
-def build_app(is_ready: Callable[[], bool]) -> web.Application:
+STATIC_DIR = Path(str(resources.files("inkloop_gateway").joinpath("static")))
+
+
+def _page(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def serve(_request: web.Request) -> web.Response:
+        page = (STATIC_DIR / name).read_text(encoding="utf-8")
+        return web.Response(text=page, content_type="text/html", charset="utf-8", headers={"Cache-Control": "no-cache"})
+
+    return serve
+
+
+class ImageDownloads:
+    """`GET /v1/images/<id>.<png|jpg|webp>`: with `authorization: Bearer <key>` for the key's tenant, or
+    with a signed URL's `tenant`, `expires` and `sig`. Anything not the caller's is 404."""
+
+    def __init__(self, keys: KeyStore, images: ImageStore, events: EventSender) -> None:
+        self.keys = keys
+        self.images = images
+        self.events = events
+
+    async def get(self, request: web.Request) -> web.Response:
+        image_id, _, extension = request.match_info["name"].partition(".")
+        if extension == "jpeg":
+            extension = "jpg"
+        if extension not in FORMATS:
+            raise web.HTTPNotFound(text="unknown image format")
+        try:
+            tenant_id = self._tenant(request, image_id)
+        except errors.Unauthenticated as error:
+            raise web.HTTPUnauthorized(text=str(error), headers={"WWW-Authenticate": "Bearer"}) from None
+        try:
+            stored = await asyncio.to_thread(self.images.load, tenant_id, image_id)
+        except errors.NotFound:
+            raise web.HTTPNotFound(text="image not found") from None
+        etag = f'"{image_id}.{extension}"'
+        if request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers={"ETag": etag, "Cache-Control": _CACHE_CONTROL})
+        data = (
+            stored.data if stored.extension == extension else await asyncio.to_thread(convert, stored.data, extension)
+        )
+        self.events.emit(
+            EventFacts.of_download(tenant_id, stored.origin).event(EventType.BACKEND_EVENT_TYPE_DOWNLOADED)
+        )
+        headers = {"ETag": etag, "Cache-Control": _CACHE_CONTROL}
+        if "download" in request.query:
+            headers["Content-Disposition"] = f'attachment; filename="{image_id}.{extension}"'
+        return web.Response(body=data, content_type=FORMATS[extension][1], headers=headers)
+
+    def _tenant(self, request: web.Request, image_id: str) -> str:
+        query = request.query
+        if "sig" in query:
+            tenant_id = query.get("tenant", "")
+            if not self.images.verify(tenant_id, image_id, query.get("expires", ""), query["sig"]):
+                raise errors.Unauthenticated("invalid or expired signed URL")
+            return tenant_id
+        return authenticate_header(self.keys, request.headers.get("Authorization")).tenant_id
+
+
+def web_routes(
+    keys: KeyStore, jobs: JobService, settings: GatewaySettings, channel: grpc.aio.Channel
+) -> list[web.RouteDef]:
+    """The page's bridge (jobs, page config), the tracker's collect endpoint and the dashboard's queries."""
+    stub = analytics_pb2_grpc.AnalyticsServiceStub(channel)
+    secret = settings.web_visitor_secret or load_or_create_secret(settings.data_dir / "visitor-secret").decode()
+    collector = Collector(
+        stub, tenant_id=settings.web_tenant_id, secret=secret, max_events=settings.web_collect_max_events
+    )
+    config = {"api_key": page_key(keys, settings.web_page_key_file)}
+
+    async def page_config(_request: web.Request) -> web.Response:
+        return web.json_response(config, headers={"Cache-Control": "no-store"})
+
+    return [
+        *JobsBridge(keys, jobs).routes(),
+        *Dashboard(keys, stub).routes(),
+        web.post("/collect", collector.collect),
+        web.get("/v1/web/config", page_config),
+    ]
+
+
+def build_app(
+    is_ready: Callable[[], bool], downloads: ImageDownloads | None = None, routes: Sequence[web.RouteDef] = ()
+) -> web.Application:
     async def healthz(_request: web.Request) -> web.Response:
         ready = is_ready()
         return web.json_response({"status": "ok" if ready else "starting"}, status=200 if ready else 503)
 
-    app = web.Application(client_max_size=32 * 1024 * 1024)
-    app.router.add_get("/", _index)
+    app = web.Application(client_max_size=32 * 1024 * 1024, middlewares=[json_errors])
+    app.router.add_get("/", _page("index.html"))
+    app.router.add_get("/dashboard", _page("dashboard.html"))
+    app.router.add_get("/hm.js", _script("hm.js"))
+    app.router.add_static("/static/", STATIC_DIR)
     app.router.add_get("/healthz", healthz)
+    app.router.add_routes(routes)
+    if downloads is not None:
+        app.router.add_get("/v1/images/{name}", downloads.get)
     return app
+
+
+def _script(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def serve(_request: web.Request) -> web.Response:
+        text = (STATIC_DIR / name).read_text(encoding="utf-8")
+        return web.Response(text=text, content_type="text/javascript", headers={"Cache-Control": "max-age=300"})
+
+    return serve
 
 
 class HttpServer:
     """Runs `build_app()` on host:port inside the gateway's event loop."""
 
-    def __init__(self, host: str, port: int, is_ready: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        is_ready: Callable[[], bool],
+        keys: KeyStore | None = None,
+        images: ImageStore | None = None,
+        events: EventSender | None = None,
+        *,
+        jobs: JobService | None = None,
+        settings: GatewaySettings | None = None,
+    ) -> None:
         self._host = host
         self._port = port
-        self._runner = web.AppRunner(build_app(is_ready), access_log=None)
+        self._is_ready = is_ready
+        self._keys = keys
+        self._jobs = jobs
+        self._settings = settings
+        self._downloads = ImageDownloads(keys, images, events) if keys and images and events else None
+        self._channel: grpc.aio.Channel | None = None
+        self._runner: web.AppRunner | None = None
         self.port = 0
 
     async def start(self) -> None:
+        routes: list[web.RouteDef] = []
+        if self._keys and self._jobs and self._settings:
+            self._channel = open_channel(self._settings.analytics_target)
+            routes = web_routes(self._keys, self._jobs, self._settings, self._channel)
+        app = build_app(self._is_ready, self._downloads, routes)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, shutdown_timeout=5)
+        site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
         # aiohttp keeps the bound port only on its asyncio server; needed when port 0 was asked for.
         server = site._server
@@ -46,4 +182,7 @@ class HttpServer:
         self.port = sockets[0].getsockname()[1] if sockets else self._port
 
     async def stop(self) -> None:
-        await self._runner.cleanup()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._channel is not None:
+            await self._channel.close()

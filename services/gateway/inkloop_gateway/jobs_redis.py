@@ -1,0 +1,278 @@
+"""The job store shared by several gateway replicas: Redis, every state change one Lua script.
+
+Keys (prefix `inkloop:`): `job:<id>` a hash of the job's fields; `req:<tenant>:<request id>` the
+idempotency index; `tenant:<tenant>` a sorted set of the tenant's job ids by submission order
+(listings); `queued` a sorted set of every queued job (queue positions); `q:<tenant>` the tenant's
+FIFO; `tenants` the round-robin list of tenants with a non-empty FIFO (fair share: a claim pops a
+tenant, takes its oldest job and pushes the tenant back to the end); `running` a sorted set of
+running jobs by lease expiry (recovery of jobs whose replica died).
+
+The scripts build key names from the prefix, so this expects one Redis (or a cluster slot), not a
+sharded cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from inkloop import errors
+from inkloop_gateway.jobs import (
+    Failure,
+    Job,
+    JobIds,
+    JobList,
+    JobState,
+    Page,
+    decode_page_token,
+    encode_page_token,
+    lost_failure,
+    not_found,
+)
+
+PREFIX = "inkloop:"
+
+SUBMIT = """
+local p, tenant, req, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local existing = redis.call('GET', p..'req:'..tenant..':'..req)
+if existing then return {0, existing} end
+local seq = redis.call('INCR', p..'seq')
+local key = p..'job:'..id
+redis.call('HSET', key, unpack(ARGV, 5))
+redis.call('HSET', key, 'seq', seq)
+redis.call('SET', p..'req:'..tenant..':'..req, id)
+redis.call('ZADD', p..'tenant:'..tenant, seq, id)
+if redis.call('HGET', key, 'state') == 'queued' then
+  redis.call('ZADD', p..'queued', seq, id)
+  if redis.call('RPUSH', p..'q:'..tenant, id) == 1 then redis.call('RPUSH', p..'tenants', tenant) end
+end
+return {1, id}
+"""
+
+CLAIM = """
+local p, owner, lease_until, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+while true do
+  local tenant = redis.call('LPOP', p..'tenants')
+  if not tenant then return false end
+  local id = redis.call('LPOP', p..'q:'..tenant)
+  if redis.call('LLEN', p..'q:'..tenant) > 0 then redis.call('RPUSH', p..'tenants', tenant) end
+  if id then
+    local key = p..'job:'..id
+    if redis.call('HGET', key, 'state') == 'queued' then
+      redis.call('ZREM', p..'queued', id)
+      local attempts = tonumber(redis.call('HGET', key, 'attempts') or '0') + 1
+      redis.call('HSET', key, 'state', 'running', 'owner', owner, 'lease_until', lease_until,
+                 'started_at', now, 'attempts', attempts)
+      redis.call('ZADD', p..'running', lease_until, id)
+      return redis.call('HGETALL', key)
+    end
+  end
+end
+"""
+
+HEARTBEAT = """
+local p, owner, lease_until = ARGV[1], ARGV[2], ARGV[3]
+local stop = {}
+for i = 4, #ARGV do
+  local key = p..'job:'..ARGV[i]
+  if redis.call('HGET', key, 'owner') ~= owner or redis.call('HGET', key, 'state') ~= 'running' then
+    stop[#stop + 1] = ARGV[i]
+  else
+    redis.call('HSET', key, 'lease_until', lease_until)
+    redis.call('ZADD', p..'running', lease_until, ARGV[i])
+    if redis.call('HGET', key, 'cancel_requested') == '1' then stop[#stop + 1] = ARGV[i] end
+  end
+end
+return stop
+"""
+
+FINISH = """
+local p, id, owner = ARGV[1], ARGV[2], ARGV[3]
+local key = p..'job:'..id
+if redis.call('HGET', key, 'owner') ~= owner or redis.call('HGET', key, 'state') ~= 'running' then return false end
+redis.call('HSET', key, unpack(ARGV, 4))
+redis.call('ZREM', p..'running', id)
+return redis.call('HGETALL', key)
+"""
+
+# Back to the front of its tenant's FIFO: it was the oldest when it was claimed.
+REQUEUE_FRONT = """
+local function requeue(p, id, key)
+  local tenant = redis.call('HGET', key, 'tenant_id')
+  redis.call('HSET', key, 'state', 'queued', 'owner', '', 'lease_until', '0', 'step', '0', 'total_steps', '0')
+  redis.call('ZREM', p..'running', id)
+  redis.call('ZADD', p..'queued', redis.call('HGET', key, 'seq'), id)
+  if redis.call('LPUSH', p..'q:'..tenant, id) == 1 then redis.call('RPUSH', p..'tenants', tenant) end
+end
+"""
+
+RELEASE = (
+    REQUEUE_FRONT
+    + """
+local p, id, owner = ARGV[1], ARGV[2], ARGV[3]
+local key = p..'job:'..id
+if redis.call('HGET', key, 'owner') == owner and redis.call('HGET', key, 'state') == 'running' then
+  requeue(p, id, key)
+end
+return 1
+"""
+)
+
+CANCEL = """
+local p, id, tenant, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local key = p..'job:'..id
+if redis.call('HGET', key, 'tenant_id') ~= tenant then return {'not_found'} end
+local state = redis.call('HGET', key, 'state')
+if state == 'queued' then
+  redis.call('HSET', key, 'state', 'cancelled', 'cancel_requested', '1', 'finished_at', now)
+  redis.call('ZREM', p..'queued', id)
+elseif state == 'running' then
+  redis.call('HSET', key, 'cancel_requested', '1')
+else
+  return {'ended', state}
+end
+return {'ok'}
+"""
+
+RECOVER = (
+    REQUEUE_FRONT
+    + """
+local p, now, max_attempts, failure = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local ended = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', p..'running', '-inf', now)) do
+  local key = p..'job:'..id
+  redis.call('ZREM', p..'running', id)
+  if redis.call('HGET', key, 'state') == 'running' then
+    if redis.call('HGET', key, 'cancel_requested') == '1' then
+      redis.call('HSET', key, 'state', 'cancelled', 'owner', '', 'finished_at', now)
+      ended[#ended + 1] = id
+    elseif tonumber(redis.call('HGET', key, 'attempts') or '0') >= max_attempts then
+      redis.call('HSET', key, 'state', 'failed', 'owner', '', 'finished_at', now, 'failure', failure)
+      ended[#ended + 1] = id
+    else
+      requeue(p, id, key)
+    end
+  end
+end
+return ended
+"""
+)
+
+
+def _fields(reply: list[Any]) -> dict[str, str]:
+    items = [item.decode() if isinstance(item, bytes) else str(item) for item in reply]
+    return dict(zip(items[::2], items[1::2], strict=True))
+
+
+def _flat(fields: dict[str, str]) -> list[str]:
+    return [item for pair in fields.items() for item in pair]
+
+
+class RedisJobStore:
+    def __init__(self, url: str, prefix: str = PREFIX) -> None:
+        self._redis = aioredis.Redis.from_url(url)
+        self._p = prefix
+        self._submit = self._redis.register_script(SUBMIT)
+        self._claim = self._redis.register_script(CLAIM)
+        self._heartbeat = self._redis.register_script(HEARTBEAT)
+        self._finish = self._redis.register_script(FINISH)
+        self._release = self._redis.register_script(RELEASE)
+        self._cancel = self._redis.register_script(CANCEL)
+        self._recover = self._redis.register_script(RECOVER)
+
+    async def _load(self, job_id: str) -> Job | None:
+        reply = await self._redis.hgetall(f"{self._p}job:{job_id}")
+        return Job.from_fields(_fields([x for kv in reply.items() for x in kv])) if reply else None
+
+    async def submit(self, job: Job) -> tuple[Job, bool]:
+        fields = job.to_fields()
+        del fields["seq"]
+        created, job_id = await self._submit(args=[self._p, job.tenant_id, job.request_id, job.job_id, *_flat(fields)])
+        stored = await self._load(job_id.decode() if isinstance(job_id, bytes) else job_id)
+        assert stored is not None
+        return stored, bool(created)
+
+    async def get(self, job_id: str, tenant_id: str | None = None) -> Job:
+        job = await self._load(job_id)
+        if job is None or (tenant_id is not None and job.tenant_id != tenant_id):
+            raise not_found(job_id)
+        return job
+
+    async def find_request(self, tenant_id: str, request_id: str) -> Job | None:
+        job_id: bytes | None = await self._redis.get(f"{self._p}req:{tenant_id}:{request_id}")  # type: ignore[assignment]
+        return await self._load(job_id.decode()) if job_id else None
+
+    async def list(self, tenant_id: str, state: JobState | None, page_size: int, page_token: str) -> Page:
+        below = decode_page_token(page_token)
+        upper: str = f"({below}" if below is not None else "+inf"
+        found: JobList = []
+        # Read the tenant's index newest first in chunks, keeping the jobs in `state`, until one more
+        # than a page is known (that one only proves a next page exists).
+        while len(found) <= page_size:
+            ids: list[tuple[bytes, float]] = await self._redis.zrevrangebyscore(  # type: ignore[assignment]
+                f"{self._p}tenant:{tenant_id}", upper, "-inf", start=0, num=max(page_size * 2, 20), withscores=True
+            )
+            if not ids:
+                break
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for job_id, _score in ids:
+                    pipe.hgetall(f"{self._p}job:{job_id.decode()}")
+                replies = await pipe.execute()
+            for reply in replies:
+                if reply:
+                    job = Job.from_fields(_fields([x for kv in reply.items() for x in kv]))
+                    if state is None or job.state == state:
+                        found.append(job)
+            upper = f"({int(ids[-1][1])}"
+        jobs = found[:page_size]
+        token = encode_page_token(jobs[-1].seq) if len(found) > page_size else ""
+        return Page(jobs, token)
+
+    async def queue_position(self, job: Job) -> int:
+        return int(await self._redis.zcount(f"{self._p}queued", "-inf", f"({job.seq}"))
+
+    async def claim(self, owner: str, lease_s: float) -> Job | None:
+        now = time.time()
+        reply = await self._claim(args=[self._p, owner, repr(now + lease_s), repr(now)])
+        return Job.from_fields(_fields(reply)) if reply else None
+
+    async def heartbeat(self, owner: str, job_ids: JobIds, lease_s: float) -> set[str]:
+        if not job_ids:
+            return set()
+        stop = await self._heartbeat(args=[self._p, owner, repr(time.time() + lease_s), *job_ids])
+        return {item.decode() for item in stop}
+
+    async def progress(self, job_id: str, step: int, total_steps: int) -> None:
+        await self._redis.hset(f"{self._p}job:{job_id}", mapping={"step": step, "total_steps": total_steps})
+
+    async def finish(
+        self, job_id: str, owner: str, state: JobState, *, result: bytes = b"", failure: Failure | None = None
+    ) -> Job | None:
+        changes = Job.to_fields_of(state=state, result=result, failure=failure, finished_at=time.time())
+        changes["lease_until"] = "0"
+        reply = await self._finish(args=[self._p, job_id, owner, *_flat(changes)])
+        return Job.from_fields(_fields(reply)) if reply else None
+
+    async def release(self, job_id: str, owner: str) -> None:
+        await self._release(args=[self._p, job_id, owner])
+
+    async def cancel(self, job_id: str, tenant_id: str) -> Job:
+        outcome = [item.decode() for item in await self._cancel(args=[self._p, job_id, tenant_id, repr(time.time())])]
+        if outcome[0] == "not_found":
+            raise not_found(job_id)
+        if outcome[0] == "ended":
+            raise errors.FailedPrecondition(f"job {job_id!r} already ended ({outcome[1]})")
+        return await self.get(job_id)
+
+    async def recover(self, max_attempts: int, *, all_running_except: str | None = None) -> JobList:
+        # Replicas share this store, so only expired leases are anyone's to recover.
+        failure = json.dumps(lost_failure(max_attempts).__dict__)
+        ended = await self._recover(args=[self._p, repr(time.time()), max_attempts, failure])
+        jobs = [await self._load(job_id.decode()) for job_id in ended]
+        return [job for job in jobs if job is not None]
+
+    async def close(self) -> None:
+        await self._redis.aclose()

@@ -1,0 +1,246 @@
+"""The job store of a single gateway: one SQLite file in WAL mode (data_dir/jobs.db).
+
+Calls run on the event loop: each is one short transaction on a local file (tens of microseconds),
+cheaper than a thread hop. `synchronous=NORMAL` in WAL survives a process crash, which is the
+failure a restart test (and production) cares about.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from inkloop import errors
+from inkloop_gateway.jobs import (
+    Failure,
+    Job,
+    JobIds,
+    JobList,
+    JobState,
+    Page,
+    decode_page_token,
+    encode_page_token,
+    lost_failure,
+    not_found,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id      TEXT NOT NULL UNIQUE,
+    tenant_id   TEXT NOT NULL,
+    request_id  TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    owner       TEXT NOT NULL DEFAULT '',
+    lease_until REAL NOT NULL DEFAULT 0,
+    data        TEXT NOT NULL,
+    UNIQUE (tenant_id, request_id)
+);
+CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant_id, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, tenant_id, seq);
+CREATE TABLE IF NOT EXISTS tenant_turns (
+    tenant_id  TEXT PRIMARY KEY,
+    last_claim INTEGER NOT NULL
+);
+"""
+
+_SELECT = "SELECT seq, data FROM jobs"
+INSERT_JOB = (
+    "INSERT INTO jobs (job_id, tenant_id, request_id, state, owner, lease_until, data) VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (tenant_id, request_id) DO NOTHING"
+)
+UPDATE_JOB = "UPDATE jobs SET state = ?, owner = ?, lease_until = ?, data = ? WHERE job_id = ?"
+TAKE_TURN = (
+    "INSERT INTO tenant_turns VALUES (?, ?) ON CONFLICT (tenant_id) DO UPDATE SET last_claim = excluded.last_claim"
+)
+# Fair share: the tenant served longest ago goes first, then its oldest queued job.
+NEXT_QUEUED = """
+SELECT q.seq, q.data FROM jobs q
+LEFT JOIN tenant_turns t ON t.tenant_id = q.tenant_id
+WHERE q.state = 'queued'
+ORDER BY COALESCE(t.last_claim, -1), q.seq
+LIMIT 1
+"""
+
+
+class SqliteJobStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @staticmethod
+    def _job(row: tuple[int, str]) -> Job:
+        return Job.from_fields(json.loads(row[1])).with_(seq=row[0])
+
+    @staticmethod
+    def _write(db: sqlite3.Connection, job: Job) -> None:
+        db.execute(UPDATE_JOB, (job.state.value, job.owner, job.lease_until, json.dumps(job.to_fields()), job.job_id))
+
+    def _one(self, db: sqlite3.Connection, where: str, *params: object) -> Job | None:
+        row = db.execute(f"{_SELECT} WHERE {where}", params).fetchone()
+        return self._job(row) if row else None
+
+    async def submit(self, job: Job) -> tuple[Job, bool]:
+        with self._transaction() as db:
+            cursor = db.execute(
+                INSERT_JOB,
+                (job.job_id, job.tenant_id, job.request_id, job.state.value, "", 0.0, json.dumps(job.to_fields())),
+            )
+            if cursor.rowcount == 0:  # the tenant already used this request id
+                existing = self._one(db, "tenant_id = ? AND request_id = ?", job.tenant_id, job.request_id)
+                assert existing is not None
+                return existing, False
+            # `seq` lives in its column; the copy in `data` is never read.
+            return job.with_(seq=cursor.lastrowid), True
+
+    async def get(self, job_id: str, tenant_id: str | None = None) -> Job:
+        with self._lock:
+            job = self._one(self._db, "job_id = ?", job_id)
+        if job is None or (tenant_id is not None and job.tenant_id != tenant_id):
+            raise not_found(job_id)
+        return job
+
+    async def find_request(self, tenant_id: str, request_id: str) -> Job | None:
+        with self._lock:
+            return self._one(self._db, "tenant_id = ? AND request_id = ?", tenant_id, request_id)
+
+    async def list(self, tenant_id: str, state: JobState | None, page_size: int, page_token: str) -> Page:
+        below = decode_page_token(page_token)
+        query = f"{_SELECT} WHERE tenant_id = ?"
+        params: list[object] = [tenant_id]
+        if state is not None:
+            query += " AND state = ?"
+            params.append(state.value)
+        if below is not None:
+            query += " AND seq < ?"
+            params.append(below)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY seq DESC LIMIT ?", [*params, page_size + 1]).fetchall()
+        jobs = [self._job(row) for row in rows[:page_size]]
+        token = encode_page_token(jobs[-1].seq) if len(rows) > page_size else ""
+        return Page(jobs, token)
+
+    async def queue_position(self, job: Job) -> int:
+        with self._lock:
+            (ahead,) = self._db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND seq < ?", (job.seq,)
+            ).fetchone()
+        return int(ahead)
+
+    async def claim(self, owner: str, lease_s: float) -> Job | None:
+        now = time.time()
+        with self._transaction() as db:
+            row = db.execute(NEXT_QUEUED).fetchone()
+            if row is None:
+                return None
+            job = self._job(row)
+            (turn,) = db.execute("SELECT COALESCE(MAX(last_claim), 0) + 1 FROM tenant_turns").fetchone()
+            db.execute(
+                TAKE_TURN,
+                (job.tenant_id, turn),
+            )
+            job = job.with_(
+                state=JobState.RUNNING,
+                owner=owner,
+                lease_until=now + lease_s,
+                started_at=now,
+                attempts=job.attempts + 1,
+            )
+            self._write(db, job)
+            return job
+
+    async def heartbeat(self, owner: str, job_ids: JobIds, lease_s: float) -> set[str]:
+        stop: set[str] = set()
+        with self._transaction() as db:
+            for job_id in job_ids:
+                job = self._one(db, "job_id = ?", job_id)
+                if job is None or job.owner != owner or job.state != JobState.RUNNING:
+                    stop.add(job_id)  # lost: recovered elsewhere or ended
+                    continue
+                self._write(db, job.with_(lease_until=time.time() + lease_s))
+                if job.cancel_requested:
+                    stop.add(job_id)
+        return stop
+
+    async def progress(self, job_id: str, step: int, total_steps: int) -> None:
+        with self._transaction() as db:
+            job = self._one(db, "job_id = ? AND state = 'running'", job_id)
+            if job is not None:
+                self._write(db, job.with_(step=step, total_steps=total_steps))
+
+    async def finish(
+        self, job_id: str, owner: str, state: JobState, *, result: bytes = b"", failure: Failure | None = None
+    ) -> Job | None:
+        with self._transaction() as db:
+            job = self._one(db, "job_id = ? AND owner = ? AND state = 'running'", job_id, owner)
+            if job is None:
+                return None
+            job = job.with_(state=state, result=result, failure=failure, finished_at=time.time(), lease_until=0.0)
+            self._write(db, job)
+            return job
+
+    async def release(self, job_id: str, owner: str) -> None:
+        with self._transaction() as db:
+            job = self._one(db, "job_id = ? AND owner = ? AND state = 'running'", job_id, owner)
+            if job is not None:
+                self._write(db, job.with_(state=JobState.QUEUED, owner="", lease_until=0.0, step=0, total_steps=0))
+
+    async def cancel(self, job_id: str, tenant_id: str) -> Job:
+        with self._transaction() as db:
+            job = self._one(db, "job_id = ?", job_id)
+            if job is None or job.tenant_id != tenant_id:
+                raise not_found(job_id)
+            if job.state.terminal:
+                raise errors.FailedPrecondition(f"job {job_id!r} already ended ({job.state.value})")
+            if job.state == JobState.QUEUED:
+                job = job.with_(state=JobState.CANCELLED, cancel_requested=True, finished_at=time.time())
+            else:
+                job = job.with_(cancel_requested=True)
+            self._write(db, job)
+            return job
+
+    async def recover(self, max_attempts: int, *, all_running_except: str | None = None) -> JobList:
+        ended: JobList = []
+        with self._transaction() as db:
+            if all_running_except is not None:
+                rows = db.execute(f"{_SELECT} WHERE state = 'running' AND owner != ?", (all_running_except,))
+            else:
+                rows = db.execute(f"{_SELECT} WHERE state = 'running' AND lease_until < ?", (time.time(),))
+            for job in [self._job(row) for row in rows.fetchall()]:
+                if job.cancel_requested:
+                    job = job.with_(state=JobState.CANCELLED, finished_at=time.time(), owner="")
+                    ended.append(job)
+                elif job.attempts >= max_attempts:
+                    job = job.with_(
+                        state=JobState.FAILED, failure=lost_failure(job.attempts), finished_at=time.time(), owner=""
+                    )
+                    ended.append(job)
+                else:
+                    job = job.with_(state=JobState.QUEUED, owner="", lease_until=0.0, step=0, total_steps=0)
+                self._write(db, job)
+        return ended
+
+    async def close(self) -> None:
+        with self._lock:
+            self._db.close()

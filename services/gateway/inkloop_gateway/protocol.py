@@ -1,0 +1,154 @@
+"""Protobuf <-> domain conversion for the gateway's jobs: the only place that knows both."""
+
+from __future__ import annotations
+
+import time
+from typing import cast
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from inkloop import errors
+from inkloop.v1 import common_pb2, gateway_pb2
+from inkloop_gateway.jobs import Failure, Job, JobState
+from inkloop_gateway.keys import ApiKey, Role
+from inkloop_gateway.variants import Variant
+
+STATE_TO_PB = {
+    JobState.QUEUED: gateway_pb2.JOB_STATE_QUEUED,
+    JobState.RUNNING: gateway_pb2.JOB_STATE_RUNNING,
+    JobState.SUCCEEDED: gateway_pb2.JOB_STATE_SUCCEEDED,
+    JobState.FAILED: gateway_pb2.JOB_STATE_FAILED,
+    JobState.CANCELLED: gateway_pb2.JOB_STATE_CANCELLED,
+}
+STATE_FROM_PB: dict[int, JobState] = {value: state for state, value in STATE_TO_PB.items()}
+KIND_OF_TASK = {
+    "text_to_image": common_pb2.GENERATION_KIND_TEXT_TO_IMAGE,
+    "inpaint": common_pb2.GENERATION_KIND_INPAINT,
+    "outpaint": common_pb2.GENERATION_KIND_OUTPAINT,
+}
+
+
+def task_parameters(task: common_pb2.GenerationTask) -> common_pb2.GenerationParameters:
+    """The parameters message inside the task, whatever its kind (mutable: it is the task's own)."""
+    which = task.WhichOneof("kind")
+    if which is None:
+        raise errors.InvalidArgument("task", "one of text_to_image, inpaint or outpaint is required")
+    parameters: common_pb2.GenerationParameters = getattr(task, which).parameters
+    return parameters
+
+
+def state_filter(value: int) -> JobState | None:
+    if value == gateway_pb2.JOB_STATE_UNSPECIFIED:
+        return None
+    if value not in STATE_FROM_PB:
+        raise errors.InvalidArgument("state", f"unknown job state {value}")
+    return STATE_FROM_PB[value]
+
+
+def page_size(value: int) -> int:
+    if value > 100:
+        raise errors.InvalidArgument("page_size", "must be at most 100")
+    return value or 20
+
+
+def timestamp(seconds: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+def failure_to_pb(failure: Failure) -> common_pb2.Failure:
+    return common_pb2.Failure(code=failure.code, message=failure.message, field=failure.field, policy=failure.policy)
+
+
+def job_to_pb(
+    job: Job, *, queue_position: int = 0, result: common_pb2.GenerationResult | None = None
+) -> gateway_pb2.Job:
+    """The public view of a job; `result` is the stored result with its images filled for the caller."""
+    task = common_pb2.GenerationTask.FromString(job.task)
+    message = gateway_pb2.Job(
+        job_id=job.job_id,
+        request_id=job.request_id,
+        state=STATE_TO_PB[job.state],
+        kind=cast(common_pb2.GenerationKind, job.kind),
+        parameters=task_parameters(task),
+        variant=job.variant,
+        queue_position=queue_position if job.state == JobState.QUEUED else 0,
+        cache_hit=job.cache_hit,
+        created_at=timestamp(job.created_at),
+        user_id=job.user_id,
+    )
+    if job.state == JobState.RUNNING and job.total_steps:
+        message.progress.CopyFrom(_progress(job))
+    if job.started_at:
+        message.started_at.CopyFrom(timestamp(job.started_at))
+    if job.finished_at:
+        message.finished_at.CopyFrom(timestamp(job.finished_at))
+    if result is not None:
+        message.result.CopyFrom(result)
+    if job.failure is not None:
+        message.failure.CopyFrom(failure_to_pb(job.failure))
+    return message
+
+
+def _progress(job: Job) -> common_pb2.StepProgress:
+    elapsed = (job.finished_at or _now()) - (job.started_at or job.created_at)
+    return common_pb2.StepProgress(step=job.step, total_steps=job.total_steps, elapsed_s=max(elapsed, 0.0))
+
+
+def job_event(
+    job: Job, *, queue_position: int = 0, result: common_pb2.GenerationResult | None = None
+) -> gateway_pb2.JobEvent:
+    """The event that describes the job's current state (terminal ones carry the result or failure)."""
+    event = gateway_pb2.JobEvent(job_id=job.job_id, variant=job.variant, time=timestamp(_now()))
+    if job.state == JobState.QUEUED:
+        event.queued.position = queue_position
+    elif job.state == JobState.RUNNING:
+        event.running.CopyFrom(_progress(job))
+    elif job.state == JobState.SUCCEEDED:
+        event.succeeded.CopyFrom(result or common_pb2.GenerationResult())
+    elif job.state == JobState.FAILED:
+        event.failed.CopyFrom(failure_to_pb(job.failure or Failure("UNKNOWN", "the job failed")))
+    else:
+        event.cancelled.steps_completed = job.step
+    return event
+
+
+def _now() -> float:
+    return time.time()
+
+
+ROLE_TO_PB = {
+    Role.USER: gateway_pb2.ROLE_USER,
+    Role.ANALYST: gateway_pb2.ROLE_ANALYST,
+    Role.ADMIN: gateway_pb2.ROLE_ADMIN,
+}
+ROLE_FROM_PB: dict[int, Role] = {value: role for role, value in ROLE_TO_PB.items()}
+
+
+def role_from_pb(value: int) -> Role:
+    if value not in ROLE_FROM_PB:
+        raise errors.InvalidArgument("role", "must be ROLE_USER, ROLE_ANALYST or ROLE_ADMIN")
+    return ROLE_FROM_PB[value]
+
+
+def api_key_to_pb(key: ApiKey) -> gateway_pb2.ApiKey:
+    message = gateway_pb2.ApiKey(
+        key_id=key.key_id,
+        tenant_id=key.tenant_id,
+        role=ROLE_TO_PB[key.role],
+        name=key.name,
+        prefix=key.prefix,
+        created_at=timestamp(key.created_at),
+    )
+    if key.revoked_at is not None:
+        message.revoked_at.CopyFrom(timestamp(key.revoked_at))
+    return message
+
+
+def variant_to_pb(variant: Variant) -> gateway_pb2.ModelVariant:
+    return gateway_pb2.ModelVariant(name=variant.name, target=variant.target, weight=variant.weight)
+
+
+def variant_from_pb(message: gateway_pb2.ModelVariant) -> Variant:
+    return Variant(name=message.name, target=message.target, weight=message.weight)

@@ -1,0 +1,144 @@
+"""The job store + queue on both backends (SQLite file, real redis-server): idempotency, tenancy,
+listing, fair share, leases, cancellation and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from inkloop import errors
+from inkloop_gateway.jobs import Job, JobState, JobStore, new_job_id
+from inkloop_gateway.jobs_redis import RedisJobStore
+from inkloop_gateway.jobs_sqlite import SqliteJobStore
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
+    opened: JobStore
+    if request.param == "sqlite":
+        opened = SqliteJobStore(tmp_path / "jobs.db")
+    else:
+        opened = RedisJobStore(request.getfixturevalue("redis_url"))
+    yield opened
+    await opened.close()
+
+
+def _job(tenant: str = "acme", request_id: str | None = None, **fields: object) -> Job:
+    job_id = new_job_id()
+    return Job(
+        job_id=job_id,
+        tenant_id=tenant,
+        request_id=request_id or job_id,
+        user_id="u1",
+        key_id="k1",
+        kind=1,
+        task=b"\x0a\x02hi",
+        variant="control",
+        target="127.0.0.1:1",
+        created_at=1.0,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+async def test_submit_is_idempotent_per_tenant_and_request_id(store: JobStore) -> None:
+    first, created = await store.submit(_job(request_id="r1"))
+    again, created_again = await store.submit(_job(request_id="r1"))
+    other, created_other = await store.submit(_job("globex", request_id="r1"))
+    assert created and not created_again and created_other
+    assert again.job_id == first.job_id and other.job_id != first.job_id
+    assert again.task == b"\x0a\x02hi" and again.state == JobState.QUEUED
+
+
+async def test_another_tenants_job_is_not_found(store: JobStore) -> None:
+    job, _ = await store.submit(_job())
+    assert (await store.get(job.job_id, "acme")).job_id == job.job_id
+    with pytest.raises(errors.NotFound):
+        await store.get(job.job_id, "globex")
+    with pytest.raises(errors.NotFound):
+        await store.cancel(job.job_id, "globex")
+
+
+async def test_list_pages_newest_first_with_a_state_filter(store: JobStore) -> None:
+    ids = [(await store.submit(_job()))[0].job_id for _ in range(5)]
+    await store.submit(_job("globex"))
+    await store.cancel(ids[1], "acme")
+    seen, token = [], ""
+    while True:
+        page = await store.list("acme", None, 2, token)
+        seen += [j.job_id for j in page.jobs]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == ids[::-1]
+    cancelled = await store.list("acme", JobState.CANCELLED, 10, "")
+    assert [j.job_id for j in cancelled.jobs] == [ids[1]] and cancelled.next_page_token == ""
+    with pytest.raises(errors.InvalidArgument):
+        await store.list("acme", None, 2, "garbage")
+
+
+async def test_claims_take_turns_between_tenants(store: JobStore) -> None:
+    for _ in range(3):
+        await store.submit(_job("big"))
+    small, _ = await store.submit(_job("small"))
+    assert await store.queue_position(small) == 3
+    order = []
+    while (job := await store.claim("w", 10)) is not None:
+        order.append(job.tenant_id)
+        assert job.state == JobState.RUNNING and job.attempts == 1
+    assert order == ["big", "small", "big", "big"]
+
+
+async def test_cancel_queued_ends_it_and_running_flags_the_worker(store: JobStore) -> None:
+    queued, _ = await store.submit(_job())
+    running, _ = await store.submit(_job())
+    claimed = await store.claim("w", 10)
+    assert claimed is not None and claimed.job_id == queued.job_id
+    cancelled = await store.cancel(running.job_id, "acme")  # still queued
+    assert cancelled.state == JobState.CANCELLED
+    assert await store.claim("w", 10) is None  # the cancelled one is never claimed
+    flagged = await store.cancel(queued.job_id, "acme")
+    assert flagged.state == JobState.RUNNING and flagged.cancel_requested
+    assert await store.heartbeat("w", [queued.job_id], 10) == {queued.job_id}
+    ended = await store.finish(queued.job_id, "w", JobState.CANCELLED)
+    assert ended is not None and ended.state == JobState.CANCELLED
+    with pytest.raises(errors.FailedPrecondition):
+        await store.cancel(queued.job_id, "acme")
+
+
+async def test_expired_lease_is_requeued_then_failed_after_max_attempts(store: JobStore) -> None:
+    job, _ = await store.submit(_job())
+    for attempt in (1, 2):
+        claimed = await store.claim(f"dead-{attempt}", 0.05)
+        assert claimed is not None and claimed.attempts == attempt
+        await asyncio.sleep(0.1)
+        ended_now = [j.job_id for j in await store.recover(max_attempts=2)]
+        assert ended_now == ([] if attempt == 1 else [job.job_id])
+    ended = await store.get(job.job_id)
+    assert ended.state == JobState.FAILED and ended.failure is not None
+    assert ended.failure.code == "UNAVAILABLE"
+    # The dead owner cannot finish it any more.
+    assert await store.finish(job.job_id, "dead-2", JobState.SUCCEEDED) is None
+
+
+async def test_heartbeat_keeps_the_lease_and_release_requeues(store: JobStore) -> None:
+    job, _ = await store.submit(_job())
+    await store.claim("w", 0.2)
+    for _ in range(3):
+        await asyncio.sleep(0.1)
+        assert await store.heartbeat("w", [job.job_id], 0.2) == set()
+        assert await store.recover(max_attempts=3) == []
+    assert (await store.get(job.job_id)).state == JobState.RUNNING
+    await store.progress(job.job_id, 2, 3)
+    assert (await store.get(job.job_id)).step == 2
+    await store.release(job.job_id, "w")
+    again = await store.claim("w2", 10)
+    assert again is not None and again.job_id == job.job_id and again.attempts == 2 and again.step == 0
+
+
+async def test_terminal_jobs_are_stored_as_they_are(store: JobStore) -> None:
+    hit, created = await store.submit(_job(state=JobState.SUCCEEDED, cache_hit=True, result=b"\x01\x02"))
+    assert created and hit.cache_hit and hit.result == b"\x01\x02"
+    assert await store.claim("w", 10) is None
