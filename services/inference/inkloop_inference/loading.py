@@ -33,6 +33,7 @@ from diffusers.pipelines.qwenimage.pipeline_qwenimage import QwenImagePipeline
 from diffusers.pipelines.qwenimage.pipeline_qwenimage_inpaint import QwenImageInpaintPipeline
 
 from inkloop.errors import InvalidArgument
+from inkloop_inference.acceleration import Acceleration, BatchedCfgHook, apply
 
 logger = logging.getLogger(__name__)
 
@@ -89,11 +90,20 @@ class LoadedModel:
     #: True: the transformer and VAE run one sample at a time, so an image does not depend on what
     #: else shared its pipeline call (see `make_batch_invariant`).
     batch_invariant: bool = True
+    #: Set when batched CFG is on (`acceleration.apply`): `run` tells it the unconditional inputs.
+    cfg_hook: BatchedCfgHook | None = field(default=None, compare=False, repr=False)
     #: The pipelines are not re-entrant (they share modules, scheduler and hooks): hold this to run.
     lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
 
-def load_pipelines(model_path: Path, *, device: str, dtype: torch.dtype, batch_invariant: bool = True) -> LoadedModel:
+def load_pipelines(
+    model_path: Path,
+    *,
+    device: str,
+    dtype: torch.dtype,
+    batch_invariant: bool = True,
+    acceleration: Acceleration | None = None,
+) -> LoadedModel:
     """Load the model at `model_path` (local files only) onto `device` in `dtype`."""
     # 1. Check the directory before diffusers sees it: its own errors are less precise.
     model_path = Path(model_path).resolve()
@@ -127,6 +137,9 @@ def load_pipelines(model_path: Path, *, device: str, dtype: torch.dtype, batch_i
     # 5. Same image for a request whatever else is batched with it (at the cost of batched GEMMs).
     if batch_invariant:
         make_batch_invariant(t2i)
+
+    # 6. Optional speed-ups (batched CFG, step cache, compile); all off by default.
+    cfg_hook = apply(t2i, acceleration or Acceleration())
     logger.info(
         "loaded %s (revision %s) on %s/%s in %.2f s",
         model_path.name,
@@ -146,6 +159,7 @@ def load_pipelines(model_path: Path, *, device: str, dtype: torch.dtype, batch_i
         limits=limits_for(t2i),
         path=model_path,
         batch_invariant=batch_invariant,
+        cfg_hook=cfg_hook,
     )
 
 

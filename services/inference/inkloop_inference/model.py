@@ -13,6 +13,7 @@ import transformers
 from inkloop import errors
 from inkloop.v1 import common_pb2, inference_pb2
 from inkloop_inference import pipelines
+from inkloop_inference.acceleration import Acceleration
 from inkloop_inference.batching import Batcher
 from inkloop_inference.loading import LoadedModel, load_pipelines
 from inkloop_inference.pipelines import GenerationRequest, GenerationResult
@@ -76,6 +77,12 @@ class InferenceModel:
             device=device,
             dtype=resolve_dtype(self.settings.dtype, device),
             batch_invariant=self.settings.batch_invariant,
+            acceleration=Acceleration(
+                batched_cfg=self.settings.batched_cfg,
+                step_cache_threshold=self.settings.step_cache_threshold,
+                compile=self.settings.compile,
+                attention_backend=self.settings.attention_backend,
+            ),
         )
 
     def start_batching(self) -> None:

@@ -309,7 +309,15 @@ def run(
                 strength=INPAINT_STRENGTH,
             )
         state.started = time.perf_counter()
-        images = pipe(**call).images
+        if model.cfg_hook is not None and negative_embeds is not None:
+            model.cfg_hook.arm(*negative_embeds)
+        try:
+            images = pipe(**call).images
+        finally:
+            if model.cfg_hook is not None:
+                model.cfg_hook.disarm()
+            # An aborted call skips the pipeline's own reset of step-cache state.
+            pipe.transformer._reset_stateful_cache()
         finished = time.perf_counter()
 
     # 6. Put the original pixels back (inpaint, outpaint) and encode the files.

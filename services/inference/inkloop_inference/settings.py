@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from inkloop.config import ServiceSettings
@@ -37,3 +37,19 @@ class InferenceSettings(ServiceSettings):
         description="Run the transformer one sample at a time inside a batch, so an image is byte-identical "
         "whatever shares its pipeline call; off = batched matrix products (faster, ±1/255 rounding).",
     )
+    batched_cfg: bool = Field(
+        False, description="Run the conditional and unconditional CFG passes as one transformer batch (GPU)."
+    )
+    step_cache_threshold: float = Field(
+        0.0, ge=0, le=1, description="First-block step cache threshold; 0 = off (skips steps: changes images)."
+    )
+    compile: bool = Field(False, description="torch.compile the repeated transformer blocks at load.")
+    attention_backend: str = Field(
+        "native", description="diffusers attention backend: native (PyTorch SDPA), flash, _native_flash, …"
+    )
+
+    @model_validator(mode="after")
+    def _batched_cfg_needs_batched_kernels(self) -> InferenceSettings:
+        if self.batched_cfg and self.batch_invariant:
+            raise ValueError("batched_cfg batches the transformer: turn batch_invariant off to use it")
+        return self
