@@ -146,11 +146,34 @@ def test_service_logs_are_json_with_request_ids(system: System) -> None:
     assert all({"time", "level", "message", "request_id"} <= r.keys() for r in records)
 
 
+def _cli(system: System, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "INKLOOP_GATEWAY": f"127.0.0.1:{system.gateway}",
+           "INKLOOP_ANALYTICS": f"127.0.0.1:{system.analytics}", "INKLOOP_DATA_DIR": str(system.data_dir)}
+    return subprocess.run([INKLOOP, *args], capture_output=True, text=True, timeout=120, env=env)
+
+
 @pytest.mark.slow
-def test_unimplemented_commands_say_so_and_fail(system: System) -> None:
-    result = subprocess.run([INKLOOP, "analytics", "funnel"], capture_output=True, text=True, timeout=30)
-    assert result.returncode != 0
-    assert "not implemented" in result.stderr
+def test_generate_through_the_whole_system_writes_the_image(system: System, tmp_path: Path) -> None:
+    output = tmp_path / "fox.png"
+    result = _cli(system, "generate", "一只狐狸 a fox", "-o", str(output), "--seed", "4", "--steps", "3",
+                  "--width", "64", "--height", "64")
+    assert result.returncode == 0, result.stderr
+    assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "seed 4" in result.stderr
+
+
+@pytest.mark.slow
+def test_cli_errors_name_the_status_and_field(system: System, tmp_path: Path) -> None:
+    result = _cli(system, "generate", "a fox", "-o", str(tmp_path / "x.png"), "--width", "100")
+    assert result.returncode == 1
+    assert "INVALID_ARGUMENT" in result.stderr and "width" in result.stderr
+
+
+@pytest.mark.slow
+def test_analytics_cli_answers_with_json(system: System) -> None:
+    result = _cli(system, "analytics", "variants", "--json")
+    assert result.returncode == 0, result.stderr
+    assert isinstance(json.loads(result.stdout), (dict, list))
 
 
 @pytest.mark.slow

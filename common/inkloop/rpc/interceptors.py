@@ -7,6 +7,7 @@ never touches a grpc context.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import time
@@ -67,8 +68,10 @@ class _CallScope:
         GRPC_LATENCY.labels(self.method).observe(elapsed)
         level = logging.DEBUG if self.method.startswith(_QUIET_PREFIXES) else logging.INFO
         log.log(level, "rpc", extra={"method": self.method, "code": self.code.name, "duration_s": round(elapsed, 6)})
-        request_id_var.reset(self._request_id_token)
-        deadline_var.reset(self._deadline_token)
+        # A stream its client abandoned is closed from another context: nothing of ours to restore there.
+        with contextlib.suppress(ValueError):
+            request_id_var.reset(self._request_id_token)
+            deadline_var.reset(self._deadline_token)
 
 
 def _wrap_unary_response(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
