@@ -9,11 +9,13 @@ supervisor and the shutdown order holds; and they die with it if it is killed ou
 from __future__ import annotations
 
 import ctypes
+import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -39,11 +41,14 @@ class Child:
     grpc_address: str
     metrics_port: int
     args: list[str]
+    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         command = [sys.executable, "-m", "inkloop", "serve", self.name, *self.args]
-        self.process = subprocess.Popen(command, start_new_session=True, preexec_fn=_die_with_parent)
+        self.process = subprocess.Popen(
+            command, start_new_session=True, preexec_fn=_die_with_parent, env={**os.environ, **self.env}
+        )
 
     def exited(self) -> int | None:
         return self.process.poll() if self.process else None
@@ -115,6 +120,9 @@ def up(
     if model_path is not None:
         inference_args += ["--model-path", str(model_path)]
     gateway_data = data_dir / "gateway"
+    # One prompt-hash salt for both services, so front-end and back-end hashes of a prompt match; passed
+    # in the environment, not on command lines that `ps` shows.
+    salt = _stored_secret(data_dir / "prompt-hash-salt")
     children = [
         Child(
             "analytics",
@@ -129,6 +137,7 @@ def up(
                 "--data-dir",
                 str(data_dir / "analytics"),
             ],
+            {"INKLOOP_ANALYTICS_PRIVACY_SALT": salt},
         ),
         Child("inference", f"{host}:{inference_port}", metrics_port_base + 1, inference_args),
         Child(
@@ -150,6 +159,7 @@ def up(
                 "--analytics-target",
                 f"{host}:{analytics_port}",
             ],
+            {"INKLOOP_GATEWAY_PROMPT_HASH_SALT": salt},
         ),
     ]
 
@@ -184,6 +194,14 @@ def up(
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     raise typer.Exit(exit_code)
+
+
+def _stored_secret(path: Path) -> str:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(16))
+    return path.read_text().strip()
 
 
 def _wait_until_serving(children: list[Child], timeout_s: float) -> None:
