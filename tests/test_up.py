@@ -147,16 +147,33 @@ def test_service_logs_are_json_with_request_ids(system: System) -> None:
 
 
 def _cli(system: System, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "INKLOOP_GATEWAY": f"127.0.0.1:{system.gateway}",
-           "INKLOOP_ANALYTICS": f"127.0.0.1:{system.analytics}", "INKLOOP_DATA_DIR": str(system.data_dir)}
+    env = {
+        **os.environ,
+        "INKLOOP_GATEWAY": f"127.0.0.1:{system.gateway}",
+        "INKLOOP_ANALYTICS": f"127.0.0.1:{system.analytics}",
+        "INKLOOP_DATA_DIR": str(system.data_dir),
+    }
     return subprocess.run([INKLOOP, *args], capture_output=True, text=True, timeout=120, env=env)
 
 
 @pytest.mark.slow
 def test_generate_through_the_whole_system_writes_the_image(system: System, tmp_path: Path) -> None:
     output = tmp_path / "fox.png"
-    result = _cli(system, "generate", "一只狐狸 a fox", "-o", str(output), "--seed", "4", "--steps", "3",
-                  "--width", "64", "--height", "64")
+    result = _cli(
+        system,
+        "generate",
+        "一只狐狸 a fox",
+        "-o",
+        str(output),
+        "--seed",
+        "4",
+        "--steps",
+        "3",
+        "--width",
+        "64",
+        "--height",
+        "64",
+    )
     assert result.returncode == 0, result.stderr
     assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "seed 4" in result.stderr
