@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from inkloop.errors import InkloopError
 from inkloop.prompts import PrivacyPolicy
@@ -36,14 +36,18 @@ AckStatus = Literal["accepted", "duplicate", "rejected"]
 # Ids of the batch that are already stored. The time bounds let ClickHouse skip the partitions and
 # granules outside the batch's span (the tables are ordered by tenant, day, event_id).
 STORED_IDS = """
-SELECT DISTINCT event_id FROM {table}
-WHERE tenant_id IN %(tenants)s
-    AND time >= toDateTime(%(start)s, 'UTC') AND time <= toDateTime(%(end)s, 'UTC') AND event_id IN %(ids)s
+SELECT DISTINCT materialize('{stream}') AS stream, event_id FROM {table}
+WHERE tenant_id IN %({stream}_tenants)s
+    AND time >= toDateTime(%({stream}_start)s, 'UTC') AND time <= toDateTime(%({stream}_end)s, 'UTC')
+    AND event_id IN %({stream}_ids)s
 """
+# Both streams of a batch are looked up in one round trip (UNION ALL of one STORED_IDS per stream).
+STREAM_TABLES = {"frontend": FRONTEND_TABLE, "backend": BACKEND_TABLE}
 
 
-@dataclass(frozen=True)
-class Ack:
+class Ack(NamedTuple):
+    """One event's acknowledgement (a named tuple: one is built per event on the hot path)."""
+
     event_id: str
     status: AckStatus
     reason: str = ""
@@ -74,31 +78,25 @@ class RecentIds:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._ids: OrderedDict[uuid.UUID, None] = OrderedDict()
+        # Keyed by the UUID's integer: its hash is computed in C, a UUID's in Python.
+        self._ids: OrderedDict[int, None] = OrderedDict()
 
     def __contains__(self, event_id: uuid.UUID) -> bool:
-        return event_id in self._ids
+        return event_id.int in self._ids
 
     def add_all(self, event_ids: Iterable[uuid.UUID]) -> None:
-        for event_id in event_ids:
-            self._ids[event_id] = None
+        self._ids.update(dict.fromkeys([event_id.int for event_id in event_ids]))
         while len(self._ids) > self.capacity:
             self._ids.popitem(last=False)
 
     def discard_all(self, event_ids: Iterable[uuid.UUID]) -> None:
         for event_id in event_ids:
-            self._ids.pop(event_id, None)
+            self._ids.pop(event_id.int, None)
 
 
-@dataclass
-class _Candidate:
-    """An event that passed validation, before the duplicate check."""
-
-    index: int
-    event_id: uuid.UUID
-    tenant_id: str
-    time: datetime
-    row: Row
+# An event that passed validation, before the duplicate check: (index in its stream, row). The row
+# starts with event_id, tenant_id, time (both event tables).
+_Candidate = tuple[int, Row]
 
 
 class Ingestor:
@@ -127,15 +125,14 @@ class Ingestor:
         # 2. Drop duplicates: within the batch, recently seen, or already in ClickHouse.
         front = self._drop_repeats(front, result.frontend)
         back = self._drop_repeats(back, result.backend)
-        fresh = [candidate.event_id for candidate in (*front, *back)]
+        fresh = [row[0] for _, row in (*front, *back)]
         self.recent.add_all(fresh)  # before any await, so a concurrent batch sees them
         try:
-            front = await self._drop_stored(FRONTEND_TABLE, front, result.frontend)
-            back = await self._drop_stored(BACKEND_TABLE, back, result.backend)
+            front, back = await self._drop_stored(front, back, result)
 
             # 3. Write what is left and the rejections; acknowledge once durable.
-            rows.frontend = [candidate.row for candidate in front]
-            rows.backend = [candidate.row for candidate in back]
+            rows.frontend = [row for _, row in front]
+            rows.backend = [row for _, row in back]
             if rows:
                 result.spooled = await self.writer.write(rows)
         except BaseException:
@@ -153,55 +150,71 @@ class Ingestor:
         rejected: list[Row],
     ) -> list[_Candidate]:
         make_row = frontend_row if stream == "frontend" else backend_row
-        time_column = 2  # `time` is the third column of both event tables
-        candidates = []
+        limits, policy = self.config.limits, self.config.policy
+        candidates: list[_Candidate] = []
         for index, event in enumerate(events):
-            parsed = parse_event_id(event.event_id)
-            row = (
-                parsed
-                if isinstance(parsed, Rejection)
-                else make_row(event, parsed, now, self.config.limits, self.config.policy)
-            )
+            text = event.event_id
+            parsed = parse_event_id(text)
+            row = parsed if isinstance(parsed, Rejection) else make_row(event, parsed, now, limits, policy)
             if isinstance(row, Rejection):
-                acks[index] = Ack(event.event_id, "rejected", row.reason, row.field)
-                rejected.append(
-                    rejected_row(stream, event.event_id, event.tenant_id, batch_id, row, event.ByteSize(), now)
-                )
+                acks[index] = Ack(text, "rejected", row.reason, row.field)
+                rejected.append(rejected_row(stream, text, event.tenant_id, batch_id, row, event.ByteSize(), now))
                 continue
-            assert isinstance(parsed, uuid.UUID)
-            acks[index] = Ack(event.event_id, "accepted")
-            candidates.append(_Candidate(index, parsed, event.tenant_id, row[time_column], row))
+            acks[index] = Ack(text, "accepted")
+            candidates.append((index, row))
         return candidates
 
     def _drop_repeats(self, candidates: list[_Candidate], acks: list[Ack]) -> list[_Candidate]:
-        kept, seen = [], set()
+        kept, seen, recent = [], set(), self.recent
         for candidate in candidates:
-            if candidate.event_id in seen or candidate.event_id in self.recent:
-                acks[candidate.index] = Ack(acks[candidate.index].event_id, "duplicate")
+            index, row = candidate
+            key = row[0].int
+            if key in seen or row[0] in recent:
+                acks[index] = Ack(acks[index].event_id, "duplicate")
                 continue
-            seen.add(candidate.event_id)
+            seen.add(key)
             kept.append(candidate)
         return kept
 
-    async def _drop_stored(self, table: str, candidates: list[_Candidate], acks: list[Ack]) -> list[_Candidate]:
-        if not candidates or not self.config.lookup_stored_ids or not self.store.ready:
-            return candidates
-        params = {
-            "tenants": tuple({candidate.tenant_id for candidate in candidates}),
-            "start": min(candidate.time for candidate in candidates),
-            "end": max(candidate.time for candidate in candidates),
-            "ids": tuple(candidate.event_id for candidate in candidates),
-        }
+    async def _drop_stored(
+        self, front: list[_Candidate], back: list[_Candidate], result: IngestResult
+    ) -> tuple[list[_Candidate], list[_Candidate]]:
+        if not (front or back) or not self.config.lookup_stored_ids or not self.store.ready:
+            return front, back
+        selects, params = [], {}
+        for stream, candidates in (("frontend", front), ("backend", back)):
+            if not candidates:
+                continue
+            rows = [row for _, row in candidates]
+            times = [row[2] for row in rows]
+            params[f"{stream}_tenants"] = tuple({row[1] for row in rows})
+            params[f"{stream}_start"] = min(times)
+            params[f"{stream}_end"] = max(times)
+            params[f"{stream}_ids"] = tuple(row[0] for row in rows)
+            selects.append(STORED_IDS.format(stream=stream, table=STREAM_TABLES[stream]))
+        sql = " UNION ALL ".join(selects)
         try:
-            found = await asyncio.to_thread(self.store.ch.query, STORED_IDS.format(table=table), params)
+            found = await asyncio.to_thread(self.store.ch.query, sql, params)
         except (InkloopError, QueryError) as error:  # accept: the writer spools; queries dedupe anyway
             log.info("duplicate lookup skipped: %s", error)
-            return candidates
-        stored = {event_id for (event_id,) in found}
+            return front, back
+        if not found:
+            return front, back
+        stored = {(stream, event_id.int) for stream, event_id in found}
+        return (
+            self._mark_stored("frontend", front, result.frontend, stored),
+            self._mark_stored("backend", back, result.backend, stored),
+        )
+
+    @staticmethod
+    def _mark_stored(
+        stream: str, candidates: list[_Candidate], acks: list[Ack], stored: set[tuple[str, int]]
+    ) -> list[_Candidate]:
         kept = []
         for candidate in candidates:
-            if candidate.event_id in stored:
-                acks[candidate.index] = Ack(acks[candidate.index].event_id, "duplicate")
+            index, row = candidate
+            if (stream, row[0].int) in stored:
+                acks[index] = Ack(acks[index].event_id, "duplicate")
             else:
                 kept.append(candidate)
         return kept

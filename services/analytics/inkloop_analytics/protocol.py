@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 
 from google.protobuf import timestamp_pb2
@@ -72,19 +73,24 @@ def matcher_from_pb(message: pb.EventMatcher, field: str) -> EventMatcher:
 
 
 def _ack_to_pb(ack: Ack) -> pb.EventAck:
-    return pb.EventAck(event_id=ack.event_id, status=_ACK_STATUS[ack.status], reason=ack.reason, field=ack.field)
+    if ack.reason or ack.field:
+        return pb.EventAck(event_id=ack.event_id, status=_ACK_STATUS[ack.status], reason=ack.reason, field=ack.field)
+    return pb.EventAck(event_id=ack.event_id, status=_ACK_STATUS[ack.status])  # the common case: fewer fields
 
 
 def ingest_result_to_pb(result: IngestResult) -> pb.IngestResponse:
-    return pb.IngestResponse(
+    counts = Counter(ack.status for ack in (*result.frontend, *result.backend))
+    response = pb.IngestResponse(
         batch_id=result.batch_id,
-        accepted=result.count("accepted"),
-        duplicates=result.count("duplicate"),
-        rejected=result.count("rejected"),
-        frontend_acks=[_ack_to_pb(ack) for ack in result.frontend],
-        backend_acks=[_ack_to_pb(ack) for ack in result.backend],
+        accepted=counts["accepted"],
+        duplicates=counts["duplicate"],
+        rejected=counts["rejected"],
         spooled=result.spooled,
     )
+    # One EventAck per event, in the order of the request; extend builds the repeated field in one call.
+    response.frontend_acks.extend([_ack_to_pb(ack) for ack in result.frontend])
+    response.backend_acks.extend([_ack_to_pb(ack) for ack in result.backend])
+    return response
 
 
 # Funnel.

@@ -193,7 +193,19 @@ def bind(sql: str, params: Params | None) -> str:
         )
     if params is None:
         return sql
-    return sql % escape_params({name: _plain(value) for name, value in params.items()}, _UTC_CONTEXT)
+    uuid_lists = {name: _uuid_list(value) for name, value in params.items() if _is_uuid_list(value)}
+    others = {name: _plain(value) for name, value in params.items() if name not in uuid_lists}
+    return sql % (escape_params(others, _UTC_CONTEXT) | uuid_lists)
+
+
+def _is_uuid_list(value: Any) -> bool:
+    return isinstance(value, list | tuple) and bool(value) and all(isinstance(item, uuid.UUID) for item in value)
+
+
+def _uuid_list(values: Sequence[uuid.UUID]) -> str:
+    """What escape_params makes of a tuple of UUIDs, in one join (UUID text is hex digits and hyphens only)."""
+    opening, closing = ("(", ")") if isinstance(values, tuple) else ("[", "]")
+    return opening + ", ".join([f"'{item}'" for item in values]) + closing
 
 
 def quote_identifier(name: str) -> str:
@@ -211,6 +223,17 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(_plain(item) for item in value)
     return value
+
+
+def _epoch_seconds(values: tuple[Any, ...]) -> list[Any]:
+    """A column with its aware datetimes as Unix seconds; other columns (naive datetimes too) unchanged."""
+    first = next((value for value in values if value is not None), None)
+    if not isinstance(first, datetime) or first.tzinfo is None:
+        return list(values)
+    return [
+        int(value.timestamp()) if isinstance(value, datetime) and value.tzinfo is not None else value
+        for value in values
+    ]
 
 
 class _UtcServerInfo:
@@ -259,8 +282,11 @@ class ServerClickHouse(ClickHouse):
             return rows
 
     def _insert(self, statement: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        # Column by column: the driver sends columns anyway, and aware datetimes become epoch seconds
+        # here (what the driver would compute) at a fraction of its per-value time zone conversion.
+        data = [_epoch_seconds(values) for values in zip(*rows, strict=True)]
         with self._translated_errors():
-            self._client.execute(f"{statement} VALUES", rows)
+            self._client.execute(f"{statement} VALUES", data, columnar=True)
 
     @contextmanager
     def _translated_errors(self) -> Iterator[None]:

@@ -8,6 +8,7 @@ are applied here too: prompt excerpts are redacted again, prompt-like labels and
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -91,9 +92,23 @@ def utc_time(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
+# The canonical text form (what uuid4() prints): checked by one precompiled regex, then built from its
+# integer, which costs a fraction of uuid.UUID(text). Any other form uuid.UUID accepts takes the slow path.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_new_uuid = uuid.UUID.__new__
+_set = object.__setattr__
+_UNKNOWN_SAFETY = uuid.SafeUUID.unknown
+
+
 def parse_event_id(text: str) -> uuid.UUID | Rejection:
     if not text:
         return Rejection("event_id", "required: a UUID made by the sender")
+    if _CANONICAL_UUID.fullmatch(text) is not None:
+        # Same object uuid.UUID(text) would build (UUID is immutable, hence object.__setattr__).
+        parsed = _new_uuid(uuid.UUID)
+        _set(parsed, "int", int(text.replace("-", ""), 16))
+        _set(parsed, "is_safe", _UNKNOWN_SAFETY)
+        return parsed
     try:
         return uuid.UUID(text)
     except ValueError:
@@ -123,53 +138,79 @@ def _check_lengths(event: analytics_pb2.FrontendEvent | analytics_pb2.BackendEve
 def frontend_row(
     event: analytics_pb2.FrontendEvent, event_id: uuid.UUID, now: datetime, limits: Limits, policy: PrivacyPolicy
 ) -> Row | Rejection:
-    """The frontend_events row of a valid event (event_id already parsed)."""
-    if not event.tenant_id:
+    """The frontend_events row of a valid event (event_id already parsed).
+
+    Each protobuf field is read once; the length limits are checked in one expression and, only when
+    one is exceeded, again field by field (in FRONTEND_LIMITS order) to name it."""
+    tenant_id = event.tenant_id
+    if not tenant_id:
         return Rejection("tenant_id", "required")
-    if not event.visitor_id:
+    visitor_id = event.visitor_id
+    if not visitor_id:
         return Rejection("visitor_id", "required")
     event_type = FRONTEND_TYPES.get(event.type)
     if event_type is None:
         return Rejection("type", "unknown or unset front-end event type")
-    if event_type == "track_event" and not (event.category and event.action):
-        return Rejection("category" if not event.category else "action", "required for a tracked event")
+    category, action = event.category, event.action
+    if event_type == "track_event" and not (category and action):
+        return Rejection("category" if not category else "action", "required for a tracked event")
     if not event.HasField("client_time"):
         return Rejection("client_time", "required")
-    now_s = _epoch(now)
     client_s = event.client_time.seconds
-    problem = _check_time("client_time", client_s, now_s, limits) or _check_lengths(event, FRONTEND_LIMITS)
+    problem = _check_time("client_time", client_s, _epoch(now), limits)
     if problem is not None:
         return problem
+    session_id, user_id, page_url, referrer = event.session_id, event.user_id, event.page_url, event.referrer
+    user_agent, language, screen, label = event.user_agent, event.language, event.screen, event.label
+    request_id = event.request_id
+    if (  # the limits of FRONTEND_LIMITS, inline
+        len(tenant_id) > 64
+        or len(visitor_id) > 128
+        or len(session_id) > 128
+        or len(user_id) > 128
+        or len(page_url) > 2048
+        or len(referrer) > 2048
+        or len(user_agent) > 512
+        or len(language) > 32
+        or len(screen) > 32
+        or len(category) > 128
+        or len(action) > 128
+        or len(label) > 256
+        or len(request_id) > 128
+    ):
+        return _check_lengths(event, FRONTEND_LIMITS) or Rejection("", "a field is too long")
     server_time = utc_time(event.server_time.seconds) if event.HasField("server_time") else now
     names: list[str] = []
     values: list[str] = []
-    for name, value in event.custom_vars.items() if len(event.custom_vars) else ():
-        if len(name) > MAX_CUSTOM_VAR_CHARS or len(value) > MAX_CUSTOM_VAR_CHARS:
-            return Rejection("custom_vars", f"a name or value is longer than {MAX_CUSTOM_VAR_CHARS} characters")
-        names.append(name)
-        values.append(value)
-    if len(names) > MAX_CUSTOM_VARS:
-        return Rejection("custom_vars", f"more than {MAX_CUSTOM_VARS} entries")
+    custom_vars = event.custom_vars
+    if len(custom_vars):
+        for name, value in custom_vars.items():
+            if len(name) > MAX_CUSTOM_VAR_CHARS or len(value) > MAX_CUSTOM_VAR_CHARS:
+                return Rejection("custom_vars", f"a name or value is longer than {MAX_CUSTOM_VAR_CHARS} characters")
+            names.append(name)
+            values.append(value)
+        if len(names) > MAX_CUSTOM_VARS:
+            return Rejection("custom_vars", f"more than {MAX_CUSTOM_VARS} entries")
     return (
         event_id,
-        event.tenant_id,
+        tenant_id,
         utc_time(client_s),
         server_time,
-        event.visitor_id,
-        event.session_id,
-        event.user_id,
-        scrub_url(event.page_url),
-        scrub_url(event.referrer),
-        event.user_agent,
-        device_class(event.user_agent),
-        event.language,
-        event.screen,
+        visitor_id,
+        session_id,
+        user_id,
+        scrub_url(page_url),
+        scrub_url(referrer),
+        user_agent,
+        device_class(user_agent),
+        language,
+        screen,
         event_type,
-        event.category,
-        event.action,
-        scrub_label(event.label, policy),
+        category,
+        action,
+        scrub_label(label, policy),
         event.value if event.HasField("value") else None,
-        event.request_id,
+        request_id,
         names,
         values,
         now,
@@ -179,8 +220,9 @@ def frontend_row(
 def backend_row(
     event: analytics_pb2.BackendEvent, event_id: uuid.UUID, now: datetime, limits: Limits, policy: PrivacyPolicy
 ) -> Row | Rejection:
-    """The backend_events row of a valid event (event_id already parsed)."""
-    if not event.tenant_id:
+    """The backend_events row of a valid event (event_id already parsed); fields read once, as above."""
+    tenant_id = event.tenant_id
+    if not tenant_id:
         return Rejection("tenant_id", "required")
     event_type = BACKEND_TYPES.get(event.type)
     if event_type is None:
@@ -188,49 +230,64 @@ def backend_row(
     if not event.HasField("time"):
         return Rejection("time", "required")
     time_s = event.time.seconds
-    problem = _check_time("time", time_s, _epoch(now), limits) or _check_lengths(event, BACKEND_LIMITS)
+    problem = _check_time("time", time_s, _epoch(now), limits)
     if problem is not None:
         return problem
+    user_id, request_id, job_id, variant = event.user_id, event.request_id, event.job_id, event.variant
+    error_code, policy_name = event.error_code, event.policy
+    if (  # the limits of BACKEND_LIMITS, inline
+        len(tenant_id) > 64
+        or len(user_id) > 128
+        or len(request_id) > 128
+        or len(job_id) > 128
+        or len(variant) > 64
+        or len(error_code) > 64
+        or len(policy_name) > 64
+    ):
+        return _check_lengths(event, BACKEND_LIMITS) or Rejection("", "a field is too long")
     kind = KINDS.get(event.kind)
     if kind is None:
         return Rejection("kind", "unknown generation kind")
-    if not (math.isfinite(event.latency_s) and event.latency_s >= 0):
+    latency_s = event.latency_s
+    if not (math.isfinite(latency_s) and latency_s >= 0):
         return Rejection("latency_s", "must be a finite number >= 0")
-    if not math.isfinite(event.true_cfg_scale):
+    true_cfg_scale = event.true_cfg_scale
+    if not math.isfinite(true_cfg_scale):
         return Rejection("true_cfg_scale", "must be finite")
     prompt = event.prompt
     language = LANGUAGES.get(prompt.language)
     if language is None:
         return Rejection("prompt.language", "unknown language class")
-    if len(prompt.hash) > MAX_PROMPT_HASH_CHARS:
+    prompt_hash, prompt_length = prompt.hash, prompt.length
+    if len(prompt_hash) > MAX_PROMPT_HASH_CHARS:
         return Rejection("prompt.hash", f"longer than {MAX_PROMPT_HASH_CHARS} characters")
-    if prompt.length > MAX_PROMPT_LENGTH:
+    if prompt_length > MAX_PROMPT_LENGTH:
         return Rejection("prompt.length", f"more than {MAX_PROMPT_LENGTH}")
     return (
         event_id,
-        event.tenant_id,
+        tenant_id,
         utc_time(time_s),
-        event.user_id,
-        event.request_id,
-        event.job_id,
+        user_id,
+        request_id,
+        job_id,
         event_type,
-        event.variant,
+        variant,
         kind,
         event.width,
         event.height,
         event.steps,
-        event.true_cfg_scale,
+        true_cfg_scale,
         event.num_images,
         event.seed,
-        event.latency_s,
-        event.error_code,
-        prompt.length,
+        latency_s,
+        error_code,
+        prompt_length,
         language,
-        prompt.hash,
+        prompt_hash,
         # Defence in depth: the gateway redacts and truncates already; a sender that did not (or an
         # older redaction rule) must not put PII or a whole prompt into the table.
         policy.scrub(prompt.redacted),
-        event.policy,
+        policy_name,
         int(event.has_negative_prompt),
         now,
     )
