@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from inkloop.rpc.server import RunningServer, start_server
@@ -288,3 +289,24 @@ async def test_full_queue_is_resource_exhausted_with_retry_info(tiny_dir: Path) 
         assert len(last.result.images) == 1  # the service kept serving
     finally:
         await _close(service, channel)
+
+
+async def test_out_of_gpu_memory_is_resource_exhausted_and_the_service_goes_on(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A CPU cannot run out of GPU memory: make the next pipeline call fail the way torch does on CUDA.
+    real_run = pipelines.run
+    failures = [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")]
+
+    def run_once_out_of_memory(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if failures:
+            raise failures.pop()
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr("inkloop_inference.model.pipelines.run", run_once_out_of_memory)
+    request = common_pb2.TextToImageRequest(parameters=_params(seed=21))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _collect(service.stub.TextToImage(request))
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert (retry_delay_s(caught.value) or 0) > 0
+    assert len((await _collect(service.stub.TextToImage(request)))[-1].result.images) == 1

@@ -2,7 +2,7 @@
 
 The batch (JSON, any content type so `sendBeacon` needs no preflight):
 `{"sid": session, "uid": user, "lang": "zh-CN", "scr": "1920x1080", "ev": [event, ...]}`, each event
-`{"id": uuid, "t": client ms, "type": "pageview"|"event", "c": category, "a": action, "l": label,
+`{"id": uuid, "t": client ms, "type": "pv" (page view) | "ev" (event), "c": category, "a": action, "l": label,
 "v": value, "rid": request id, "url": page, "ref": referrer, "cv": {name: value}}`.
 
 No cookie: the visitor id is `daily_visitor_id(ip, user agent, tenant, day, secret)`. The answer is
@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
 _INGEST_TIMEOUT_S = 3.0
 _TYPES = {
-    "pageview": analytics_pb2.FRONTEND_EVENT_TYPE_PAGE_VIEW,
-    "event": analytics_pb2.FRONTEND_EVENT_TYPE_TRACK_EVENT,
+    "pv": analytics_pb2.FRONTEND_EVENT_TYPE_PAGE_VIEW,
+    "ev": analytics_pb2.FRONTEND_EVENT_TYPE_TRACK_EVENT,
 }
 # Longest kept value per field, as the proto documents; longer values are cut, not rejected.
 _LIMITS = {
@@ -112,7 +112,7 @@ def _event(raw: Any, common: analytics_pb2.FrontendEvent, index: int, now: float
         raise errors.InvalidArgument(f"{where}.id", "must be a UUID made by the tracker") from None
     kind = _TYPES.get(raw.get("type", ""))
     if kind is None:
-        raise errors.InvalidArgument(f"{where}.type", "must be 'pageview' or 'event'")
+        raise errors.InvalidArgument(f"{where}.type", "must be 'pv' or 'ev'")
     client_ms = raw.get("t")
     if not isinstance(client_ms, int | float) or isinstance(client_ms, bool):
         client_ms = now * 1000
@@ -176,4 +176,3 @@ class Collector:
             reasons = {f"{ack.field}: {ack.reason}" for ack in reply.frontend_acks if ack.reason}
             log.info("analytics rejected front-end events", extra={"count": reply.rejected, "reasons": sorted(reasons)})
         return web.Response(status=204, headers={"Cache-Control": "no-store"})
-

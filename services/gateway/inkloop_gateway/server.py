@@ -201,7 +201,9 @@ class GatewayApp:
             job_deadline_s=s.job_deadline_s,
             poll_interval_s=s.poll_interval_s,
         )
-        self.http = HttpServer(s.host, s.http_port, lambda: self.ready, self.keys, self.images, self.events)
+        self.http = HttpServer(
+            s.host, s.http_port, lambda: self.ready, self.keys, self.images, self.events, jobs=self.jobs, settings=s
+        )
 
     def register(self, server: grpc.aio.Server) -> None:
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(self.jobs), server)

@@ -1,0 +1,203 @@
+"""The creation page in headless Chromium against the real system: generate (progress, image),
+inpaint (a mask painted with the mouse), outpaint, download; then the front-end and back-end events
+are in ClickHouse, matched request by request (Discrepancy), and a blocked tracker shows as back-only."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from PIL import Image
+
+from inkloop.v1 import analytics_pb2 as pb
+
+from .conftest import System
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(240)]
+
+SHOTS = Path(os.environ.get("INKLOOP_SCREENSHOTS") or tempfile.mkdtemp(prefix="inkloop-shots-"))
+# Records every status line the page shows, so the test sees progress however fast the model is.
+STATUS_LOG = """
+window.__statuses = [];
+new MutationObserver(() => {
+  const text = document.getElementById('status-text')?.textContent;
+  if (text && window.__statuses.at(-1) !== text) window.__statuses.push(text);
+}).observe(document, {subtree: true, childList: true, characterData: true});
+"""
+
+
+def _stub(system: System) -> Any:
+    assert system.analytics is not None
+    return system.analytics.stub
+
+
+def _range() -> pb.TimeRange:
+    start, end = Timestamp(), Timestamp()
+    start.FromSeconds(int(time.time()) - 3600)
+    end.FromSeconds(int(time.time()) + 3600)
+    return pb.TimeRange(start=start, end=end)
+
+
+async def _discrepancy(system: System) -> pb.DiscrepancyResponse:
+    return await _stub(system).Discrepancy(
+        pb.DiscrepancyRequest(
+            tenant_id="acme",
+            frontend=pb.EventMatcher(source=pb.EVENT_SOURCE_FRONTEND, category="generate", action="click"),
+            backend=pb.EventMatcher(source=pb.EVENT_SOURCE_BACKEND, backend_type=pb.BACKEND_EVENT_TYPE_REQUESTED),
+            range=_range(),
+            bucket_s=0,
+            sample_size=100,
+        )
+    )
+
+
+async def _until(check: Any, within_s: float = 30.0) -> Any:
+    deadline = time.monotonic() + within_s
+    while True:
+        result = await check()
+        if result or time.monotonic() > deadline:
+            return result
+        await asyncio.sleep(0.2)
+
+
+async def _open(browser: Any, system: System, request_ids: list[str]) -> Any:
+    context = await browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    await page.add_init_script(STATUS_LOG)
+    page.on(
+        "request",
+        lambda r: (
+            request_ids.append(json.loads(r.post_data)["requestId"])
+            if r.url.endswith("/v1/jobs") and r.method == "POST"
+            else None
+        ),
+    )
+    return page
+
+
+async def _login_and_generate(page: Any, system: System) -> None:
+    await page.goto(system.url + "/")
+    await page.locator("#key-panel").wait_for(state="visible")
+    await page.fill("#api-key", system.secrets["user"])
+    await page.click("#save-key")
+    await page.fill("#prompt", "一只红狐狸 in the snow, watercolor")
+    await page.fill("#negative", "blurry")
+    await page.select_option("#size", "128x128")
+    await page.fill("#steps", "3")
+    await page.fill("#seed", "7")
+    await page.click("#generate")
+    await page.locator("#history li").first.wait_for(timeout=60_000)
+
+
+async def _history(page: Any, count: int) -> None:
+    await page.wait_for_function(f"document.querySelectorAll('#history li').length >= {count}", timeout=60_000)
+    await page.wait_for_function("document.getElementById('image').complete")
+
+
+async def test_create_inpaint_outpaint_download_and_events_match(system: System, browser: Any) -> None:
+    request_ids: list[str] = []
+    page = await _open(browser, system, request_ids)
+
+    # 1. Generate: progress per step, then the image.
+    await _login_and_generate(page, system)
+    await _history(page, 1)
+    statuses = await page.evaluate("window.__statuses")
+    assert any(s.startswith("生成中 Step") for s in statuses), statuses
+    assert statuses[-1].endswith("Done")
+    assert await page.evaluate("document.getElementById('image').naturalWidth") == 128
+    await page.screenshot(path=SHOTS / "1-generated.png", full_page=True)
+
+    # 2. Inpaint: paint a stroke on the canvas with the mouse, then repaint.
+    await page.click("#inpaint")
+    box = await page.locator("#mask").bounding_box()
+    await page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
+    await page.mouse.down()
+    for step in range(1, 11):
+        await page.mouse.move(box["x"] + box["width"] * (0.3 + step * 0.04), box["y"] + box["height"] * 0.5)
+    await page.mouse.up()
+    painted = await page.evaluate(
+        "(() => { const c = document.getElementById('mask');"
+        " return c.getContext('2d').getImageData(0, 0, c.width, c.height).data.filter((v, i) => i % 4 === 3 && v)"
+        ".length; })()"
+    )
+    assert painted > 100
+    await page.screenshot(path=SHOTS / "2-mask.png", full_page=True)
+    await page.click("#run-inpaint")
+    await _history(page, 2)
+    assert await page.locator("#history li").first.inner_text() == "inpaint · 128×128"
+
+    # 3. Outpaint: extend the right side by 64 pixels.
+    await page.click("#outpaint")
+    await page.fill("#pixels", "64")
+    await page.click("#run-outpaint")
+    await _history(page, 3)
+    assert await page.evaluate("document.getElementById('image').naturalWidth") == 192
+    await page.screenshot(path=SHOTS / "3-outpainted.png", full_page=True)
+
+    # 4. Download as WebP.
+    await page.select_option("#format", "webp")
+    async with page.expect_download() as download_info:
+        await page.click("#download")
+    download = await download_info.value
+    data = await asyncio.to_thread(Path(await download.path()).read_bytes)
+    assert Image.open(io.BytesIO(data)).format == "WEBP"
+
+    # 5. Hide the page (flushes the tracker), then every request is matched front to back.
+    await page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+    assert len(request_ids) == 3
+
+    async def all_matched() -> pb.DiscrepancyResponse | None:
+        result = await _discrepancy(system)
+        return result if result.total.matched == 3 else None
+
+    result = await _until(all_matched)
+    assert result is not None, await _discrepancy(system)
+    total = result.total
+    assert (total.frontend, total.backend, total.matched) == (3, 3, 3)
+    assert (total.frontend_only, total.backend_only, total.loss_rate) == (0, 0, 0.0)
+
+    async def adopted() -> pb.FeatureAdoptionResponse | None:
+        reply = await _stub(system).FeatureAdoption(pb.FeatureAdoptionRequest(tenant_id="acme", range=_range()))
+        names = {f.feature for f in reply.features if f.exposures and f.clicks}
+        return reply if {"generate", "inpaint", "outpaint", "download"} <= names else None
+
+    adoption = await _until(adopted)
+    assert adoption is not None and adoption.page_views == 1 and adoption.unique_visitors == 1
+
+    # 6. The dashboard draws the same figures for the analyst.
+    await page.goto(system.url + "/dashboard")
+    await page.fill("#api-key", system.secrets["analyst"])
+    await page.click("#save-key")
+    await page.locator("#funnel canvas").wait_for()
+    await page.locator("#discrepancy canvas").wait_for()
+    await page.wait_for_timeout(500)  # chart animations
+    assert await page.locator("#error").is_hidden()
+    await page.screenshot(path=SHOTS / "5-dashboard.png", full_page=True)
+    await page.context.close()
+
+
+async def test_blocked_tracker_shows_requests_as_back_only(system: System, browser: Any) -> None:
+    request_ids: list[str] = []
+    page = await _open(browser, system, request_ids)
+    await page.route("**/collect", lambda route: route.abort())
+    await _login_and_generate(page, system)
+    await _history(page, 1)
+    await page.screenshot(path=SHOTS / "4-blocked-tracker.png", full_page=True)
+
+    async def back_only() -> pb.DiscrepancyResponse | None:
+        result = await _discrepancy(system)
+        return result if result.total.backend_only == 1 else None
+
+    result = await _until(back_only)
+    assert result is not None, await _discrepancy(system)
+    assert list(result.backend_only_sample) == request_ids
+    assert (result.total.frontend, result.total.matched, result.total.frontend_only) == (0, 0, 0)
+    await page.context.close()
