@@ -112,16 +112,20 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
 
 
-async def load(address: str, secret: str, seconds: float, concurrency: int, channels: int) -> None:
+async def load(
+    address: str, secret: str, seconds: float, concurrency: int, channels: int, *, prime: bool = True
+) -> dict[str, float]:
+    """Runs the clients; prints and returns throughput (req/s) and p50/p99 (ms)."""
     metadata = (("authorization", f"Bearer {secret}"),)
     opened = [grpc.aio.insecure_channel(address) for _ in range(channels)]
     stubs = [gateway_pb2_grpc.GatewayServiceStub(channel) for channel in opened]
-    # Prime: the first request runs on inference and fills the cache.
-    async for _event in stubs[0].Generate(gateway_pb2.GenerateRequest(task=task()), metadata=metadata):
-        pass
+    if prime:
+        # The first request runs on inference and fills the cache.
+        async for _event in stubs[0].Generate(gateway_pb2.GenerateRequest(task=task()), metadata=metadata):
+            pass
     latencies: list[float] = []
     errors: dict[str, int] = {}
-    stop_at = time.perf_counter() + seconds
+    stop_at = 0.0
 
     async def client(stub: gateway_pb2_grpc.GatewayServiceStub) -> None:
         request = gateway_pb2.SubmitJobRequest(task=task())
@@ -135,7 +139,12 @@ async def load(address: str, secret: str, seconds: float, concurrency: int, chan
             except grpc.aio.AioRpcError as error:
                 errors[error.code().name] = errors.get(error.code().name, 0) + 1
 
-    # Warm-up, then the measured run.
+    # Warm-up (one second, not counted), then the measured run.
+    stop_at = time.perf_counter() + 1.0
+    await asyncio.gather(*(client(stubs[i % channels]) for i in range(concurrency)))
+    latencies.clear()
+    errors.clear()
+    stop_at = time.perf_counter() + seconds
     began = time.perf_counter()
     await asyncio.gather(*(client(stubs[i % channels]) for i in range(concurrency)))
     elapsed = time.perf_counter() - began
@@ -147,6 +156,20 @@ async def load(address: str, secret: str, seconds: float, concurrency: int, chan
     print(f"  p99         {percentile(latencies, 0.99) * 1000:8.2f} ms   (goal <= 10)")
     if errors:
         print(f"  errors      {errors}")
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+    }
+
+
+def print_median(runs: list[dict[str, float]]) -> None:
+    """The median of each figure over the runs (a shared machine makes single runs noisy)."""
+    figures = {name: statistics.median(run[name] for run in runs) for name in runs[0]}
+    print(
+        f"median of {len(runs)} runs: {figures['rps']:.0f} req/s, "
+        f"p50 {figures['p50_ms']:.2f} ms, p99 {figures['p99_ms']:.2f} ms"
+    )
 
 
 def main() -> None:
@@ -154,6 +177,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--channels", type=int, default=4)
+    parser.add_argument("--runs", type=int, default=3, help="measured runs on one stack; the median is reported")
     args = parser.parse_args()
     print(f"cores: {os.cpu_count()}; gateway, inference and the clients share them")
     with tempfile.TemporaryDirectory(prefix="bench-gateway-cache-") as directory:
@@ -167,7 +191,11 @@ def main() -> None:
             rate_tenant_cost_burst="1e12",
         )
         try:
-            asyncio.run(load(address, secret, args.seconds, args.concurrency, args.channels))
+            runs = [
+                asyncio.run(load(address, secret, args.seconds, args.concurrency, args.channels))
+                for _ in range(args.runs)
+            ]
+            print_median(runs)
         finally:
             stop_stack(processes)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,25 @@ def test_revoked_key_is_unauthenticated(store: KeyStore) -> None:
         store.authenticate(secret)
     assert store.list("acme") == []
     assert [k.key_id for k in store.list("acme", include_revoked=True)] == [key.key_id]
+
+
+def test_revocation_by_another_process_takes_effect_within_the_cache_ttl(tmp_path: Path) -> None:
+    gateway = KeyStore(tmp_path / "keys.db", cache_ttl_s=0.2)
+    cli = KeyStore(tmp_path / "keys.db")  # `inkloop keys revoke` opens the same file
+    key, secret = gateway.create("acme", Role.USER)
+    gateway.authenticate(secret)
+    cli.revoke(key.key_id)
+    gateway.authenticate(secret)  # still cached: the documented bound, not instant
+    time.sleep(0.25)
+    with pytest.raises(errors.Unauthenticated):
+        gateway.authenticate(secret)
+
+
+def test_a_cached_key_is_not_shared_with_a_wrong_secret(store: KeyStore) -> None:
+    _key, secret = store.create("acme", Role.USER)
+    store.authenticate(secret)
+    with pytest.raises(errors.Unauthenticated):
+        store.authenticate(secret[:-1] + ("A" if secret[-1] != "A" else "B"))
 
 
 def test_revoking_an_unknown_key_is_not_found(store: KeyStore) -> None:

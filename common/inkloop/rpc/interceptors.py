@@ -29,20 +29,42 @@ deadline_var: contextvars.ContextVar[float | None] = contextvars.ContextVar("dea
 _QUIET_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 
+class _MethodMetrics:
+    """The labelled metric children of one method, looked up once (`labels()` costs a lock and a dict)."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.in_flight = GRPC_IN_FLIGHT.labels(method)
+        self.latency = GRPC_LATENCY.labels(method)
+        self._requests: dict[grpc.StatusCode, Any] = {}
+        # Health checks and reflection log at DEBUG, everything else one INFO line per call.
+        self.log_level = logging.DEBUG if method.startswith(_QUIET_PREFIXES) else logging.INFO
+
+    def requests(self, code: grpc.StatusCode) -> Any:
+        counter = self._requests.get(code)
+        if counter is None:
+            counter = self._requests[code] = GRPC_REQUESTS.labels(self.method, code.name)
+        return counter
+
+
 class _CallScope:
     """Per-call bookkeeping: ids and deadline into context vars, then metrics and one access log line."""
 
-    def __init__(self, method: str, context: grpc.aio.ServicerContext) -> None:
-        self.method = method
+    def __init__(self, metrics: _MethodMetrics, context: grpc.aio.ServicerContext) -> None:
+        self.metrics = metrics
+        self.method = metrics.method
         self.context = context
         self.code = grpc.StatusCode.OK
-        metadata = dict(context.invocation_metadata() or ())
-        self.request_id = str(metadata.get(REQUEST_ID_KEY) or new_request_id())[:128]
+        request_id = None
+        for key, value in context.invocation_metadata() or ():
+            if key == REQUEST_ID_KEY:
+                request_id = value
+        self.request_id = str(request_id or new_request_id())[:128]
         remaining = context.time_remaining()
         self._request_id_token = request_id_var.set(self.request_id)
         self._deadline_token = deadline_var.set(time.monotonic() + remaining if remaining is not None else None)
         self.started = time.perf_counter()
-        GRPC_IN_FLIGHT.labels(method).inc()
+        metrics.in_flight.inc()
 
     async def begin(self) -> None:
         await self.context.send_initial_metadata(((REQUEST_ID_KEY, self.request_id),))
@@ -63,11 +85,16 @@ class _CallScope:
 
     def end(self) -> None:
         elapsed = time.perf_counter() - self.started
-        GRPC_IN_FLIGHT.labels(self.method).dec()
-        GRPC_REQUESTS.labels(self.method, self.code.name).inc()
-        GRPC_LATENCY.labels(self.method).observe(elapsed)
-        level = logging.DEBUG if self.method.startswith(_QUIET_PREFIXES) else logging.INFO
-        log.log(level, "rpc", extra={"method": self.method, "code": self.code.name, "duration_s": round(elapsed, 6)})
+        metrics = self.metrics
+        metrics.in_flight.dec()
+        metrics.requests(self.code).inc()
+        metrics.latency.observe(elapsed)
+        if log.isEnabledFor(metrics.log_level):
+            log.log(
+                metrics.log_level,
+                "rpc",
+                extra={"method": self.method, "code": self.code.name, "duration_s": round(elapsed, 6)},
+            )
         # A stream its client abandoned is closed from another context: nothing of ours to restore there.
         with contextlib.suppress(ValueError):
             request_id_var.reset(self._request_id_token)
@@ -75,8 +102,10 @@ class _CallScope:
 
 
 def _wrap_unary_response(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    metrics = _MethodMetrics(method)
+
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        scope = _CallScope(method, context)
+        scope = _CallScope(metrics, context)
         try:
             await scope.begin()
             return await behavior(request, context)
@@ -91,8 +120,10 @@ def _wrap_unary_response(method: str, behavior: Callable[..., Awaitable[Any]]) -
 def _wrap_stream_response(
     method: str, behavior: Callable[..., AsyncIterator[Any]]
 ) -> Callable[..., AsyncIterator[Any]]:
+    metrics = _MethodMetrics(method)
+
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        scope = _CallScope(method, context)
+        scope = _CallScope(metrics, context)
         try:
             await scope.begin()
             async for response in behavior(request, context):
@@ -106,7 +137,14 @@ def _wrap_stream_response(
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every handler with `_CallScope`; one instance serves all methods."""
+    """Wraps every handler with `_CallScope`; one instance serves all methods.
+
+    grpc.aio asks the interceptors for a handler on every call; the wrapped handler of a method is
+    built once and reused while the handler underneath stays the same object.
+    """
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -117,23 +155,26 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
-        serializers = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_wrap_unary_response(method, handler.unary_unary), **serializers)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary_response(method, handler.stream_unary), **serializers
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream_response(method, handler.unary_stream), **serializers
-            )
-        return grpc.stream_stream_rpc_method_handler(
-            _wrap_stream_response(method, handler.stream_stream), **serializers
-        )
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = _wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+
+def _wrap(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    serializers = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(_wrap_unary_response(method, handler.unary_unary), **serializers)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(_wrap_unary_response(method, handler.stream_unary), **serializers)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(_wrap_stream_response(method, handler.unary_stream), **serializers)
+    return grpc.stream_stream_rpc_method_handler(_wrap_stream_response(method, handler.stream_stream), **serializers)
 
 
 def _outgoing(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:

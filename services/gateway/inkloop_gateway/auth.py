@@ -5,9 +5,10 @@
 the request id and metrics like any other error. Servicers then read `current_principal()` or call
 `require_role(...)`; the HTTP bridge uses `authenticate_header` with the same rules.
 
-The key lookup runs on the event loop on purpose: `KeyStore.authenticate` is one indexed SQLite
-read plus a SHA-256 (tens of microseconds), far cheaper than a hop to a worker thread. No result is
-cached, so a revoked key fails on its very next call.
+The key lookup runs on the event loop on purpose: `KeyStore.authenticate` is a SHA-256 and a dict
+lookup while the key is in its short-lived cache, else one indexed SQLite read, either way far
+cheaper than a hop to a worker thread. Revocation through this gateway's store takes effect on the
+very next call; through another process (`inkloop keys revoke`) within `KeyStore.cache_ttl_s` (1 s).
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self._store = store
         self._public_prefixes = public_prefixes
         self._role_prefixes = dict(role_prefixes)
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def required_role(self, method: str) -> Role:
         for prefix, role in self._role_prefixes.items():
@@ -115,27 +117,35 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or method.startswith(self._public_prefixes):
             return handler
-        header = _header(handler_call_details.invocation_metadata)
-        role = self.required_role(method)
-        # The check runs inside the wrapped handler, not here: an exception raised from
-        # intercept_service would bypass the common interceptor's error mapping.
+        # grpc.aio asks for a handler on every call: the wrapped one of each method is built once.
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap(handler, self.required_role(method))
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, role: Role) -> grpc.RpcMethodHandler:
+        # The check runs inside the wrapped handler, not in intercept_service: an exception raised
+        # there would bypass the common interceptor's error mapping.
         serializers = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(self._unary(handler.unary_unary, header, role), **serializers)
+            return grpc.unary_unary_rpc_method_handler(self._unary(handler.unary_unary, role), **serializers)
         if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(self._unary(handler.stream_unary, header, role), **serializers)
+            return grpc.stream_unary_rpc_method_handler(self._unary(handler.stream_unary, role), **serializers)
         if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(self._stream(handler.unary_stream, header, role), **serializers)
-        return grpc.stream_stream_rpc_method_handler(self._stream(handler.stream_stream, header, role), **serializers)
+            return grpc.unary_stream_rpc_method_handler(self._stream(handler.unary_stream, role), **serializers)
+        return grpc.stream_stream_rpc_method_handler(self._stream(handler.stream_stream, role), **serializers)
 
-    def _unary(
-        self, behavior: Callable[..., Awaitable[Any]], header: str | None, role: Role
-    ) -> Callable[..., Awaitable[Any]]:
+    def _authenticate(self, context: grpc.aio.ServicerContext, role: Role) -> Principal:
+        return authenticate_header(self._store, _header(context.invocation_metadata()), required=role)
+
+    def _unary(self, behavior: Callable[..., Awaitable[Any]], role: Role) -> Callable[..., Awaitable[Any]]:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            token = principal_var.set(authenticate_header(self._store, header, required=role))
+            token = principal_var.set(self._authenticate(context, role))
             try:
                 return await behavior(request, context)
             finally:
@@ -143,11 +153,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
         return handle
 
-    def _stream(
-        self, behavior: Callable[..., AsyncIterator[Any]], header: str | None, role: Role
-    ) -> Callable[..., AsyncIterator[Any]]:
+    def _stream(self, behavior: Callable[..., AsyncIterator[Any]], role: Role) -> Callable[..., AsyncIterator[Any]]:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            token = principal_var.set(authenticate_header(self._store, header, required=role))
+            token = principal_var.set(self._authenticate(context, role))
             try:
                 async for response in behavior(request, context):
                     yield response

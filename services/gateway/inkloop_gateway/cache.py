@@ -101,10 +101,12 @@ DELETE_ENTRY = "DELETE FROM results WHERE key = ?"
 class SqliteResultCache:
     """Results in a SQLite file: least recently used entries go beyond `max_bytes`, all after `ttl_s`.
 
-    One gateway process owns the file (it keeps the byte total in memory). Every operation runs in a
-    worker thread (`asyncio.to_thread`), one at a time under a lock. A hit
-    rewrites its "last used" time at most once per `TOUCH_GRANULARITY_S`, so a hot entry costs reads,
-    not a write per hit; LRU order is exact to that granularity.
+    One gateway process owns the file (it keeps the byte total in memory). Operations run one at a
+    time under a lock. A read is one indexed SELECT (tens of microseconds): it runs on the event loop
+    when the lock is free, and in a worker thread only when a write (`put`, evictions) holds it, so
+    the loop never waits for a write. Writes always run in a worker thread. A hit rewrites its "last
+    used" time at most once per `TOUCH_GRANULARITY_S`, so a hot entry costs reads, not a write per
+    hit; LRU order is exact to that granularity.
     """
 
     TOUCH_GRANULARITY_S = 1.0
@@ -127,6 +129,11 @@ class SqliteResultCache:
         return self._total
 
     async def get(self, key: str) -> bytes | None:
+        if self._lock.acquire(blocking=False):
+            try:
+                return self._read(key)
+            finally:
+                self._lock.release()
         return await asyncio.to_thread(self._get, key)
 
     async def put(self, key: str, value: bytes) -> None:
@@ -137,14 +144,18 @@ class SqliteResultCache:
             self._db.close()
 
     def _get(self, key: str) -> bytes | None:
-        now = time.time()
         with self._lock:
-            row = self._db.execute(SELECT_ENTRY, (key, now)).fetchone()
-            if row is None:
-                return None
-            value, used_at = row
-            if now - used_at >= self.TOUCH_GRANULARITY_S:
-                self._db.execute(TOUCH_ENTRY, (now, key))
+            return self._read(key)
+
+    def _read(self, key: str) -> bytes | None:
+        """A hit's value (touching its last-used time when due); the caller holds the lock."""
+        now = time.time()
+        row = self._db.execute(SELECT_ENTRY, (key, now)).fetchone()
+        if row is None:
+            return None
+        value, used_at = row
+        if now - used_at >= self.TOUCH_GRANULARITY_S:
+            self._db.execute(TOUCH_ENTRY, (now, key))
         return bytes(value)
 
     def _put(self, key: str, value: bytes) -> None:

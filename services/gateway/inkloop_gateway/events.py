@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -20,7 +21,6 @@ from pathlib import Path
 from typing import cast
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from inkloop.rpc.client import open_channel
 from inkloop.v1 import analytics_pb2, analytics_pb2_grpc, common_pb2
@@ -122,18 +122,14 @@ class EventFacts:
             accepted_at=time.time(),
         )
 
-    def event(self, kind: int, *, error_code: str = "", policy: str = "") -> analytics_pb2.BackendEvent:
-        now = time.time()
-        when = Timestamp()
-        when.FromNanoseconds(int(now * 1e9))
-        event = analytics_pb2.BackendEvent(
-            event_id=str(uuid.uuid4()),
-            time=when,
+    @functools.cached_property
+    def _shared(self) -> analytics_pb2.BackendEvent:
+        """The fields every event of these facts carries, built once (a request emits several)."""
+        shared = analytics_pb2.BackendEvent(
             tenant_id=self.tenant_id,
             user_id=self.user_id,
             request_id=self.request_id,
             job_id=self.job_id,
-            type=cast(analytics_pb2.BackendEventType, kind),
             variant=self.variant,
             kind=cast(common_pb2.GenerationKind, self.kind),
             width=self.width,
@@ -142,13 +138,22 @@ class EventFacts:
             true_cfg_scale=self.true_cfg_scale,
             num_images=self.num_images,
             seed=self.seed,
-            latency_s=0.0 if kind == EventType.BACKEND_EVENT_TYPE_REQUESTED else max(now - self.accepted_at, 0.0),
-            error_code=error_code,
-            policy=policy,
             has_negative_prompt=self.has_negative_prompt,
         )
         if self.prompt:
-            event.prompt.ParseFromString(self.prompt)
+            shared.prompt.ParseFromString(self.prompt)
+        return shared
+
+    def event(self, kind: int, *, error_code: str = "", policy: str = "") -> analytics_pb2.BackendEvent:
+        now = time.time()
+        event = analytics_pb2.BackendEvent()
+        event.CopyFrom(self._shared)
+        event.event_id = str(uuid.uuid4())
+        event.time.FromNanoseconds(int(now * 1e9))
+        event.type = cast(analytics_pb2.BackendEventType, kind)
+        event.latency_s = 0.0 if kind == EventType.BACKEND_EVENT_TYPE_REQUESTED else max(now - self.accepted_at, 0.0)
+        event.error_code = error_code
+        event.policy = policy
         return event
 
 

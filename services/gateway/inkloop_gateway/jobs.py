@@ -82,7 +82,7 @@ class Job:
     def to_fields(self) -> dict[str, str]:
         """Flat string fields: a SQLite row's `data` or a Redis hash."""
         # Not dataclasses.asdict: it deep-copies every field, a measurable cost on the cache-hit path.
-        return {f.name: _encode(f.name, getattr(self, f.name)) for f in fields(self)}
+        return {name: _encode(name, getattr(self, name)) for name in _JOB_FIELDS}
 
     @staticmethod
     def to_fields_of(**changes: object) -> dict[str, str]:
@@ -127,6 +127,9 @@ class Job:
 
     def with_(self, **changes: object) -> Job:
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+_JOB_FIELDS = tuple(f.name for f in fields(Job))
 
 
 def _encode(name: str, value: object) -> str:

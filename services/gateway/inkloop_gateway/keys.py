@@ -3,6 +3,12 @@
 A secret looks like `ink_<key id>_<32 random bytes, urlsafe>`. The key id inside it finds the row in
 one indexed lookup; the SHA-256 of the whole secret is then compared in constant time. A plain hash is
 enough (no bcrypt): secrets are 256 random bits, so there is nothing to brute-force.
+
+Authenticated keys are remembered for `cache_ttl_s` (1 s by default), keyed by the secret's hash, so
+a busy client costs a SHA-256 and a dict lookup per call instead of a SQLite read. `revoke` on this
+store drops the key from the cache at once; a revocation made by another process (the
+`inkloop keys revoke` CLI on the same file) takes effect within `cache_ttl_s`. Failures are never
+cached: a new key works on its first call.
 """
 
 from __future__ import annotations
@@ -63,15 +69,22 @@ def _hash(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
+#: Most authenticated keys remembered at once; past it the cache starts over (a cache, not a table).
+_CACHE_MAX_KEYS = 10_000
+
+
 class KeyStore:
     """API keys in a SQLite file. Safe to share between threads; each call is one short transaction."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, cache_ttl_s: float = 1.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
+        self.cache_ttl_s = cache_ttl_s
+        # SHA-256 of a secret -> (its active key, time.monotonic() until which that may be assumed).
+        self._cache: dict[bytes, tuple[ApiKey, float]] = {}
 
     def close(self) -> None:
         self._db.close()
@@ -92,21 +105,30 @@ class KeyStore:
 
     def authenticate(self, secret: str) -> ApiKey:
         """The active key whose secret this is; `Unauthenticated` otherwise (never says which part was wrong)."""
+        secret_hash = _hash(secret)
+        cached = self._cache.get(secret_hash)
+        if cached is not None and time.monotonic() < cached[1]:
+            return cached[0]
         match = _SECRET.match(secret)
         if match is None:
             raise errors.Unauthenticated("invalid API key")
-        with self._lock:
+        with self._lock:  # held until cached, so a concurrent `revoke` cannot be overtaken
             row = self._db.execute(
                 "SELECT key_id, tenant_id, role, name, prefix, created_at, revoked_at, secret_hash "
                 "FROM api_keys WHERE key_id = ?",
                 (match.group(1),),
             ).fetchone()
-        stored_hash = row[7] if row is not None else b"\0" * 32
-        # Compare even when no row matched, so timing does not tell whether a key id exists.
-        valid = hmac.compare_digest(stored_hash, _hash(secret))
-        if row is None or not valid or row[6] is not None:
-            raise errors.Unauthenticated("invalid API key")
-        return self._key(row)
+            stored_hash = row[7] if row is not None else b"\0" * 32
+            # Compare even when no row matched, so timing does not tell whether a key id exists.
+            valid = hmac.compare_digest(stored_hash, secret_hash)
+            if row is None or not valid or row[6] is not None:
+                raise errors.Unauthenticated("invalid API key")
+            key = self._key(row)
+            if self.cache_ttl_s > 0:
+                if len(self._cache) >= _CACHE_MAX_KEYS:
+                    self._cache.clear()
+                self._cache[secret_hash] = (key, time.monotonic() + self.cache_ttl_s)
+        return key
 
     def list(self, tenant_id: str = "", *, include_revoked: bool = False) -> list[ApiKey]:
         query = "SELECT key_id, tenant_id, role, name, prefix, created_at, revoked_at FROM api_keys WHERE 1=1"
@@ -121,6 +143,7 @@ class KeyStore:
         return [self._key(row) for row in rows]
 
     def revoke(self, key_id: str) -> ApiKey:
+        """Revokes a key: its next call through this store fails (other processes: within `cache_ttl_s`)."""
         with self._lock:
             self._db.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL", (time.time(), key_id)
@@ -129,6 +152,9 @@ class KeyStore:
                 "SELECT key_id, tenant_id, role, name, prefix, created_at, revoked_at FROM api_keys WHERE key_id = ?",
                 (key_id,),
             ).fetchone()
+            for secret_hash, (key, _until) in list(self._cache.items()):
+                if key.key_id == key_id:
+                    del self._cache[secret_hash]
         if row is None:
             raise errors.NotFound(f"API key {key_id!r} not found")
         return self._key(row)

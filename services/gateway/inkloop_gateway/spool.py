@@ -25,6 +25,10 @@ class Spool:
         self.max_bytes = max_bytes
         directory.mkdir(parents=True, exist_ok=True)
         self._counter = itertools.count()
+        # An upper bound on the bytes on disk: the last scan plus what was appended since. Replayed
+        # files are deleted elsewhere, which only makes it higher than the truth; the directory is
+        # scanned (and the oldest batches dropped) only once it passes `max_bytes`.
+        self._estimate = self._scan()[1]
 
     def files(self) -> list[Path]:
         return sorted(self.directory.glob(f"*{SUFFIX}"))
@@ -37,12 +41,23 @@ class Spool:
         temporary = self.directory / f".{name}.{secrets.token_hex(4)}.tmp"
         temporary.write_bytes(batch)
         temporary.replace(self.directory / name)
-        self._bound()
+        self._estimate += len(batch)
+        if self._estimate > self.max_bytes:
+            self._bound()
+
+    def _scan(self) -> tuple[list[tuple[Path, int]], int]:
+        found: list[tuple[Path, int]] = []
+        for path in self.files():
+            try:
+                found.append((path, path.stat().st_size))
+            except FileNotFoundError:
+                continue  # replayed and deleted meanwhile
+        return found, sum(size for _path, size in found)
 
     def _bound(self) -> None:
-        files = self.files()
-        sizes = [f.stat().st_size for f in files]
-        total = sum(sizes)
+        found, total = self._scan()
+        files = [path for path, _size in found]
+        sizes = [size for _path, size in found]
         dropped = 0
         # Bounded disk beats unbounded growth during a long outage: the oldest batches go first.
         for path, size in zip(files, sizes, strict=True):
@@ -51,5 +66,6 @@ class Spool:
             path.unlink(missing_ok=True)
             total -= size
             dropped += 1
+        self._estimate = total
         if dropped:
             log.warning("event spool over its bound; dropped the oldest batches", extra={"batches": dropped})
