@@ -125,7 +125,8 @@ def test_web_port_and_metrics_answer(system: System) -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{system.http}/healthz", timeout=5) as reply:
         assert json.load(reply) == {"status": "ok"}
     with urllib.request.urlopen(f"http://127.0.0.1:{system.http}/", timeout=5) as reply:
-        assert "<title>inkloop</title>" in reply.read().decode()
+        page = reply.read().decode()
+        assert "<title>inkloop" in page and 'src="/hm.js"' in page
     with urllib.request.urlopen(f"http://127.0.0.1:{system.metrics_base}/metrics", timeout=5) as reply:
         assert 'inkloop_ready{service="inkloop.v1.GatewayService"} 1.0' in reply.read().decode()
 
