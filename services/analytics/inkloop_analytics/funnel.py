@@ -34,6 +34,9 @@ from inkloop_analytics.storage import ClickHouse
 
 MIN_STEPS, MAX_STEPS = 2, 16
 MAX_WINDOW_S = 30 * 86_400
+# Step times for the medians travel in one sorted array per actor: t * SHIFT + a bit mask of the
+# steps 2..k the event matches (bit k for step k), so one groupArray serves every step.
+SHIFT = 2 ** (MAX_STEPS + 1)
 
 # Breakdown name -> (front-end column, back-end column); "''" where the stream has no such property.
 BREAKDOWNS = {
@@ -85,7 +88,7 @@ FROM (
     FROM (
         SELECT actor,
             windowFunnel(%(window)s)(t, {flag_names}) AS level,
-            argMinIf(bd, t, bd != '') AS bd_value,
+            {bd_value} AS bd_value,
             minIf(t, c1) AS t1,
             {step_times}
         FROM ({events})
@@ -163,21 +166,27 @@ def render(query: FunnelQuery) -> tuple[str, dict[str, Any]]:
             if index == 0 and index in mine:
                 condition += " AND time < toDateTime(%(end)s, 'UTC')"  # the first step must fall inside the range
             flags.append(f"toUInt8({condition}) AS c{index + 1}")
+        mask = " + ".join(f"c{k} * {2**k}" for k in range(2, count + 1))
         any_step = " OR ".join(f"({conditions[index]})" for index in mine)
         if source == "frontend":
             template = FRONTEND_STEP_EVENTS
         else:
             template = BACKEND_STEP_EVENTS_BY_VISITOR if query.actor == "visitor" else BACKEND_STEP_EVENTS_BY_USER
         branches.append(
-            template.format(actor=ACTORS[query.actor], breakdown=breakdown, flags=", ".join(flags), any_step=any_step)
+            template.format(
+                actor=ACTORS[query.actor],
+                breakdown=breakdown,
+                flags=", ".join(flags) + f", toUInt32({mask}) AS mask",
+                any_step=any_step,
+            )
         )
     steps = range(2, count + 1)
     chain = []
     for k in steps:
         previous = "t1" if k == 2 else f"t{k - 1}"
         chain.append(
-            f"if({previous} = 0, 0, arrayReduce('min', arrayFilter("
-            f"x -> x >= {previous} AND x <= t1 + %(window)s, a{k}))) AS t{k}"
+            f"if({previous} = 0, 0, intDiv(arrayFirst(x -> bitAnd(x, {2**k}) != 0 AND x >= {previous} * {SHIFT}"
+            f" AND x < (t1 + %(window)s + 1) * {SHIFT}, steps), {SHIFT})) AS t{k}"
         )
     figures = ["countIf(level >= 1) AS n1", "toFloat64(0) AS m1"]
     for k in steps:
@@ -187,8 +196,9 @@ def render(query: FunnelQuery) -> tuple[str, dict[str, Any]]:
         step_figures=", ".join(figures),
         chain=", ".join(chain),
         flag_names=", ".join(f"c{k} = 1" for k in range(1, count + 1)),
-        step_times=", ".join(f"groupArrayIf(t, c{k} = 1) AS a{k}" for k in steps),
+        step_times=f"arraySort(groupArrayIf(toUInt64(t) * {SHIFT} + mask, mask != 0)) AS steps",
         events=" UNION ALL ".join(branches),
+        bd_value="argMinIf(bd, t, bd != '')" if query.breakdown else "''",  # no breakdown: skip the argMin
     )
     return sql, params
 
