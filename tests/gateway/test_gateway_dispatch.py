@@ -140,3 +140,29 @@ async def test_job_of_a_replica_that_died_is_recovered_by_another(
 
 async def _never(*_args: object) -> None:
     return None
+
+
+async def test_progress_of_a_job_reaches_watchers_on_another_replica(
+    start_gateway: StartGateway, tmp_path: Path, redis_url: str
+) -> None:
+    # Steps go to this replica's watchers from memory; the store gets them throttled, for the others.
+    first = await start_gateway(tmp_path / "a", redis_url=redis_url, workers=1)
+    job = await _submit(first, text_task(width=256, height=256, steps=60))
+    local = first.jobs.WatchJob(gateway_pb2.WatchJobRequest(job_id=job.job_id), metadata=first.auth())
+    async for event in local:
+        if event.HasField("running"):
+            break
+    local.cancel()
+    second = await start_gateway(tmp_path / "b", redis_url=redis_url, workers=1)
+    steps: list[int] = []
+    remote = second.jobs.WatchJob(gateway_pb2.WatchJobRequest(job_id=job.job_id), metadata=second.auth())
+    async for event in remote:
+        if event.HasField("running"):
+            steps.append(event.running.step)
+        if len(steps) == 2 or not event.HasField("running"):
+            break
+    remote.cancel()
+    assert steps and steps[0] > 0 and steps == sorted(steps)
+    await second.jobs.CancelJob(gateway_pb2.CancelJobRequest(job_id=job.job_id), metadata=second.auth())
+    end = await finished(first, job.job_id)
+    assert end.WhichOneof("event") == "cancelled" and end.cancelled.steps_completed > 0

@@ -1,7 +1,10 @@
 """Dispatch: a bounded set of workers per gateway replica runs queued jobs on inference replicas.
 
 Each worker claims a job from the store (tenants take turns), calls the variant's inference target
-on its least-loaded healthy replica and streams the steps into the store. UNAVAILABLE moves the job
+on its least-loaded healthy replica and streams the steps to this replica's watchers through the hub;
+the store gets the newest progress at most every `progress_persist_s`, in the background, so that
+watchers on other replicas see it too (a job shorter than that never writes progress before it ends,
+and its end records the last step). UNAVAILABLE moves the job
 to another replica, a bounded number of times; the job's deadline bounds the call. A heartbeat keeps
 this replica's leases alive, learns of cancellations requested through other replicas, and recovers
 jobs whose replica died. Cancelling a job cancels its inference call, which stops the denoising loop
@@ -47,6 +50,9 @@ class _Running:
     call: grpc.aio.UnaryStreamCall | None = None
     cancelled: bool = False
     steps: int = 0
+    total_steps: int = 0
+    #: Writes the newest progress to the store now and then; started at the first step.
+    persister: asyncio.Task[None] | None = None
 
 
 @dataclass
@@ -58,6 +64,8 @@ class DispatchSettings:
     max_attempts: int
     #: Single replica on its own store (SQLite): at start every running job is an orphan.
     sole_replica: bool = False
+    #: Seconds between writes of a running job's progress to the store (for other replicas' watchers).
+    progress_persist_s: float = 0.5
     owner: str = field(default_factory=lambda: f"gw-{uuid.uuid4().hex[:12]}")
 
 
@@ -119,9 +127,12 @@ class Dispatcher:
                 log.exception("claiming a job failed")
                 job = None
             if job is None:
+                # asyncio.timeout, not wait_for: no extra task, so a wake-up is not a loop turn late.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval_s)
+                    async with asyncio.timeout(self.settings.poll_interval_s):
+                        await self._wake.wait()
                 continue
+            self.hub.track(job)
             self.hub.publish_all()  # queue positions moved
             await self._run(job)
 
@@ -147,7 +158,9 @@ class Dispatcher:
             log.exception("job failed unexpectedly", extra={"job_id": job.job_id})
             await self._end(job, JobState.FAILED, facts, failure=Failure("INTERNAL", "internal error"))
         finally:
+            self._stop_persisting(running)
             self._running.pop(job.job_id, None)
+            self.hub.untrack(job.job_id)
             request_id_var.reset(token)
 
     async def _attempts(self, job: Job, running: _Running) -> common_pb2.GenerationResult:
@@ -195,14 +208,37 @@ class Dispatcher:
             async for event in call:
                 if event.HasField("step"):
                     running.steps = event.step.step
-                    await self.store.progress(job.job_id, event.step.step, event.step.total_steps)
-                    self.hub.publish(job.job_id)
+                    running.total_steps = event.step.total_steps
+                    self.hub.progress(job.job_id, running.steps, running.total_steps)
+                    if running.persister is None:
+                        running.persister = asyncio.create_task(self._persist_progress(job.job_id, running))
                 elif event.HasField("result"):
                     return event.result
         finally:
             replica.in_flight -= 1
             running.call = None
+            self._stop_persisting(running)
         raise _Failed(Failure("INTERNAL", "inference ended the stream without a result"))
+
+    async def _persist_progress(self, job_id: str, running: _Running) -> None:
+        """Every `progress_persist_s` while the job runs, the newest progress (if it moved) to the store."""
+        written = (0, 0)
+        while True:
+            await asyncio.sleep(self.settings.progress_persist_s)
+            newest = (running.steps, running.total_steps)
+            if newest == written:
+                continue
+            try:
+                await self.store.progress(job_id, *newest)
+                written = newest
+            except Exception:  # progress is advisory: the next write catches up
+                log.warning("persisting progress failed", exc_info=True, extra={"job_id": job_id})
+
+    @staticmethod
+    def _stop_persisting(running: _Running) -> None:
+        if running.persister is not None:
+            running.persister.cancel()
+            running.persister = None
 
     async def _succeed(self, job: Job, result: common_pb2.GenerationResult, facts: EventFacts) -> None:
         if self.cache is not None and job.cache_key:
@@ -211,16 +247,29 @@ class Dispatcher:
             except Exception:  # a cache outage must not fail a finished job
                 log.exception("caching a result failed")
         origin = {"job_id": job.job_id, "request_id": job.request_id, "user_id": job.user_id, "variant": job.variant}
+        kept: dict[str, bytes] = {}
         for image in result.images:
             image.image_id = await asyncio.to_thread(self.images.save, job.tenant_id, image.data, image.format, origin)
+            kept[image.image_id] = image.data
             image.data = b""
+        self.hub.keep_images(job.job_id, kept)  # this replica's watchers send them without reading them back
         await self._end(job, JobState.SUCCEEDED, facts, result=result.SerializeToString())
 
     async def _end(
         self, job: Job, state: JobState, facts: EventFacts, *, result: bytes = b"", failure: Failure | None = None
     ) -> None:
-        ended = await self.store.finish(job.job_id, self.settings.owner, state, result=result, failure=failure)
+        running = self._running.get(job.job_id)
+        progress = None
+        if running is not None:
+            self._stop_persisting(running)  # no progress write after the end
+            if running.steps:
+                progress = (running.steps, running.total_steps)
+        ended = await self.store.finish(
+            job.job_id, self.settings.owner, state, result=result, failure=failure, progress=progress
+        )
+        self.hub.untrack(job.job_id)  # its watchers read the outcome from the store from now on
         if ended is None:
+            self.hub.publish(job.job_id)
             return  # the job was recovered by another replica meanwhile: its outcome is theirs
         self._announce([ended])
 

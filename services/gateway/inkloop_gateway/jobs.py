@@ -218,12 +218,22 @@ class JobStore(Protocol):
         """Extends `owner`'s leases; returns those of `job_ids` whose cancellation was requested."""
         ...
 
-    async def progress(self, job_id: str, step: int, total_steps: int) -> None: ...
+    async def progress(self, job_id: str, step: int, total_steps: int) -> None:
+        """Records a running job's progress (the dispatcher calls it throttled, in the background)."""
+        ...
 
     async def finish(
-        self, job_id: str, owner: str, state: JobState, *, result: bytes = b"", failure: Failure | None = None
+        self,
+        job_id: str,
+        owner: str,
+        state: JobState,
+        *,
+        result: bytes = b"",
+        failure: Failure | None = None,
+        progress: tuple[int, int] | None = None,
     ) -> Job | None:
-        """Ends a job `owner` holds; None when it no longer does (recovered elsewhere, or already ended)."""
+        """Ends a job `owner` holds, recording its last `progress` (step, total steps) when given; None
+        when it no longer holds it (recovered elsewhere, or already ended)."""
         ...
 
     async def release(self, job_id: str, owner: str) -> None:

@@ -249,10 +249,19 @@ class RedisJobStore:
         await self._redis.hset(f"{self._p}job:{job_id}", mapping={"step": step, "total_steps": total_steps})
 
     async def finish(
-        self, job_id: str, owner: str, state: JobState, *, result: bytes = b"", failure: Failure | None = None
+        self,
+        job_id: str,
+        owner: str,
+        state: JobState,
+        *,
+        result: bytes = b"",
+        failure: Failure | None = None,
+        progress: tuple[int, int] | None = None,
     ) -> Job | None:
         changes = Job.to_fields_of(state=state, result=result, failure=failure, finished_at=time.time())
         changes["lease_until"] = "0"
+        if progress is not None:
+            changes["step"], changes["total_steps"] = str(progress[0]), str(progress[1])
         reply = await self._finish(args=[self._p, job_id, owner, *_flat(changes)])
         return Job.from_fields(_fields(reply)) if reply else None
 

@@ -209,13 +209,22 @@ class SqliteJobStore:
                 self._write(db, job.with_(step=step, total_steps=total_steps))
 
     async def finish(
-        self, job_id: str, owner: str, state: JobState, *, result: bytes = b"", failure: Failure | None = None
+        self,
+        job_id: str,
+        owner: str,
+        state: JobState,
+        *,
+        result: bytes = b"",
+        failure: Failure | None = None,
+        progress: tuple[int, int] | None = None,
     ) -> Job | None:
         with self._transaction() as db:
             job = self._one(db, "job_id = ? AND owner = ? AND state = 'running'", job_id, owner)
             if job is None:
                 return None
             job = job.with_(state=state, result=result, failure=failure, finished_at=time.time(), lease_until=0.0)
+            if progress is not None:
+                job = job.with_(step=progress[0], total_steps=progress[1])
             self._write(db, job)
             return job
 

@@ -190,13 +190,14 @@ class JobService:
         )
 
     async def get(self, principal: Principal, job_id: str) -> Job:
-        return await self.store.get(job_id, principal.tenant_id)
+        return self.hub.current(await self.store.get(job_id, principal.tenant_id))
 
     async def position(self, job: Job) -> int:
         return await self.store.queue_position(job) if job.state == JobState.QUEUED else 0
 
     async def list(self, principal: Principal, state: JobState | None, page_size: int, page_token: str) -> Page:
-        return await self.store.list(principal.tenant_id, state, page_size, page_token)
+        page = await self.store.list(principal.tenant_id, state, page_size, page_token)
+        return Page([self.hub.current(job) for job in page.jobs], page.next_page_token)
 
     async def cancel(self, principal: Principal, job_id: str) -> Job:
         job = await self.store.cancel(job_id, principal.tenant_id)
@@ -216,7 +217,7 @@ class JobService:
         return job
 
     async def watch(self, principal: Principal, job_id: str) -> AsyncIterator[gateway_pb2.JobEvent]:
-        async for event in self.follow(await self.store.get(job_id, principal.tenant_id)):
+        async for event in self.follow(await self.get(principal, job_id)):
             yield event
 
     def follow(self, job: Job) -> AsyncIterator[gateway_pb2.JobEvent]:
@@ -232,8 +233,10 @@ class JobService:
             extension = EXTENSION_OF_FORMAT.get(image.format, "png")
             image.download_url = self.images.download_url(job.tenant_id, image.image_id, extension)
             if include_images:
-                stored = await asyncio.to_thread(self.images.load, job.tenant_id, image.image_id)
-                image.data = stored.data
+                kept = self.hub.kept_image(job.job_id, image.image_id)
+                if kept is None:
+                    kept = (await asyncio.to_thread(self.images.load, job.tenant_id, image.image_id)).data
+                image.data = kept
         return result
 
     async def _result_with_images(self, job: Job) -> common_pb2.GenerationResult:

@@ -1,26 +1,75 @@
 """Following jobs: an in-process wake-up hub, and the WatchJob stream built on store snapshots.
 
-Every change goes to the store first; the hub only wakes this replica's watchers so they re-read
-it at once. Changes made on other replicas (Redis) are seen by polling every `poll_interval_s`, so
-a watcher on any replica follows any job. A watcher emits an event whenever the state, the step or
-the queue position changes, and stops after the terminal event.
+Every state transition goes to the store first; the hub only wakes this replica's watchers so they
+re-read it at once. Progress is the exception: the hub holds the latest snapshot of every job running
+on this replica (its dispatcher updates it on each denoising step), and this replica's watchers read
+it from there; the dispatcher persists progress to the store only now and then. Changes made on other
+replicas (Redis) are seen by polling every `poll_interval_s`, so a watcher on any replica follows any
+job. A watcher emits an event whenever the state, the step or the queue position changes, and stops
+after the terminal event.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 from inkloop.v1 import common_pb2, gateway_pb2
 from inkloop_gateway.jobs import Job, JobState, JobStore
 from inkloop_gateway.protocol import job_event
 
+#: Image bytes of the results that finished most recently on this replica, kept for its watchers.
+_KEPT_IMAGE_BYTES = 16 << 20
+
 
 class Hub:
     def __init__(self) -> None:
         self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        #: Jobs running on this replica, with their latest progress (newer than the store's).
+        self._running: dict[str, Job] = {}
+        #: job id -> {image id: bytes} of recent results, so watchers here need not read them back.
+        self._images: OrderedDict[str, dict[str, bytes]] = OrderedDict()
+        self._images_size = 0
+
+    def keep_images(self, job_id: str, images: dict[str, bytes]) -> None:
+        """Keeps a just-stored result's images (by id) for a while; the oldest go past a byte budget."""
+        self._images[job_id] = images
+        self._images_size += sum(len(data) for data in images.values())
+        while self._images_size > _KEPT_IMAGE_BYTES and self._images:
+            _job_id, dropped = self._images.popitem(last=False)
+            self._images_size -= sum(len(data) for data in dropped.values())
+
+    def kept_image(self, job_id: str, image_id: str) -> bytes | None:
+        """The bytes of an image of a recent result of this replica, or None (read it from the image store)."""
+        return self._images.get(job_id, {}).get(image_id)
+
+    def track(self, job: Job) -> None:
+        """`job` (RUNNING) now runs on this replica: its progress is read from here until `untrack`."""
+        self._running[job.job_id] = job
+
+    def untrack(self, job_id: str) -> None:
+        """The job stopped running here: the store holds its state (call after its transition committed)."""
+        self._running.pop(job_id, None)
+
+    def progress(self, job_id: str, step: int, total_steps: int) -> None:
+        """Records a step of a job running here and wakes its watchers."""
+        job = self._running.get(job_id)
+        if job is not None:
+            self._running[job_id] = job.with_(step=step, total_steps=total_steps)
+        self.publish(job_id)
+
+    def running(self, job_id: str) -> Job | None:
+        """The live snapshot of a job running on this replica, or None."""
+        return self._running.get(job_id)
+
+    def current(self, job: Job) -> Job:
+        """`job` as read from the store, with the newer progress when it runs on this replica."""
+        live = self._running.get(job.job_id)
+        if live is None or job.state != JobState.RUNNING or live.step <= job.step:
+            return job
+        return job.with_(step=live.step, total_steps=live.total_steps)
 
     def publish(self, job_id: str) -> None:
         for waiter in self._waiters.get(job_id, ()):
@@ -65,7 +114,9 @@ async def watch(
                     yield job_event(job, queue_position=position)
             if job.state.terminal:
                 return
+            # asyncio.timeout, not wait_for: no extra task, so a wake-up is not a loop turn late.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), poll_interval_s)
+                async with asyncio.timeout(poll_interval_s):
+                    await changed.wait()
             changed.clear()
-            job = await store.get(job.job_id)
+            job = hub.running(job.job_id) or await store.get(job.job_id)
