@@ -19,13 +19,14 @@ from inkloop_inference.settings import InferenceSettings
 @asynccontextmanager
 async def inference_service(
     model_path: Path, **settings: object
-) -> AsyncIterator[inference_pb2_grpc.InferenceServiceStub]:
+) -> AsyncIterator[tuple[inference_pb2_grpc.InferenceServiceStub, InferenceApp]]:
+    """A stub on the running service, and the app (its `model.loaded` is the served model)."""
     app = InferenceApp(InferenceSettings(model_path=model_path, port=0, **settings))  # type: ignore[arg-type]
     running = await start_server(app, "127.0.0.1", 0)
     await app.start()
     await running.set_serving(True)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-        yield inference_pb2_grpc.InferenceServiceStub(channel)
+        yield inference_pb2_grpc.InferenceServiceStub(channel), app
     await running.server.stop(0)
     await app.stop()
 

@@ -23,7 +23,7 @@ async def throughput(
 ) -> tuple[float, list[int]]:
     async with inference_service(
         model_path, max_batch_size=max_batch_size, max_queue_delay_ms=args.delay_ms, batch_invariant=batch_invariant
-    ) as stub:
+    ) as (stub, _app):
 
         def parameters(i: int) -> common_pb2.GenerationParameters:
             return common_pb2.GenerationParameters(
