@@ -129,9 +129,10 @@ async def test_job_of_a_replica_that_died_is_recovered_by_another(
     async for event in watch:
         if event.HasField("running"):
             break
-    for task in first.app.dispatcher._tasks:  # a crash: no release, no more heartbeats
+    dispatcher = first.app.dispatcher
+    for task in [*dispatcher._tasks, *dispatcher._runs]:  # a crash: no release, no more heartbeats
         task.cancel()
-    first.app.dispatcher._tasks = []
+    dispatcher._tasks = []
     first.app.store.release = _never  # type: ignore[method-assign]
     second = await start_gateway(tmp_path / "b", redis_url=redis_url, lease_s=0.5, workers=1)
     end = await finished(second, job.job_id)
@@ -166,3 +167,23 @@ async def test_progress_of_a_job_reaches_watchers_on_another_replica(
     await second.jobs.CancelJob(gateway_pb2.CancelJobRequest(job_id=job.job_id), metadata=second.auth())
     end = await finished(first, job.job_id)
     assert end.WhichOneof("event") == "cancelled" and end.cancelled.steps_completed > 0
+
+
+async def test_jobs_start_at_once_on_free_workers_and_never_exceed_them(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway(workers=2)
+    first = await _submit(gateway, text_task(width=128, height=128, steps=8, seed=1))
+    assert first.state == gateway_pb2.JOB_STATE_RUNNING  # a free worker: no trip through the queue
+    rest = await asyncio.gather(
+        *(_submit(gateway, text_task(width=128, height=128, steps=8, seed=i)) for i in range(2, 7))
+    )
+    assert sum(job.state == gateway_pb2.JOB_STATE_RUNNING for job in rest) <= 1
+    ids = [first.job_id, *(job.job_id for job in rest)]
+    most_running = 0
+    while True:
+        listed = await gateway.jobs.ListJobs(gateway_pb2.ListJobsRequest(page_size=10), metadata=gateway.auth())
+        states = [job.state for job in listed.jobs if job.job_id in ids]
+        most_running = max(most_running, states.count(gateway_pb2.JOB_STATE_RUNNING))
+        if all(state == gateway_pb2.JOB_STATE_SUCCEEDED for state in states):
+            break
+        await asyncio.sleep(0.01)
+    assert most_running == 2  # both workers were used, and never more

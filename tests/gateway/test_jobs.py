@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from inkloop import errors
-from inkloop_gateway.jobs import Job, JobState, JobStore, new_job_id
+from inkloop_gateway.jobs import Job, JobState, JobStore, Lease, new_job_id
 from inkloop_gateway.jobs_redis import RedisJobStore
 from inkloop_gateway.jobs_sqlite import SqliteJobStore
 
@@ -89,6 +89,38 @@ async def test_claims_take_turns_between_tenants(store: JobStore) -> None:
         order.append(job.tenant_id)
         assert job.state == JobState.RUNNING and job.attempts == 1
     assert order == ["big", "small", "big", "big"]
+
+
+async def test_a_leased_submission_starts_at_once_only_when_nothing_is_queued(store: JobStore) -> None:
+    lease = Lease("replica-a", 30)
+    started, created = await store.submit(_job("acme"), lease=lease)
+    assert created and started.state == JobState.RUNNING and started.owner == "replica-a"
+    assert started.attempts == 1 and started.started_at is not None
+    assert started.lease_until == pytest.approx(started.started_at + 30)
+    assert (await store.get(started.job_id)).state == JobState.RUNNING
+    assert await store.claim("replica-b", 10) is None  # it is not in the queue as well
+
+    waiting, _ = await store.submit(_job("globex"))  # no lease: queued
+    later, _ = await store.submit(_job("acme"), lease=lease)  # a job is queued: no overtaking
+    assert waiting.state == later.state == JobState.QUEUED
+    assert await store.queue_position(later) == 1
+    again, created_again = await store.submit(_job("acme", request_id=started.request_id), lease=lease)
+    assert not created_again and again.job_id == started.job_id
+
+    # The started job is held like a claimed one: heartbeats keep it, finish ends it.
+    assert await store.heartbeat("replica-a", [started.job_id], 30) == set()
+    ended = await store.finish(started.job_id, "replica-a", JobState.SUCCEEDED, result=b"r")
+    assert ended is not None and ended.state == JobState.SUCCEEDED
+    claimed = await store.claim("replica-b", 10)
+    assert claimed is not None and claimed.job_id == waiting.job_id
+
+
+async def test_a_leased_submission_whose_replica_died_is_recovered(store: JobStore) -> None:
+    started, _ = await store.submit(_job(), lease=Lease("replica-a", 0.05))
+    await asyncio.sleep(0.1)
+    assert await store.recover(max_attempts=3) == []
+    requeued = await store.claim("replica-b", 10)
+    assert requeued is not None and requeued.job_id == started.job_id and requeued.attempts == 2
 
 
 async def test_cancel_queued_ends_it_and_running_flags_the_worker(store: JobStore) -> None:

@@ -1,14 +1,17 @@
-"""Dispatch: a bounded set of workers per gateway replica runs queued jobs on inference replicas.
+"""Dispatch: a bounded number of worker slots per gateway replica runs jobs on inference replicas.
 
-Each worker claims a job from the store (tenants take turns), calls the variant's inference target
-on its least-loaded healthy replica and streams the steps to this replica's watchers through the hub;
-the store gets the newest progress at most every `progress_persist_s`, in the background, so that
+A job submitted here while a slot is free and nothing is queued starts at once: the store records it
+RUNNING under this replica's lease in the same write that stores it. Otherwise it is queued, and a
+claim loop takes queued jobs from the store (tenants take turns) whenever a slot frees up, or polls
+for jobs submitted through other replicas. A running job calls its variant's inference target on the
+least-loaded healthy replica and streams the steps to this replica's watchers through the hub; the
+store gets the newest progress at most every `progress_persist_s`, in the background, so that
 watchers on other replicas see it too (a job shorter than that never writes progress before it ends,
-and its end records the last step). UNAVAILABLE moves the job
-to another replica, a bounded number of times; the job's deadline bounds the call. A heartbeat keeps
-this replica's leases alive, learns of cancellations requested through other replicas, and recovers
-jobs whose replica died. Cancelling a job cancels its inference call, which stops the denoising loop
-at the next step. On stop, running jobs go back to the queue for the next replica or restart.
+and its end records the last step). UNAVAILABLE moves the job to another replica, a bounded number
+of times; the job's deadline bounds the call. A heartbeat keeps this replica's leases alive, learns
+of cancellations requested through other replicas, and recovers jobs whose replica died. Cancelling
+a job cancels its inference call, which stops the denoising loop at the next step. On stop, running
+jobs go back to the queue for the next replica or restart.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from inkloop.rpc.status import field_violations
 from inkloop.v1 import common_pb2
 from inkloop_gateway.events import EventFacts, EventSender, EventType
 from inkloop_gateway.images import ImageStore
-from inkloop_gateway.jobs import Failure, Job, JobState, JobStore
+from inkloop_gateway.jobs import Failure, Job, JobState, JobStore, Lease
 from inkloop_gateway.replicas import Pools, ReplicaPool
 from inkloop_gateway.watch import Hub
 
@@ -88,25 +91,46 @@ class Dispatcher:
         self.cache = cache
         self.settings = settings
         self._running: dict[str, _Running] = {}
+        #: Worker slots promised to a claim or a local start in flight (counted as busy).
+        self._reserved = 0
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._runs: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         s = self.settings
         if s.sole_replica:
             self._announce(await self.store.recover(s.max_attempts, all_running_except=s.owner))
-        self._tasks = [asyncio.create_task(self._work(), name=f"worker-{i}") for i in range(s.workers)]
-        self._tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
+        self._tasks = [
+            asyncio.create_task(self._claim_loop(), name="claims"),
+            asyncio.create_task(self._heartbeat(), name="heartbeat"),
+        ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._runs]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks = []
 
-    def wake(self) -> None:
-        """A job was queued here: a waiting worker claims it now rather than at its next poll."""
-        self._wake.set()
+    async def submit(self, job: Job) -> tuple[Job, bool]:
+        """Stores a new job (see `JobStore.submit`). When a worker slot is free here and no job is
+        queued before it, the store starts it at once under this replica's lease and it runs here
+        without a claim round trip; otherwise it is queued and a worker is woken."""
+        lease = None
+        if self._free_slots() > 0:
+            self._reserved += 1
+            lease = Lease(self.settings.owner, self.settings.lease_s)
+        try:
+            stored, created = await self.store.submit(job, lease=lease)
+        finally:
+            if lease is not None:
+                self._reserved -= 1
+        if created and stored.state == JobState.RUNNING:
+            self._start(stored)
+        elif created:
+            self._wake.set()
+        return stored, created
 
     def cancel_local(self, job_id: str) -> bool:
         """Stops the inference call of a job running on this replica; False when it runs elsewhere."""
@@ -118,28 +142,43 @@ class Dispatcher:
             running.call.cancel()
         return True
 
-    async def _work(self) -> None:
+    def _free_slots(self) -> int:
+        return self.settings.workers - len(self._running) - self._reserved
+
+    async def _claim_loop(self) -> None:
+        """Claims queued jobs from the store while this replica has free worker slots."""
         while True:
             self._wake.clear()
-            try:
-                job = await self.store.claim(self.settings.owner, self.settings.lease_s)
-            except Exception:  # the store is down: keep the worker, try again shortly
-                log.exception("claiming a job failed")
-                job = None
+            job = None
+            if self._free_slots() > 0:
+                self._reserved += 1
+                try:
+                    job = await self.store.claim(self.settings.owner, self.settings.lease_s)
+                except Exception:  # the store is down: try again shortly
+                    log.exception("claiming a job failed")
+                finally:
+                    self._reserved -= 1
             if job is None:
+                # Woken by a local submission or a freed slot, else polls (other replicas' submissions).
                 # asyncio.timeout, not wait_for: no extra task, so a wake-up is not a loop turn late.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.settings.poll_interval_s):
                         await self._wake.wait()
                 continue
-            self.hub.track(job)
+            self._start(job)
             self.hub.publish_all()  # queue positions moved
-            await self._run(job)
+
+    def _start(self, job: Job) -> None:
+        """Runs a job this replica now holds (RUNNING under its lease) in a worker slot."""
+        self.hub.track(job)
+        self._running[job.job_id] = _Running(job, cancelled=job.cancel_requested)
+        task = asyncio.create_task(self._run(job), name=f"job-{job.job_id}")
+        self._runs.add(task)
+        task.add_done_callback(self._runs.discard)
 
     async def _run(self, job: Job) -> None:
         token = request_id_var.set(job.request_id)
-        running = _Running(job, cancelled=job.cancel_requested)
-        self._running[job.job_id] = running
+        running = self._running[job.job_id]
         facts = EventFacts.of_job(job)
         try:
             self.events.emit(facts.event(EventType.BACKEND_EVENT_TYPE_STARTED))
@@ -161,6 +200,7 @@ class Dispatcher:
             self._stop_persisting(running)
             self._running.pop(job.job_id, None)
             self.hub.untrack(job.job_id)
+            self._wake.set()  # a worker slot is free
             request_id_var.reset(token)
 
     async def _attempts(self, job: Job, running: _Running) -> common_pb2.GenerationResult:
@@ -249,7 +289,7 @@ class Dispatcher:
         origin = {"job_id": job.job_id, "request_id": job.request_id, "user_id": job.user_id, "variant": job.variant}
         kept: dict[str, bytes] = {}
         for image in result.images:
-            image.image_id = await asyncio.to_thread(self.images.save, job.tenant_id, image.data, image.format, origin)
+            image.image_id = await self.images.save(job.tenant_id, image.data, image.format, origin)
             kept[image.image_id] = image.data
             image.data = b""
         self.hub.keep_images(job.job_id, kept)  # this replica's watchers send them without reading them back

@@ -1,7 +1,8 @@
 """Result images on disk, tenant-scoped, and the signed URLs that let a browser fetch them.
 
 Layout: `<image dir>/<tenant>/<image id>.<png|jpg|webp>` plus `<image id>.json` (the job it came from,
-for download events). The id is a hash of the tenant and the bytes: the same image stored twice
+for download events; written just after the image, so a crash in between leaves an image whose
+downloads name no job). The id is a hash of the tenant and the bytes: the same image stored twice
 (a cache hit) is one file, and ids say nothing across tenants. With several gateway replicas the
 image dir must be a shared volume.
 
@@ -12,10 +13,12 @@ signed, so any format can be asked for.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import io
 import json
+import logging
 import os
 import re
 import secrets
@@ -27,6 +30,8 @@ from urllib.parse import quote_plus
 from PIL import Image
 
 from inkloop import errors
+
+log = logging.getLogger(__name__)
 
 #: Extension -> (Pillow format, MIME type, save options).
 FORMATS: dict[str, tuple[str, str, dict[str, object]]] = {
@@ -68,6 +73,8 @@ class ImageStore:
         self._root = str(root)
         self._secret = signing_secret
         self._url_ttl_s = url_ttl_s
+        self._unwritten_origins: dict[tuple[str, str], dict[str, str]] = {}
+        self._origin_writes: set[asyncio.Task[None]] = set()
         root.mkdir(parents=True, exist_ok=True)
 
     @staticmethod
@@ -84,17 +91,40 @@ class ImageStore:
     def _path(self, tenant_id: str, image_id: str, image_format: int) -> Path:
         return self.root / tenant_id / f"{image_id}.{EXTENSION_OF_FORMAT.get(image_format, 'png')}"
 
-    def save(self, tenant_id: str, data: bytes, image_format: int, origin: dict[str, str]) -> str:
-        """Stores the encoded image for `tenant_id`; returns its id. Idempotent for the same bytes."""
+    async def save(self, tenant_id: str, data: bytes, image_format: int, origin: dict[str, str]) -> str:
+        """Stores the encoded image for `tenant_id`; returns its id. Idempotent for the same bytes.
+
+        The image is on disk when this returns. Its origin record follows in the background: creating
+        a file is the slow part of a save, the record only serves download events, and until it is
+        written `load` answers from memory."""
         image_id = self.image_id(tenant_id, data)
-        folder = self.root / tenant_id
+        if not await asyncio.to_thread(self._write_image, tenant_id, image_id, data, image_format):
+            return image_id  # stored before: its origin is the job that first produced it
+        key = (tenant_id, image_id)
+        self._unwritten_origins[key] = origin
+        write = asyncio.create_task(asyncio.to_thread(self._write_origin, tenant_id, image_id, origin))
+        self._origin_writes.add(write)
+        write.add_done_callback(self._origin_writes.discard)
+        write.add_done_callback(lambda _done: self._unwritten_origins.pop(key, None))
+        return image_id
+
+    async def aclose(self) -> None:
+        """Waits for the origin records still being written."""
+        await asyncio.gather(*self._origin_writes, return_exceptions=True)
+
+    def _write_image(self, tenant_id: str, image_id: str, data: bytes, image_format: int) -> bool:
         path = self._path(tenant_id, image_id, image_format)
         if path.exists():
-            return image_id
-        folder.mkdir(parents=True, exist_ok=True)
-        _write_atomically(folder / f"{image_id}.json", json.dumps(origin).encode())
+            return False
+        path.parent.mkdir(parents=True, exist_ok=True)
         _write_atomically(path, data)
-        return image_id
+        return True
+
+    def _write_origin(self, tenant_id: str, image_id: str, origin: dict[str, str]) -> None:
+        try:
+            _write_atomically(self.root / tenant_id / f"{image_id}.json", json.dumps(origin).encode())
+        except OSError:  # downloads of this image will carry no job in their events; the image is fine
+            log.warning("writing an image's origin record failed", exc_info=True, extra={"image_id": image_id})
 
     def load(self, tenant_id: str, image_id: str) -> StoredImage:
         """The stored image; `NotFound` when it does not exist for this tenant."""
@@ -106,12 +136,15 @@ class ImageStore:
                 data = path.read_bytes()
             except FileNotFoundError:
                 continue
-            try:
-                origin = json.loads((self.root / tenant_id / f"{image_id}.json").read_bytes())
-            except (FileNotFoundError, ValueError):
-                origin = {}
+            origin = self._unwritten_origins.get((tenant_id, image_id)) or self._read_origin(tenant_id, image_id)
             return StoredImage(image_id, tenant_id, data, extension, origin)
         raise errors.NotFound("image not found")
+
+    def _read_origin(self, tenant_id: str, image_id: str) -> dict[str, str]:
+        try:
+            return dict(json.loads((self.root / tenant_id / f"{image_id}.json").read_bytes()))
+        except (FileNotFoundError, ValueError):
+            return {}
 
     def download_url(self, tenant_id: str, image_id: str, extension: str = "png") -> str:
         """Path + query of a signed download link valid for the configured TTL."""

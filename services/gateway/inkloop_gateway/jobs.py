@@ -42,6 +42,24 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class Lease:
+    """Who may run a job, and for how long before other replicas may take it back."""
+
+    owner: str
+    lease_s: float
+
+    def start(self, job: Job, now: float) -> Job:
+        """`job` RUNNING under this lease from `now` (one more attempt)."""
+        return job.with_(
+            state=JobState.RUNNING,
+            owner=self.owner,
+            lease_until=now + self.lease_s,
+            started_at=now,
+            attempts=job.attempts + 1,
+        )
+
+
+@dataclass(frozen=True)
 class Job:
     job_id: str
     tenant_id: str
@@ -191,9 +209,10 @@ def lost_failure(attempts: int) -> Failure:
 class JobStore(Protocol):
     """Durable jobs and their queue. Every method is atomic with respect to other replicas."""
 
-    async def submit(self, job: Job) -> tuple[Job, bool]:
+    async def submit(self, job: Job, *, lease: Lease | None = None) -> tuple[Job, bool]:
         """Stores `job` (queued, or already terminal for a cache hit) unless the tenant already has one
-        with the same request id; returns the stored job and whether it is new."""
+        with the same request id; returns the stored job and whether it is new. With `lease`, a queued
+        job starts at once under it (RUNNING, its tenant's turn taken) when no other job is queued."""
         ...
 
     async def get(self, job_id: str, tenant_id: str | None = None) -> Job:

@@ -26,6 +26,7 @@ from inkloop_gateway.jobs import (
     JobIds,
     JobList,
     JobState,
+    Lease,
     Page,
     decode_page_token,
     encode_page_token,
@@ -35,19 +36,28 @@ from inkloop_gateway.jobs import (
 
 PREFIX = "inkloop:"
 
+# ARGV[5..7]: the lease to start the job under at once when nothing is queued ('' = none).
 SUBMIT = """
 local p, tenant, req, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local owner, lease_until, now = ARGV[5], ARGV[6], ARGV[7]
 local existing = redis.call('GET', p..'req:'..tenant..':'..req)
 if existing then return {0, existing} end
 local seq = redis.call('INCR', p..'seq')
 local key = p..'job:'..id
-redis.call('HSET', key, unpack(ARGV, 5))
+redis.call('HSET', key, unpack(ARGV, 8))
 redis.call('HSET', key, 'seq', seq)
 redis.call('SET', p..'req:'..tenant..':'..req, id)
 redis.call('ZADD', p..'tenant:'..tenant, seq, id)
 if redis.call('HGET', key, 'state') == 'queued' then
-  redis.call('ZADD', p..'queued', seq, id)
-  if redis.call('RPUSH', p..'q:'..tenant, id) == 1 then redis.call('RPUSH', p..'tenants', tenant) end
+  if owner ~= '' and redis.call('ZCARD', p..'queued') == 0 then
+    local attempts = tonumber(redis.call('HGET', key, 'attempts') or '0') + 1
+    redis.call('HSET', key, 'state', 'running', 'owner', owner, 'lease_until', lease_until,
+               'started_at', now, 'attempts', attempts)
+    redis.call('ZADD', p..'running', lease_until, id)
+  else
+    redis.call('ZADD', p..'queued', seq, id)
+    if redis.call('RPUSH', p..'q:'..tenant, id) == 1 then redis.call('RPUSH', p..'tenants', tenant) end
+  end
 end
 return {1, id}
 """
@@ -187,10 +197,14 @@ class RedisJobStore:
         reply = await self._redis.hgetall(f"{self._p}job:{job_id}")
         return Job.from_fields(_fields([x for kv in reply.items() for x in kv])) if reply else None
 
-    async def submit(self, job: Job) -> tuple[Job, bool]:
+    async def submit(self, job: Job, *, lease: Lease | None = None) -> tuple[Job, bool]:
         fields = job.to_fields()
         del fields["seq"]
-        created, job_id = await self._submit(args=[self._p, job.tenant_id, job.request_id, job.job_id, *_flat(fields)])
+        now = time.time()
+        start = [lease.owner, repr(now + lease.lease_s), repr(now)] if lease is not None else ["", "0", "0"]
+        created, job_id = await self._submit(
+            args=[self._p, job.tenant_id, job.request_id, job.job_id, *start, *_flat(fields)]
+        )
         stored = await self._load(job_id.decode() if isinstance(job_id, bytes) else job_id)
         assert stored is not None
         return stored, bool(created)

@@ -25,6 +25,7 @@ from inkloop_gateway.jobs import (
     JobIds,
     JobList,
     JobState,
+    Lease,
     Page,
     decode_page_token,
     encode_page_token,
@@ -71,6 +72,7 @@ WHERE q.state = 'queued'
 ORDER BY COALESCE(t.last_claim, -1), q.seq
 LIMIT 1
 """
+ANY_QUEUED = "SELECT 1 FROM jobs WHERE state = 'queued' LIMIT 1"
 
 
 class SqliteJobStore:
@@ -118,20 +120,37 @@ class SqliteJobStore:
         row = db.execute(f"{_SELECT} WHERE {where}", params).fetchone()
         return self._job(row) if row else None
 
-    async def submit(self, job: Job) -> tuple[Job, bool]:
-        # One INSERT is atomic on its own: no BEGIN/COMMIT round trips (this is the hot path of a
-        # cache hit). Jobs are never deleted, so on a conflict the existing row can be read after it.
-        data = json.dumps(job.to_fields())
+    async def submit(self, job: Job, *, lease: Lease | None = None) -> tuple[Job, bool]:
+        if lease is not None and job.state == JobState.QUEUED:
+            with self._transaction() as db:
+                if db.execute(ANY_QUEUED).fetchone() is None:
+                    job = lease.start(job, time.time())
+                stored, created = self._insert(db, job)
+                if created and stored.state == JobState.RUNNING:
+                    self._take_turn(db, stored.tenant_id)
+                return stored, created
+        # Without a lease one INSERT is atomic on its own: no BEGIN/COMMIT round trips (this is the hot
+        # path of a cache hit).
         with self._lock:
-            cursor = self._db.execute(
-                INSERT_JOB, (job.job_id, job.tenant_id, job.request_id, job.state.value, "", 0.0, data)
-            )
-            if cursor.rowcount == 0:  # the tenant already used this request id
-                existing = self._one(self._db, "tenant_id = ? AND request_id = ?", job.tenant_id, job.request_id)
-                assert existing is not None
-                return existing, False
+            return self._insert(self._db, job)
+
+    def _insert(self, db: sqlite3.Connection, job: Job) -> tuple[Job, bool]:
+        data = json.dumps(job.to_fields())
+        cursor = db.execute(
+            INSERT_JOB, (job.job_id, job.tenant_id, job.request_id, job.state.value, job.owner, job.lease_until, data)
+        )
+        if cursor.rowcount == 0:  # the tenant already used this request id
+            # Jobs are never deleted, so the existing row can be read after the conflict.
+            existing = self._one(db, "tenant_id = ? AND request_id = ?", job.tenant_id, job.request_id)
+            assert existing is not None
+            return existing, False
         # `seq` lives in its column; the copy in `data` is never read.
         return job.with_(seq=cursor.lastrowid or 0), True
+
+    @staticmethod
+    def _take_turn(db: sqlite3.Connection, tenant_id: str) -> None:
+        (turn,) = db.execute("SELECT COALESCE(MAX(last_claim), 0) + 1 FROM tenant_turns").fetchone()
+        db.execute(TAKE_TURN, (tenant_id, turn))
 
     async def get(self, job_id: str, tenant_id: str | None = None) -> Job:
         with self._lock:
@@ -173,19 +192,8 @@ class SqliteJobStore:
             row = db.execute(NEXT_QUEUED).fetchone()
             if row is None:
                 return None
-            job = self._job(row)
-            (turn,) = db.execute("SELECT COALESCE(MAX(last_claim), 0) + 1 FROM tenant_turns").fetchone()
-            db.execute(
-                TAKE_TURN,
-                (job.tenant_id, turn),
-            )
-            job = job.with_(
-                state=JobState.RUNNING,
-                owner=owner,
-                lease_until=now + lease_s,
-                started_at=now,
-                attempts=job.attempts + 1,
-            )
+            job = Lease(owner, lease_s).start(self._job(row), now)
+            self._take_turn(db, job.tenant_id)
             self._write(db, job)
             return job
 

@@ -162,10 +162,9 @@ class JobService:
                 self.events.emit(facts.event(EventType.BACKEND_EVENT_TYPE_CACHE_HIT))
                 self.events.emit(facts.event(EventType.BACKEND_EVENT_TYPE_SUCCEEDED))
             return stored
-        stored, created = await self.store.submit(job)
+        stored, created = await self.dispatcher.submit(job)
         if created:
             self.events.emit(facts.event(EventType.BACKEND_EVENT_TYPE_QUEUED))
-            self.dispatcher.wake()
         return stored
 
     async def _cached(self, job: Job) -> Job | None:
@@ -181,7 +180,7 @@ class JobService:
             # Entries are shared across tenants (the key has no tenant): store this tenant's own copy.
             known = self.images.has(job.tenant_id, image.data, image.format)
             if known is None:
-                known = await asyncio.to_thread(self.images.save, job.tenant_id, image.data, image.format, origin)
+                known = await self.images.save(job.tenant_id, image.data, image.format, origin)
             image.image_id = known
             image.data = b""
         now = time.time()
