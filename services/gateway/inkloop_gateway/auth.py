@@ -6,9 +6,10 @@ the request id and metrics like any other error. Servicers then read `current_pr
 `require_role(...)`; the HTTP bridge uses `authenticate_header` with the same rules.
 
 The key lookup runs on the event loop on purpose: `KeyStore.authenticate` is a SHA-256 and a dict
-lookup while the key is in its short-lived cache, else one indexed SQLite read, either way far
-cheaper than a hop to a worker thread. Revocation through this gateway's store takes effect on the
-very next call; through another process (`inkloop keys revoke`) within `KeyStore.cache_ttl_s` (1 s).
+lookup while the key is in its short-lived cache or in the key file, else one indexed SQLite read or
+one Redis round trip, either way about the cost of a hop to a worker thread. Revocation through this
+gateway's store takes effect on the very next call; through another replica or process (`inkloop
+keys revoke`) within `KeyStore.cache_ttl_s` (`api_keys_cache_ttl_s`, 1 s).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from inkloop_gateway.images import ImageStore, load_or_create_secret
 from inkloop_gateway.jobs import Job, JobStore
 from inkloop_gateway.jobs_redis import RedisJobStore
 from inkloop_gateway.jobs_sqlite import SqliteJobStore
-from inkloop_gateway.keys import KeyStore
+from inkloop_gateway.keys import KeyStore, key_store_from_settings
 from inkloop_gateway.ratelimit import RateLimitPolicy, RateLimits, limiter_from_url
 from inkloop_gateway.replicas import Pools
 from inkloop_gateway.safety import SafetyFilter
@@ -138,7 +138,7 @@ class GatewayApp:
         self.settings = s
         self.ready = False
         s.data_dir.mkdir(parents=True, exist_ok=True)
-        self.keys = KeyStore(s.keys_db_path())
+        self.keys = key_store_from_settings(s)
         self.interceptors: Sequence[grpc.aio.ServerInterceptor] = (AuthInterceptor(self.keys),)
         self.store: JobStore = RedisJobStore(s.redis_url) if s.redis_url else SqliteJobStore(s.data_dir / "jobs.db")
         self.variants = variant_store_from_settings(
@@ -221,7 +221,13 @@ class GatewayApp:
         await self.dispatcher.stop()  # running jobs go back to the queue
         await self.events.stop()  # unsent events go to the spool
         await self.pools.stop()
-        for close in (self.store.close, self.cache.aclose, self.variants.aclose, self.limiter.aclose):
+        for close in (
+            self.store.close,
+            self.cache.aclose,
+            self.variants.aclose,
+            self.limiter.aclose,
+            self.images.aclose,
+        ):
             try:
                 await close()
             except Exception:

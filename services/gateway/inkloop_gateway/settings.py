@@ -24,7 +24,9 @@ class GatewaySettings(ServiceSettings):
 
     # jobs
     redis_url: str = Field(
-        "", description="redis://host:port/db shared by gateway replicas (jobs, queue); empty = SQLite in data_dir."
+        "",
+        description="redis://host:port/db shared by gateway replicas (jobs, cache, rate limits, variants, API keys); "
+        "empty = SQLite in data_dir.",
     )
     workers: int = Field(4, ge=1, le=256, description="Jobs one gateway replica runs on inference at once.")
     job_deadline_s: float = Field(600.0, gt=0, description="Seconds from acceptance after which a job fails.")
@@ -55,6 +57,19 @@ class GatewaySettings(ServiceSettings):
     )
     prompt_store_text: Literal["none", "redacted"] = Field(
         "redacted", description="What events keep of a prompt's text besides its hash: none, or a redacted excerpt."
+    )
+
+    # API keys: in the job store's place (redis_url, else SQLite in data_dir), plus a read-only file of hashes
+    api_keys_file: Path | None = Field(
+        None,
+        description="JSON lines of API-key hashes (see docs/deploy.md) accepted besides the key store's keys; "
+        "re-read when it changes; unset = none.",
+    )
+    api_keys_cache_ttl_s: float = Field(
+        1.0,
+        ge=0,
+        description="Seconds an authenticated key is trusted without asking the key store: how long a revocation "
+        "takes to reach every replica.",
     )
 
     # policy: rate limits (token buckets; shared through redis_url when set), safety filter
