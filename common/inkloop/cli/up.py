@@ -101,7 +101,7 @@ def up(
     start_timeout: float = typer.Option(600, help="Seconds each service may take to become SERVING."),
 ) -> None:
     """Run the whole system on this machine with embedded defaults; Ctrl-C stops all of it."""
-    from inkloop_gateway.keys import KeyStore, ensure_dev_key
+    from inkloop_gateway.keys import ensure_dev_key, key_store_from_settings
     from inkloop_gateway.settings import GatewaySettings
 
     data_dir = data_dir.resolve()
@@ -163,7 +163,8 @@ def up(
         ),
     ]
 
-    store = KeyStore(GatewaySettings(data_dir=gateway_data).keys_db_path())
+    # The store the gateway will use (its Redis when INKLOOP_GATEWAY_REDIS_URL is set).
+    store = key_store_from_settings(GatewaySettings(data_dir=gateway_data))
     secret, created = ensure_dev_key(store, data_dir)
     store.close()
 
