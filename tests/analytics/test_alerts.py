@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
 
 from inkloop.v1 import analytics_pb2 as pb
-from inkloop_analytics.alerts import DEFAULT_RULES, AlertEvaluator, ListAlertsQuery, load_rules
+from inkloop_analytics.alerts import DEFAULT_RULES, AlertEvaluator, AlertRule, ListAlertsQuery, load_rules
+from inkloop_analytics.matchers import TimeRange
 from inkloop_analytics.service import Analytics
-from inkloop_analytics.storage import ClickHouse
+from inkloop_analytics.storage import ClickHouse, connect
 
 from .builders import backend, track
 from .generator import NOW
@@ -34,8 +35,13 @@ def test_rules_file_replaces_and_adds(tmp_path: Path) -> None:
         load_rules(bad)
 
 
+# The service evaluates its rules as soon as it connects, at its clock (NOW), concurrently with the
+# test: events here come after NOW, so that evaluation sees none of them and cannot fire first.
+LATER = NOW + timedelta(hours=1)
+
+
 async def test_rules_fire_once_per_window_and_are_listed(analytics: Analytics, clickhouse: ClickHouse) -> None:
-    at = NOW - timedelta(seconds=600)
+    at = LATER - timedelta(seconds=600)
     front = [track(at, f"v{n}", "generate", "click", request_id=f"r{n}") for n in range(30)]
     back = [backend(at, pb.BACKEND_EVENT_TYPE_REQUESTED, f"r{n}") for n in range(20)]
     back += [backend(at, pb.BACKEND_EVENT_TYPE_FAILED, f"r{n}") for n in range(5)]
@@ -43,8 +49,9 @@ async def test_rules_fire_once_per_window_and_are_listed(analytics: Analytics, c
     back += [backend(at, pb.BACKEND_EVENT_TYPE_FAILED, "x", tenant_id="t2") for _ in range(3)]
     await analytics.ingest(front, back, "")
     await analytics.ingest(front[:5], [], "")  # retries change nothing
+    evaluator = AlertEvaluator(analytics.alert_rules)
 
-    fired = await analytics.evaluate_alerts()
+    fired = evaluator.evaluate(clickhouse, LATER)
     # clicks/successes = 30/10 = 3 > 1.5; failed/requested = 5/20 > 0.1; latency: only 10 successes < 20.
     assert sorted((alert.rule.name, alert.tenant_id, alert.value) for alert in fired) == [
         ("clicks_over_successes", "t1", 3.0),
@@ -53,12 +60,14 @@ async def test_rules_fire_once_per_window_and_are_listed(analytics: Analytics, c
     assert REGISTRY.get_sample_value("inkloop_analytics_alert_value", {"rule": "latency_p95", "tenant": "t1"}) == 100
     assert REGISTRY.get_sample_value("inkloop_analytics_alert_firing", {"rule": "error_rate", "tenant": "t1"}) == 1
     assert REGISTRY.get_sample_value("inkloop_analytics_alert_firing", {"rule": "latency_p95", "tenant": "t1"}) == 0
-    assert await analytics.evaluate_alerts() == []  # still above, but already fired in this window
+    # Still above, but already fired in this window.
+    assert evaluator.evaluate(clickhouse, LATER + timedelta(seconds=60)) == []
 
-    listed = await analytics.list_alerts(ListAlertsQuery("t1", None))
+    until_later = TimeRange(NOW, LATER + timedelta(seconds=61))
+    listed = await analytics.list_alerts(ListAlertsQuery("t1", until_later))
     assert sorted(alert.rule.name for alert in listed) == ["clicks_over_successes", "error_rate"]
     assert "0.25" in next(alert.message for alert in listed if alert.rule.name == "error_rate")
-    assert await analytics.list_alerts(ListAlertsQuery("t2", None)) == []
+    assert await analytics.list_alerts(ListAlertsQuery("t2", until_later)) == []
     assert clickhouse.query("SELECT count() FROM fired_alerts") == [(2,)]
 
 
@@ -67,3 +76,29 @@ def test_evaluator_with_no_events_fires_nothing(clickhouse: ClickHouse) -> None:
 
     migrate(clickhouse)
     assert AlertEvaluator(DEFAULT_RULES).evaluate(clickhouse, NOW) == []
+
+
+async def test_a_new_evaluator_honours_the_cooldown_recorded_by_the_previous_one(
+    analytics: Analytics, clickhouse_url: str
+) -> None:
+    """As after a restart: each evaluation by a new evaluator on a new connection, sharing only the database."""
+    rules = [AlertRule("error_rate", "error_rate", threshold=0.1, window_s=3600, min_events=5)]
+
+    def failing_requests(at: datetime, tenant: str, failed: int) -> list[pb.BackendEvent]:
+        events = [backend(at, pb.BACKEND_EVENT_TYPE_REQUESTED, f"r{n}", tenant_id=tenant) for n in range(5)]
+        return events + [backend(at, pb.BACKEND_EVENT_TYPE_FAILED, f"r{n}", tenant_id=tenant) for n in range(failed)]
+
+    def evaluate_in_a_new_evaluator(at: datetime) -> list[tuple[str, float]]:
+        with connect(clickhouse_url) as ch:
+            return sorted((alert.tenant_id, alert.value) for alert in AlertEvaluator(rules).evaluate(ch, at))
+
+    await analytics.ingest([], failing_requests(LATER - timedelta(seconds=60), "t1", failed=2), "")
+    await analytics.ingest([], failing_requests(LATER + timedelta(seconds=100), "t1", failed=3), "")
+    await analytics.ingest([], failing_requests(LATER + timedelta(seconds=100), "t2", failed=1), "")
+
+    assert evaluate_in_a_new_evaluator(LATER) == [("t1", 2 / 5)]
+    # Within the hour after it fired t1 stays quiet, though its rate since (3/5) is above the threshold;
+    # t2 (1/5), never fired, is not held back by t1's firing.
+    assert evaluate_in_a_new_evaluator(LATER + timedelta(seconds=3599)) == [("t2", 1 / 5)]
+    assert evaluate_in_a_new_evaluator(LATER + timedelta(seconds=3600)) == [("t1", 3 / 5)]
+    assert evaluate_in_a_new_evaluator(LATER + timedelta(seconds=3601)) == []

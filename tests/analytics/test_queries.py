@@ -8,11 +8,15 @@ no answer may change.
 from __future__ import annotations
 
 import random
+import statistics
+import uuid
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
 from inkloop.errors import InvalidArgument
+from inkloop.v1 import analytics_pb2 as pb
 from inkloop_analytics import adoption, discrepancy, funnel, insights, variants
 from inkloop_analytics.ingest import Ingestor
 from inkloop_analytics.matchers import EventMatcher, TimeRange
@@ -20,6 +24,7 @@ from inkloop_analytics.service import Analytics
 from inkloop_analytics.storage import ClickHouse
 
 from . import expected
+from .builders import backend, track
 from .generator import LENGTH_EDGES, NOW, RANGE_END, T0, WINDOW_S, Day, generate
 
 RANGE = TimeRange(T0, RANGE_END)
@@ -163,3 +168,66 @@ async def test_queries_see_nothing_of_an_empty_range(analytics: Analytics, day: 
         discrepancy.DiscrepancyQuery("t1", STEPS[1], STEPS[2], empty, bucket_s=0, sample_size=5)
     )
     assert (result.buckets, result.total.frontend, result.frontend_only_sample) == ([], 0, [])
+
+
+async def test_back_end_events_go_to_the_earliest_visitor_of_their_request(analytics: Analytics) -> None:
+    """One person, two visitor ids: the click under one, a later event of the same request under another."""
+    rng = random.Random(5)
+
+    def event_id() -> str:  # seeded, so that the rows' storage order is the same every run
+        return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+    front, back = [], []
+    for n in range(40):
+        click_at, request_id = T0 + timedelta(seconds=60 * n), f"q{n}"
+        front.append(track(click_at, f"a{n}", "generate", "click", request_id=request_id, event_id=event_id()))
+        later = 0 if n % 10 == 0 else 30  # some in the same second as the click
+        front.append(
+            track(
+                click_at + timedelta(seconds=later),
+                f"b{n}",
+                "image",
+                "download",
+                request_id=request_id,
+                event_id=event_id(),
+            )
+        )
+        back.append(
+            backend(click_at + timedelta(seconds=1), pb.BACKEND_EVENT_TYPE_REQUESTED, request_id, event_id=event_id())
+        )
+        outcome = pb.BACKEND_EVENT_TYPE_FAILED if n % 3 == 0 else pb.BACKEND_EVENT_TYPE_SUCCEEDED
+        back.append(backend(click_at + timedelta(seconds=20), outcome, request_id, event_id=event_id()))
+    result = await analytics.ingest(front, back, "")
+    assert result.count("accepted") == len(front) + len(back)
+
+    # Independently: each request belongs to the visitor of its earliest front-end event (then smallest id).
+    owner = {}
+    for event in sorted(front, key=lambda event: (event.client_time.seconds, event.visitor_id)):
+        owner.setdefault(event.request_id, event.visitor_id)
+    times: dict[str, dict[str, list[int]]] = {}
+    for event in front:
+        if event.category == "generate":
+            times.setdefault(event.visitor_id, {}).setdefault("click", []).append(event.client_time.seconds)
+    for event in back:
+        name = pb.BackendEventType.Name(event.type).removeprefix("BACKEND_EVENT_TYPE_").lower()
+        times.setdefault(owner[event.request_id], {}).setdefault(name, []).append(event.time.seconds)
+    reached = [[visitor for visitor, steps in times.items() if "click" in steps]]
+    for name in ("requested", "succeeded"):
+        reached.append(
+            [v for v in reached[-1] if any(0 <= t - min(times[v]["click"]) <= WINDOW_S for t in times[v].get(name, []))]
+        )
+    medians = [0.0] + [
+        statistics.median(min(times[v][name]) - min(times[v]["click"]) for v in visitors)
+        for name, visitors in zip(("requested", "succeeded"), reached[1:], strict=True)
+    ]
+    assert [len(visitors) for visitors in reached] == [40, 40, 26]  # the hand count: 40 - 14 failures
+
+    steps = (
+        EventMatcher("frontend", name="click", category="generate", action="click"),
+        EventMatcher("backend", name="requested", backend_type="requested"),
+        EventMatcher("backend", name="succeeded", backend_type="succeeded"),
+    )
+    [series] = await analytics.funnel(funnel.FunnelQuery("t1", steps, WINDOW_S, TimeRange(T0, T0 + timedelta(hours=1))))
+    assert [(step.count, step.median_seconds_from_first) for step in series.steps] == [
+        (len(visitors), median) for visitors, median in zip(reached, medians, strict=True)
+    ]

@@ -13,6 +13,10 @@ What each kind measures over the last `window_s` seconds, per tenant (distinct e
 - latency_p95: exact 95th percentile of latency_s over successes; `min_events` counts successes.
 A rule fires when at least `min_events` were seen and the value is above `threshold`, then stays
 quiet for that tenant for `window_s` (one alert per window, not one per evaluation).
+
+The cooldown is read back from `fired_alerts` at every evaluation: that table already records each
+firing durably, so a restarted service (or another replica on the same database) does not fire
+again within the window, with no second record to keep in step with the first.
 """
 
 from __future__ import annotations
@@ -78,6 +82,13 @@ FROM (
     GROUP BY event_id
 )
 GROUP BY event_tenant
+"""
+
+LAST_FIRED = """
+SELECT rule_name, tenant_id, max(fired_at)
+FROM fired_alerts
+WHERE fired_at > toDateTime(%(since)s, 'UTC')
+GROUP BY rule_name, tenant_id
 """
 
 LIST_ALERTS = """
@@ -179,21 +190,21 @@ def measure(ch: ClickHouse, rule: AlertRule, now: datetime) -> dict[str, tuple[f
 
 
 class AlertEvaluator:
-    """Evaluates rules and records what fires; remembers the last firing per rule and tenant."""
+    """Evaluates rules and records what fires; a rule fired within its window stays quiet."""
 
     def __init__(self, rules: Sequence[AlertRule]) -> None:
         self.rules = tuple(rules)
-        self._last_fired: dict[tuple[str, str], datetime] = {}
 
     def evaluate(self, ch: ClickHouse, now: datetime) -> list[Alert]:
         now = now.replace(microsecond=0)
+        last_fired = self._last_fired(ch, now)
         fired = []
         for rule in self.rules:
             for tenant, (value, events) in sorted(measure(ch, rule, now).items()):
                 ALERT_VALUE.labels(rule.name, tenant).set(value)
                 above = events >= rule.min_events and value > rule.threshold
                 ALERT_FIRING.labels(rule.name, tenant).set(1 if above else 0)
-                last = self._last_fired.get((rule.name, tenant))
+                last = last_fired.get((rule.name, tenant))
                 if not above or (last is not None and now - last < timedelta(seconds=rule.window_s)):
                     continue
                 message = (
@@ -201,13 +212,18 @@ class AlertEvaluator:
                     f"over the last {rule.window_s} s ({events} events)"
                 )
                 fired.append(Alert(rule, tenant, value, now, message))
-                self._last_fired[(rule.name, tenant)] = now
-                ALERTS_FIRED.labels(rule.name, tenant).inc()
         if fired:
+            # Recorded before anything else: an alert that could not be stored fires again next time.
             ch.insert(ALERTS_TABLE, ALERT_COLUMNS, [_alert_row(alert) for alert in fired])
             for alert in fired:
+                ALERTS_FIRED.labels(alert.rule.name, alert.tenant_id).inc()
                 log.warning("alert fired", extra={"rule": alert.rule.name, "tenant": alert.tenant_id})
         return fired
+
+    def _last_fired(self, ch: ClickHouse, now: datetime) -> dict[tuple[str, str], datetime]:
+        """The latest stored firing per (rule name, tenant) recent enough to hold a rule back."""
+        since = now - timedelta(seconds=max((rule.window_s for rule in self.rules), default=0))
+        return {(name, tenant): fired_at for name, tenant, fired_at in ch.query(LAST_FIRED, {"since": since})}
 
 
 def list_alerts(ch: ClickHouse, query: ListAlertsQuery, now: datetime) -> list[Alert]:

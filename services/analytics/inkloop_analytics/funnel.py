@@ -4,6 +4,9 @@ Who goes through the funnel (the actor):
 - "visitor" (default): front-end events count for their `visitor_id`; back-end events count for the
   visitor whose front-end event carried the same `request_id` (the generate click), so a funnel can
   run page view → click → requested → succeeded. Back-end events with no such click are left out.
+  Where front-end events of several visitor ids carry one request id (one person on two devices,
+  or a visitor id renewed between the click and a download), the earliest of them is the click:
+  its visitor gets the back-end events (the smallest visitor id on a tie).
 - "user": front-end events with a `user_id` and back-end events count for that user id.
 
 An actor reaches step k when windowFunnel says so: steps in order, each within `window_s` of the
@@ -66,12 +69,13 @@ WHERE tenant_id = %(tenant)s
 # Back-end events reach a visitor through the request id of that visitor's front-end event. The
 # click may precede the request by a little: the lookup reaches a day before the range. ALL, not ANY:
 # the right side has one row per request id already, and current ClickHouse's ANY INNER JOIN would
-# also keep only one left row per request id (18.16 keeps them all).
+# also keep only one left row per request id (18.16 keeps them all). argMin, not any: any() picks
+# whichever row a thread read first, and on 18.16 the funnel's counts then varied from run to run.
 BACKEND_STEP_EVENTS_BY_VISITOR = """
 SELECT actor, toUInt32(time) AS t, {breakdown} AS bd, {flags}
 FROM backend_events
 ALL INNER JOIN (
-    SELECT request_id, any(visitor_id) AS actor
+    SELECT request_id, argMin(visitor_id, (time, visitor_id)) AS actor
     FROM frontend_events
     WHERE tenant_id = %(tenant)s AND request_id != ''
         AND time >= toDateTime(%(lookup_start)s, 'UTC') AND time < toDateTime(%(horizon)s, 'UTC')

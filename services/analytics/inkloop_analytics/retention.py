@@ -1,7 +1,10 @@
-"""Retention: how long events are kept, per `retention_days`.
+"""Retention: how long events are kept, per `retention_days` (0 = forever).
+
+This is data retention (a maintenance task the service runs hourly), not a cohort-retention query.
 
 Where the engine has TTL, the event tables' TTL is changed to the configured days (only when it
-differs: a TTL change rewrites parts on current ClickHouse). On 18.16, which has no TTL, whole
+differs: a TTL change rewrites parts on current ClickHouse), or removed for 0, since the tables are
+created with a default TTL that would otherwise still delete data. On 18.16, which has no TTL, whole
 monthly partitions are dropped once every day in them is past retention; call `apply` now and then.
 """
 
@@ -23,26 +26,40 @@ ACTIVE_PARTITIONS = """
 SELECT DISTINCT partition FROM system.parts
 WHERE database = currentDatabase() AND table = %(table)s AND active
 """
-_TTL_DAYS = re.compile(r"TTL \w+ \+ toIntervalDay\((\d+)\)")
+_TTL = re.compile(r"\bTTL\b")
+_TTL_DAYS = re.compile(r"\bTTL \w+ \+ toIntervalDay\((\d+)\)")
 
 
 def apply(ch: ClickHouse, days: int, today: date | None = None) -> None:
+    """Brings every event table to `days` of retention; `today` only matters on engines without TTL."""
+    if ch.supports("ttl"):
+        for table, column in TIME_COLUMNS.items():
+            _set_ttl(ch, table, column, days)
+    elif days > 0:
+        oldest_kept = (today or datetime.now(UTC).date()) - timedelta(days=days)
+        for table in TIME_COLUMNS:
+            _drop_partitions_before(ch, table, oldest_kept, days)
+
+
+def _set_ttl(ch: ClickHouse, table: str, column: str, days: int) -> None:
+    [(engine,)] = ch.query(ENGINE_FULL, {"table": table})
+    # Identifiers and the day count come from code and settings, never from a caller.
     if days <= 0:
+        if _TTL.search(engine):
+            ch.execute(f"ALTER TABLE {table} REMOVE TTL")
+            log.info("retention of %s removed (events kept forever)", table)
         return
-    today = today or datetime.now(UTC).date()
-    for table, column in TIME_COLUMNS.items():
-        if ch.supports("ttl"):
-            [(engine,)] = ch.query(ENGINE_FULL, {"table": table})
-            match = _TTL_DAYS.search(engine)
-            if match is None or int(match.group(1)) != days:
-                # Identifiers and the day count come from code and settings, never from a caller.
-                ch.execute(f"ALTER TABLE {table} MODIFY TTL {column} + INTERVAL {int(days)} DAY")
-                log.info("retention of %s set to %d days", table, days)
-            continue
-        oldest_kept = today - timedelta(days=days)
-        for (partition,) in ch.query(ACTIVE_PARTITIONS, {"table": table}):
-            year, month = divmod(int(partition), 100)
-            next_month = date(year + month // 12, month % 12 + 1, 1)
-            if next_month <= oldest_kept:
-                ch.execute(f"ALTER TABLE {table} DROP PARTITION {int(partition)}")
-                log.info("dropped partition %s of %s (past %d days of retention)", partition, table, days)
+    match = _TTL_DAYS.search(engine)
+    if match is None or int(match.group(1)) != days:
+        ch.execute(f"ALTER TABLE {table} MODIFY TTL {column} + INTERVAL {int(days)} DAY")
+        log.info("retention of %s set to %d days", table, days)
+
+
+def _drop_partitions_before(ch: ClickHouse, table: str, oldest_kept: date, days: int) -> None:
+    """Drops the monthly (toYYYYMM) partitions whose every day is before `oldest_kept`."""
+    for (partition,) in ch.query(ACTIVE_PARTITIONS, {"table": table}):
+        year, month = divmod(int(partition), 100)
+        next_month = date(year + month // 12, month % 12 + 1, 1)
+        if next_month <= oldest_kept:
+            ch.execute(f"ALTER TABLE {table} DROP PARTITION {int(partition)}")
+            log.info("dropped partition %s of %s (past %d days of retention)", partition, table, days)
