@@ -2,16 +2,17 @@
 
 A job submitted here while a slot is free and nothing is queued starts at once: the store records it
 RUNNING under this replica's lease in the same write that stores it. Otherwise it is queued, and a
-claim loop takes queued jobs from the store (tenants take turns) whenever a slot frees up, or polls
-for jobs submitted through other replicas. A running job calls its variant's inference target on the
-least-loaded healthy replica and streams the steps to this replica's watchers through the hub; the
-store gets the newest progress at most every `progress_persist_s`, in the background, so that
-watchers on other replicas see it too (a job shorter than that never writes progress before it ends,
-and its end records the last step). UNAVAILABLE moves the job to another replica, a bounded number
-of times; the job's deadline bounds the call. A heartbeat keeps this replica's leases alive, learns
-of cancellations requested through other replicas, and recovers jobs whose replica died. Cancelling
-a job cancels its inference call, which stops the denoising loop at the next step. On stop, running
-jobs go back to the queue for the next replica or restart.
+claim loop takes queued jobs from the store (tenants take turns) whenever a slot frees up or a job
+is queued (elsewhere: the change relay wakes it; polling is the safety net). A running job calls its
+variant's inference target on the least-loaded healthy replica and streams the steps to this
+replica's watchers through the hub; the store gets the newest progress at most every
+`progress_persist_s`, in the background, so that watchers on other replicas see it too (a job
+shorter than that never writes progress before it ends, and its end records the last step).
+UNAVAILABLE moves the job to another replica, a bounded number of times; the job's deadline bounds
+the call. A heartbeat keeps this replica's leases alive, learns of cancellations requested through
+other replicas, and recovers jobs whose replica died. Cancelling a job cancels its inference call,
+which stops the denoising loop at the next step. On stop, running jobs go back to the queue for the
+next replica or restart.
 """
 
 from __future__ import annotations
@@ -132,6 +133,10 @@ class Dispatcher:
             self._wake.set()
         return stored, created
 
+    def wake(self) -> None:
+        """Makes the claim loop look for queued jobs now (one was queued through another replica)."""
+        self._wake.set()
+
     def cancel_local(self, job_id: str) -> bool:
         """Stops the inference call of a job running on this replica; False when it runs elsewhere."""
         running = self._running.get(job_id)
@@ -159,10 +164,10 @@ class Dispatcher:
                 finally:
                     self._reserved -= 1
             if job is None:
-                # Woken by a local submission or a freed slot, else polls (other replicas' submissions).
-                # asyncio.timeout, not wait_for: no extra task, so a wake-up is not a loop turn late.
+                # Woken by a submission (here, or elsewhere through the change relay) or a freed slot, else
+                # polls. asyncio.timeout, not wait_for: no extra task, so a wake-up is not a loop turn late.
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.settings.poll_interval_s):
+                    async with asyncio.timeout(self.hub.poll_interval_s(self.settings.poll_interval_s)):
                         await self._wake.wait()
                 continue
             self._start(job)

@@ -7,6 +7,15 @@ FIFO; `tenants` the round-robin list of tenants with a non-empty FIFO (fair shar
 tenant, takes its oldest job and pushes the tenant back to the end); `running` a sorted set of
 running jobs by lease expiry (recovery of jobs whose replica died).
 
+Every script that changes a job publishes `<change> <job id>` on the channel `changes` in the same
+script, so the notification is atomic with the change: a replica that hears of it and re-reads the
+job sees the change (`notify.ChangeRelay` hands them to the hub and the dispatcher). The changes:
+`submitted` (a new job joined the queue), `requeued` (a job went back to the queue: release,
+recovery), `dequeued` (a job left the queue: claimed or cancelled; queue positions moved),
+`cancelling` (cancellation requested of a running job: its replica stops it) and `changed`
+(anything else a watcher shows: started at submission, progress, end). Lease extensions publish
+nothing. Pub/sub is at-most-once: a replica that was not subscribed misses changes, hence polling.
+
 The scripts build key names from the prefix, so this expects one Redis (or a cluster slot), not a
 sharded cluster.
 """
@@ -35,6 +44,8 @@ from inkloop_gateway.jobs import (
 )
 
 PREFIX = "inkloop:"
+#: The channel (after the prefix) of change notifications.
+CHANGES = "changes"
 
 # ARGV[5..7]: the lease to start the job under at once when nothing is queued ('' = none).
 SUBMIT = """
@@ -54,9 +65,11 @@ if redis.call('HGET', key, 'state') == 'queued' then
     redis.call('HSET', key, 'state', 'running', 'owner', owner, 'lease_until', lease_until,
                'started_at', now, 'attempts', attempts)
     redis.call('ZADD', p..'running', lease_until, id)
+    redis.call('PUBLISH', p..'changes', 'changed '..id)
   else
     redis.call('ZADD', p..'queued', seq, id)
     if redis.call('RPUSH', p..'q:'..tenant, id) == 1 then redis.call('RPUSH', p..'tenants', tenant) end
+    redis.call('PUBLISH', p..'changes', 'submitted '..id)
   end
 end
 return {1, id}
@@ -77,6 +90,7 @@ while true do
       redis.call('HSET', key, 'state', 'running', 'owner', owner, 'lease_until', lease_until,
                  'started_at', now, 'attempts', attempts)
       redis.call('ZADD', p..'running', lease_until, id)
+      redis.call('PUBLISH', p..'changes', 'dequeued '..id)
       return redis.call('HGETALL', key)
     end
   end
@@ -105,6 +119,7 @@ local key = p..'job:'..id
 if redis.call('HGET', key, 'owner') ~= owner or redis.call('HGET', key, 'state') ~= 'running' then return false end
 redis.call('HSET', key, unpack(ARGV, 4))
 redis.call('ZREM', p..'running', id)
+redis.call('PUBLISH', p..'changes', 'changed '..id)
 return redis.call('HGETALL', key)
 """
 
@@ -116,6 +131,7 @@ local function requeue(p, id, key)
   redis.call('ZREM', p..'running', id)
   redis.call('ZADD', p..'queued', redis.call('HGET', key, 'seq'), id)
   if redis.call('LPUSH', p..'q:'..tenant, id) == 1 then redis.call('RPUSH', p..'tenants', tenant) end
+  redis.call('PUBLISH', p..'changes', 'requeued '..id)
 end
 """
 
@@ -131,6 +147,16 @@ return 1
 """
 )
 
+# Only while running, as in SQLite: a late write from a stopped worker must not touch an ended job.
+PROGRESS = """
+local p, id, step, total_steps = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local key = p..'job:'..id
+if redis.call('HGET', key, 'state') ~= 'running' then return 0 end
+redis.call('HSET', key, 'step', step, 'total_steps', total_steps)
+redis.call('PUBLISH', p..'changes', 'changed '..id)
+return 1
+"""
+
 CANCEL = """
 local p, id, tenant, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local key = p..'job:'..id
@@ -139,8 +165,10 @@ local state = redis.call('HGET', key, 'state')
 if state == 'queued' then
   redis.call('HSET', key, 'state', 'cancelled', 'cancel_requested', '1', 'finished_at', now)
   redis.call('ZREM', p..'queued', id)
+  redis.call('PUBLISH', p..'changes', 'dequeued '..id)
 elseif state == 'running' then
   redis.call('HSET', key, 'cancel_requested', '1')
+  redis.call('PUBLISH', p..'changes', 'cancelling '..id)
 else
   return {'ended', state}
 end
@@ -158,9 +186,11 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', p..'running', '-inf', now)) do
   if redis.call('HGET', key, 'state') == 'running' then
     if redis.call('HGET', key, 'cancel_requested') == '1' then
       redis.call('HSET', key, 'state', 'cancelled', 'owner', '', 'finished_at', now)
+      redis.call('PUBLISH', p..'changes', 'changed '..id)
       ended[#ended + 1] = id
     elseif tonumber(redis.call('HGET', key, 'attempts') or '0') >= max_attempts then
       redis.call('HSET', key, 'state', 'failed', 'owner', '', 'finished_at', now, 'failure', failure)
+      redis.call('PUBLISH', p..'changes', 'changed '..id)
       ended[#ended + 1] = id
     else
       requeue(p, id, key)
@@ -190,6 +220,7 @@ class RedisJobStore:
         self._heartbeat = self._redis.register_script(HEARTBEAT)
         self._finish = self._redis.register_script(FINISH)
         self._release = self._redis.register_script(RELEASE)
+        self._progress = self._redis.register_script(PROGRESS)
         self._cancel = self._redis.register_script(CANCEL)
         self._recover = self._redis.register_script(RECOVER)
 
@@ -260,7 +291,7 @@ class RedisJobStore:
         return {item.decode() for item in stop}
 
     async def progress(self, job_id: str, step: int, total_steps: int) -> None:
-        await self._redis.hset(f"{self._p}job:{job_id}", mapping={"step": step, "total_steps": total_steps})
+        await self._progress(args=[self._p, job_id, step, total_steps])
 
     async def finish(
         self,

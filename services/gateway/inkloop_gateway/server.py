@@ -22,6 +22,7 @@ from inkloop_gateway.jobs import Job, JobStore
 from inkloop_gateway.jobs_redis import RedisJobStore
 from inkloop_gateway.jobs_sqlite import SqliteJobStore
 from inkloop_gateway.keys import KeyStore, key_store_from_settings
+from inkloop_gateway.notify import ChangeRelay
 from inkloop_gateway.ratelimit import RateLimitPolicy, RateLimits, limiter_from_url
 from inkloop_gateway.replicas import Pools
 from inkloop_gateway.safety import SafetyFilter
@@ -189,6 +190,12 @@ class GatewayApp:
                 owner=f"gw-{secrets.token_hex(6)}",
             ),
         )
+        # Other replicas' job changes, pushed; SQLite means one replica, whose changes the hub sees anyway.
+        self.changes = (
+            ChangeRelay(s.redis_url, self.hub, self.dispatcher, notified_poll_interval_s=s.notified_poll_interval_s)
+            if s.redis_url
+            else None
+        )
         self.jobs = JobService(
             self.store,
             self.variants,
@@ -212,12 +219,16 @@ class GatewayApp:
     async def start(self) -> None:
         await self.events.start()
         await self.dispatcher.start()
+        if self.changes is not None:
+            await self.changes.start()
         await self.http.start()
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
         await self.http.stop()
+        if self.changes is not None:
+            await self.changes.stop()
         await self.dispatcher.stop()  # running jobs go back to the queue
         await self.events.stop()  # unsent events go to the spool
         await self.pools.stop()

@@ -37,7 +37,16 @@ class GatewaySettings(ServiceSettings):
     lease_s: float = Field(15.0, gt=0, description="A job whose replica stops heart-beating is requeued after this.")
     health_interval_s: float = Field(2.0, gt=0, description="Seconds between health checks of inference replicas.")
     poll_interval_s: float = Field(
-        0.2, gt=0, description="How often workers look for jobs and watchers for changes made on other replicas."
+        0.2,
+        gt=0,
+        description="How often workers look for jobs and watchers for changes made on other replicas while "
+        "nothing tells them: SQLite, or Redis while its change notifications are down.",
+    )
+    notified_poll_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description="With redis_url, the same while Redis change notifications (pub/sub) flow: only a safety net, "
+        "for a notification lost in transit.",
     )
     cache_max_bytes: int = Field(256 * 1024 * 1024, ge=0, description="Result cache size bound in bytes (0 = off).")
     cache_ttl_s: float = Field(86_400.0, gt=0, description="Seconds a cached result is served.")

@@ -4,9 +4,11 @@ Every state transition goes to the store first; the hub only wakes this replica'
 re-read it at once. Progress is the exception: the hub holds the latest snapshot of every job running
 on this replica (its dispatcher updates it on each denoising step), and this replica's watchers read
 it from there; the dispatcher persists progress to the store only now and then. Changes made on other
-replicas (Redis) are seen by polling every `poll_interval_s`, so a watcher on any replica follows any
-job. A watcher emits an event whenever the state, the step or the queue position changes, and stops
-after the terminal event.
+replicas (Redis) reach the hub through the store's change notifications (`notify.ChangeRelay`), so a
+watcher on any replica follows any job at once. Polling is the safety net for notifications lost while
+the relay was not subscribed: every `poll_interval_s` while notifications do not flow (and with SQLite),
+every `notified_poll_interval_s` while they do. A watcher emits an event whenever the state, the step
+or the queue position changes, and stops after the terminal event.
 """
 
 from __future__ import annotations
@@ -32,6 +34,20 @@ class Hub:
         #: job id -> {image id: bytes} of recent results, so watchers here need not read them back.
         self._images: OrderedDict[str, dict[str, bytes]] = OrderedDict()
         self._images_size = 0
+        #: Poll interval while a relay pushes other replicas' changes here; None while nothing does.
+        self._notified_poll_interval_s: float | None = None
+
+    def notified(self, poll_interval_s: float | None) -> None:
+        """Other replicas' changes are now pushed here (polling every `poll_interval_s` is then enough), or
+        no longer (None); wakes every watcher either way, to re-read the store and take up the new interval."""
+        self._notified_poll_interval_s = poll_interval_s
+        self.publish_all()
+
+    def poll_interval_s(self, configured_s: float) -> float:
+        """How long to wait for a wake-up before re-reading the store: `configured_s`, or the longer
+        notified interval while changes are pushed here."""
+        notified_s = self._notified_poll_interval_s
+        return configured_s if notified_s is None else max(configured_s, notified_s)
 
     def keep_images(self, job_id: str, images: dict[str, bytes]) -> None:
         """Keeps a just-stored result's images (by id) for a while; the oldest go past a byte budget."""
@@ -116,7 +132,7 @@ async def watch(
                 return
             # asyncio.timeout, not wait_for: no extra task, so a wake-up is not a loop turn late.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(poll_interval_s):
+                async with asyncio.timeout(hub.poll_interval_s(poll_interval_s)):
                     await changed.wait()
             changed.clear()
             job = hub.running(job.job_id) or await store.get(job.job_id)
