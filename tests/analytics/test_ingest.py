@@ -1,12 +1,17 @@
-"""Ingest on both engines: per-event acks, rejections with reasons, duplicates counted once."""
+"""Ingest on both engines: per-event acks, rejections with reasons, duplicates counted once, streams."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import pytest
+
 from inkloop.v1 import analytics_pb2 as pb
+from inkloop_analytics.ingest import LOOKUP_CHUNK_IDS, Ack, Acks, RecentIds
 from inkloop_analytics.service import Analytics
 from inkloop_analytics.storage import ClickHouse
+from inkloop_analytics.validation import Rejection
 
 from .builders import backend, new_id, page_view, track
 from .generator import NOW, T0
@@ -116,3 +121,81 @@ async def test_uuid_spellings_are_one_event(analytics: Analytics) -> None:
     bare = page_view(T0, "v1", event_id=event_id.replace("-", ""))
     result = await analytics.ingest([upper, bare], [], "")
     assert statuses(result.frontend) == ["accepted", "duplicate"]
+
+
+async def _requests(requests: list[pb.IngestRequest]) -> AsyncIterator[pb.IngestRequest]:
+    for request in requests:
+        yield request
+
+
+async def test_a_stream_answers_in_order_while_reading_ahead(analytics: Analytics, clickhouse: ClickHouse) -> None:
+    repeated = page_view(T0, "v0")
+    requests = [
+        pb.IngestRequest(batch_id=f"b{n}", frontend=[repeated, *(page_view(T0, f"v{n}") for _ in range(n))])
+        for n in range(12)  # more than the window: reading waits for answers
+    ]
+    results = [result async for result in analytics.ingest_stream(_requests(requests))]
+    assert [result.batch_id for result in results] == [f"b{n}" for n in range(12)]
+    assert statuses(results[0].frontend) == ["accepted"]
+    for n, result in enumerate(results[1:], start=1):  # the id stored by the first batch, then n new ones
+        assert statuses(result.frontend) == ["duplicate"] + ["accepted"] * n
+    assert clickhouse.query("SELECT count(), uniqExact(event_id) FROM frontend_events") == [(67, 67)]
+
+
+async def test_a_failed_batch_ends_the_stream_and_its_ids_stay_acceptable(analytics: Analytics) -> None:
+    class Refused(Exception):
+        pass
+
+    events = [page_view(T0, "v1"), page_view(T0, "v2")]
+
+    async def refuse(rows: object) -> bool:
+        raise Refused
+
+    write, analytics.writer.write = analytics.writer.write, refuse  # type: ignore[method-assign]
+    requests = [pb.IngestRequest(batch_id="b0", frontend=events[:1]), pb.IngestRequest(frontend=events[1:])]
+    with pytest.raises(Refused):
+        async for _ in analytics.ingest_stream(_requests(requests)):
+            pass
+    analytics.writer.write = write  # type: ignore[method-assign]
+    retry = await analytics.ingest(events, [], "")
+    assert statuses(retry.frontend) == ["accepted", "accepted"]
+
+
+async def test_large_batches_are_looked_up_in_parts(
+    analytics: Analytics, clickhouse: ClickHouse, clickhouse_url: str, make_settings
+) -> None:
+    # More ids than one lookup query may carry (ClickHouse limits the query's size).
+    events = [backend(T0, pb.BACKEND_EVENT_TYPE_REQUESTED, f"r{n}") for n in range(LOOKUP_CHUNK_IDS + 100)]
+    assert (await analytics.ingest([], events, "")).count("accepted") == len(events)
+    fresh = Analytics(make_settings(clickhouse_url, data_dir=analytics.settings.data_dir / "other"), clock=lambda: NOW)
+    await fresh.open()
+    await fresh.connect()
+    try:
+        again = await fresh.ingest([], [*events, backend(T0, pb.BACKEND_EVENT_TYPE_SUCCEEDED, "r0")], "")
+    finally:
+        await fresh.close()
+    assert (again.count("duplicate"), again.count("accepted")) == (len(events), 1)
+    assert clickhouse.query("SELECT count() FROM backend_events") == [(len(events) + 1,)]
+
+
+def test_acks_read_like_a_list() -> None:
+    acks = Acks(["a", "b", "c"])
+    acks.reject(1, Rejection("tenant_id", "required"))
+    acks.statuses[2] = "duplicate"
+    assert list(acks) == [Ack("a", "accepted"), Ack("b", "rejected", "required", "tenant_id"), Ack("c", "duplicate")]
+    assert (acks[-1], acks[1:], len(acks)) == (Ack("c", "duplicate"), list(acks)[1:], 3)
+    with pytest.raises(IndexError):
+        acks[3]
+
+
+def test_recent_ids_keep_at_least_half_their_capacity() -> None:
+    recent = RecentIds(capacity=4)
+    for key in range(10):
+        recent.add_all([key])
+        assert key in recent and (key == 0 or key - 1 in recent)  # the latest capacity / 2
+    assert sum(key in recent for key in range(10)) <= 4
+    recent.discard_all([9])
+    assert 9 not in recent and recent.isdisjoint([9, 100])
+    nothing = RecentIds(capacity=0)
+    nothing.add_all([1])
+    assert 1 not in nothing

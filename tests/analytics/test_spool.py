@@ -259,3 +259,27 @@ async def test_server_stopped_and_restarted_mid_ingest_loses_and_doubles_nothing
         # A batch cancelled before its acknowledgement may or may not be stored; every acked one is, once.
         assert set(acknowledged) <= stored
         assert distinct - len(acknowledged) <= 50
+
+
+async def test_a_segment_this_version_cannot_read_is_set_aside_and_the_rest_replayed(
+    clickhouse_server: ClickHouseServer, make_settings
+) -> None:
+    with fresh_database(clickhouse_server.url) as ch:
+        settings = make_settings(database_url(clickhouse_server.url, ch.database))
+        spool_dir = settings.resolved_spool_dir()
+        spool_dir.mkdir(parents=True)
+        (spool_dir / "000000000001.spool").write_bytes(legacy_record(pickle.dumps(([(Exploit(),)], [], []))))
+        Spool(spool_dir, settings.spool_max_bytes).append(rows(42))  # a good segment after the bad one
+        service = Analytics(settings, clock=lambda: NOW)
+        await service.open()
+        await service.connect()
+        try:
+            for _ in range(100):
+                if service.spool.empty():
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await service.close()
+        [(values,)] = ch.query("SELECT groupArray(value) FROM frontend_events")
+    assert values == [42]  # the readable segment was replayed past the unreadable one
+    assert [path.name for path in spool_dir.iterdir()] == ["000000000001.spool.unreadable"]  # kept, not deleted

@@ -14,10 +14,11 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from clickhouse_driver.util.escape import escape_params
 
 from harness.clickhouse import ClickHouseServer
 from inkloop.errors import Unavailable
-from inkloop_analytics.storage import ClickHouse, QueryError, bind, connect, quote_identifier
+from inkloop_analytics.storage import _UTC_CONTEXT, ClickHouse, QueryError, bind, connect, quote_identifier
 
 CREATE_SAMPLES = """
 CREATE TABLE samples (
@@ -141,6 +142,25 @@ def test_both_engines_get_identical_sql() -> None:
     )
     assert sql == "SELECT 'it\\'s\\n', '2024-02-29 23:59:58', ['a\\''], 1, NULL, 100%"
     assert bind("SELECT 'a%'", None) == "SELECT 'a%'"
+
+
+def test_strings_with_nothing_to_escape_bind_as_the_driver_would_bind_them() -> None:
+    texts = [*TRICKY_TEXTS, "a,b,c", "%", "\x7f\x01 del", "tab\there", "bell\a", "x" * 100_000]
+    for text in texts:
+        assert bind("%(text)s", {"text": text}) == escape_params({"text": text}, _UTC_CONTEXT)["text"], text
+
+
+def test_another_connection_reads_the_same_database(clickhouse: ClickHouse) -> None:
+    clickhouse.execute("CREATE TABLE seen (id UInt32) ENGINE = MergeTree ORDER BY id")
+    clickhouse.insert("seen", ["id"], [(1,), (2,)])
+    other = clickhouse.another_connection()
+    try:
+        assert other.database == clickhouse.database
+        assert other.query("SELECT count() FROM seen") == [(2,)]
+    finally:
+        if other is not clickhouse:
+            other.close()
+    assert clickhouse.query("SELECT count() FROM seen") == [(2,)]
 
 
 def test_insert_with_inline_data_is_refused_because_18_16_would_hang() -> None:

@@ -13,20 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, overload
 
 from inkloop.errors import InkloopError
 from inkloop.prompts import PrivacyPolicy
 from inkloop.v1 import analytics_pb2
+from inkloop_analytics.batch_validation import backend_rows, frontend_rows, id_list_text, parse_event_ids
 from inkloop_analytics.storage import QueryError
 from inkloop_analytics.store import EventStore
 from inkloop_analytics.tables import BACKEND_TABLE, FRONTEND_TABLE, Row, Rows
-from inkloop_analytics.validation import Limits, Rejection, backend_row, frontend_row, parse_event_id, rejected_row
+from inkloop_analytics.validation import Limits, Rejection, rejected_row
 from inkloop_analytics.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -34,19 +33,22 @@ log = logging.getLogger(__name__)
 AckStatus = Literal["accepted", "duplicate", "rejected"]
 
 # Ids of the batch that are already stored. The time bounds let ClickHouse skip the partitions and
-# granules outside the batch's span (the tables are ordered by tenant, day, event_id).
+# granules outside the batch's span (the tables are ordered by tenant, day, event_id). The ids come as
+# one comma-separated string: the server parses that several times faster than a list of literals.
 STORED_IDS = """
 SELECT DISTINCT materialize('{stream}') AS stream, event_id FROM {table}
 WHERE tenant_id IN %({stream}_tenants)s
     AND time >= toDateTime(%({stream}_start)s, 'UTC') AND time <= toDateTime(%({stream}_end)s, 'UTC')
-    AND event_id IN %({stream}_ids)s
+    AND event_id IN (SELECT toUUID(arrayJoin(splitByChar(',', %({stream}_ids)s))))
 """
 # Both streams of a batch are looked up in one round trip (UNION ALL of one STORED_IDS per stream).
 STREAM_TABLES = {"frontend": FRONTEND_TABLE, "backend": BACKEND_TABLE}
+# Ids per lookup query: 37 bytes each, this keeps a query under ClickHouse's max_query_size (256 KiB).
+LOOKUP_CHUNK_IDS = 5000
 
 
 class Ack(NamedTuple):
-    """One event's acknowledgement (a named tuple: one is built per event on the hot path)."""
+    """One event's acknowledgement."""
 
     event_id: str
     status: AckStatus
@@ -54,15 +56,48 @@ class Ack(NamedTuple):
     field: str = ""
 
 
+class Acks(Sequence[Ack]):
+    """One stream's acknowledgements, in request order. Kept as parallel lists (ids as sent, statuses,
+    rejections by index): an Ack object per event would be among the costliest allocations of a batch.
+    An Ack is made only when one is read."""
+
+    def __init__(self, event_ids: list[str]) -> None:
+        self.event_ids = event_ids
+        self.statuses: list[AckStatus] = ["accepted"] * len(event_ids)
+        self.rejections: dict[int, Rejection] = {}
+
+    def reject(self, index: int, rejection: Rejection) -> None:
+        self.statuses[index] = "rejected"
+        self.rejections[index] = rejection
+
+    def __len__(self) -> int:
+        return len(self.event_ids)
+
+    @overload
+    def __getitem__(self, index: int) -> Ack: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Ack]: ...
+
+    def __getitem__(self, index: int | slice) -> Ack | list[Ack]:
+        if isinstance(index, slice):
+            return [self[position] for position in range(*index.indices(len(self)))]
+        index = range(len(self))[index]  # negative indexes, and IndexError past the end
+        rejection = self.rejections.get(index)
+        if rejection is None:
+            return Ack(self.event_ids[index], self.statuses[index])
+        return Ack(self.event_ids[index], "rejected", rejection.reason, rejection.field)
+
+
 @dataclass
 class IngestResult:
     batch_id: str
-    frontend: list[Ack] = field(default_factory=list)
-    backend: list[Ack] = field(default_factory=list)
+    frontend: Acks = field(default_factory=lambda: Acks([]))
+    backend: Acks = field(default_factory=lambda: Acks([]))
     spooled: bool = False
 
     def count(self, status: AckStatus) -> int:
-        return sum(1 for ack in (*self.frontend, *self.backend) if ack.status == status)
+        return self.frontend.statuses.count(status) + self.backend.statuses.count(status)
 
 
 @dataclass(frozen=True)
@@ -71,32 +106,66 @@ class IngestConfig:
     limits: Limits = field(default_factory=Limits)
     recent_ids: int = 1_000_000  # ids remembered in memory for duplicate detection
     lookup_stored_ids: bool = True  # also ask ClickHouse whether ids of a batch are already stored
+    stream_window: int = 16  # requests of one ingest stream in progress at once
 
 
 class RecentIds:
-    """A bounded set of event ids, forgetting the oldest first."""
+    """A bounded set of event ids (as the UUID's integer, hashed in C): the latest `capacity` / 2 at
+    least, `capacity` at most (plus the last batch, if one batch brings more than half). Two generations
+    of sets, the older dropped whole, cost less than forgetting one id at a time."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        # Keyed by the UUID's integer: its hash is computed in C, a UUID's in Python.
-        self._ids: OrderedDict[int, None] = OrderedDict()
+        self._current: set[int] = set()
+        self._previous: set[int] = set()
 
-    def __contains__(self, event_id: uuid.UUID) -> bool:
-        return event_id.int in self._ids
+    def __contains__(self, key: int) -> bool:
+        return key in self._current or key in self._previous
 
-    def add_all(self, event_ids: Iterable[uuid.UUID]) -> None:
-        self._ids.update(dict.fromkeys([event_id.int for event_id in event_ids]))
-        while len(self._ids) > self.capacity:
-            self._ids.popitem(last=False)
+    def isdisjoint(self, keys: Iterable[int]) -> bool:
+        return self._current.isdisjoint(keys) and self._previous.isdisjoint(keys)
 
-    def discard_all(self, event_ids: Iterable[uuid.UUID]) -> None:
-        for event_id in event_ids:
-            self._ids.pop(event_id.int, None)
+    def add_all(self, keys: Iterable[int]) -> None:
+        if self.capacity <= 0:
+            return
+        self._current.update(keys)
+        if len(self._current) >= max(self.capacity // 2, 1):
+            self._previous, self._current = self._current, set()
+
+    def discard_all(self, keys: Iterable[int]) -> None:
+        for key in keys:
+            self._current.discard(key)
+            self._previous.discard(key)
 
 
-# An event that passed validation, before the duplicate check: (index in its stream, row). The row
-# starts with event_id, tenant_id, time (both event tables).
-_Candidate = tuple[int, Row]
+@dataclass
+class _Candidates:
+    """One stream's events that passed validation, before the duplicate checks: index in the stream
+    and row, in parallel lists (the rows of both event tables start with event_id, tenant_id, time)."""
+
+    stream: Literal["frontend", "backend"]
+    acks: Acks
+    indexes: list[int]
+    rows: list[Row]
+
+    def keys(self) -> list[int]:
+        return [row[0].int for row in self.rows]
+
+    def lookup_part(self, start: int, stop: int) -> tuple[list[Row], str]:
+        """Rows [start, stop) and their ids as one comma-separated text, for the duplicate lookup."""
+        sent, rows = self.acks.event_ids, self.rows[start:stop]
+        return rows, id_list_text([sent[index] for index in self.indexes[start:stop]], [row[0] for row in rows])
+
+    def keep(self, kept: list[int]) -> None:
+        """Keeps the candidates at these positions; the others are acknowledged as duplicates."""
+        if len(kept) == len(self.rows):
+            return
+        kept_positions, statuses = set(kept), self.acks.statuses
+        for position, index in enumerate(self.indexes):
+            if position not in kept_positions:
+                statuses[index] = "duplicate"
+        self.indexes = [self.indexes[position] for position in kept]
+        self.rows = [self.rows[position] for position in kept]
 
 
 class Ingestor:
@@ -117,22 +186,20 @@ class Ingestor:
     ) -> IngestResult:
         # 1. Validate every event on its own; invalid ones become rejected rows.
         now = self._clock().replace(microsecond=0)
-        result = IngestResult(batch_id, [Ack("", "accepted")] * len(frontend), [Ack("", "accepted")] * len(backend))
         rows = Rows()
-        front = self._validate("frontend", frontend, now, batch_id, result.frontend, rows.rejected)
-        back = self._validate("backend", backend, now, batch_id, result.backend, rows.rejected)
+        front = self._validate("frontend", frontend, now, batch_id, rows.rejected)
+        back = self._validate("backend", backend, now, batch_id, rows.rejected)
+        result = IngestResult(batch_id, front.acks, back.acks)
 
         # 2. Drop duplicates: within the batch, recently seen, or already in ClickHouse.
-        front = self._drop_repeats(front, result.frontend)
-        back = self._drop_repeats(back, result.backend)
-        fresh = [row[0] for _, row in (*front, *back)]
+        fresh = self._drop_repeats(front) + self._drop_repeats(back)
         self.recent.add_all(fresh)  # before any await, so a concurrent batch sees them
         try:
-            front, back = await self._drop_stored(front, back, result)
+            await self._drop_stored(front, back)
 
             # 3. Write what is left and the rejections; acknowledge once durable.
-            rows.frontend = [row for _, row in front]
-            rows.backend = [row for _, row in back]
+            rows.frontend = front.rows
+            rows.backend = back.rows
             if rows:
                 result.spooled = await self.writer.write(rows)
         except BaseException:
@@ -140,81 +207,128 @@ class Ingestor:
             raise
         return result
 
+    async def ingest_stream(self, requests: AsyncIterable[analytics_pb2.IngestRequest]) -> AsyncIterator[IngestResult]:
+        """One result per request, in order, each once its batch is durable (as `ingest` gives it).
+
+        Up to `stream_window` requests are in progress at once: later batches are validated and looked
+        up while earlier ones are being written, and the writer gets fewer, larger inserts. No more is
+        read while the window is full, so a stream's memory stays bounded (backpressure).
+        """
+        window = asyncio.Semaphore(self.config.stream_window)
+        # Tasks in request order; then None at the end of the requests, or the error that ended them.
+        in_progress: asyncio.Queue[asyncio.Task[IngestResult] | BaseException | None] = asyncio.Queue()
+
+        async def read() -> None:
+            try:
+                iterator = aiter(requests)
+                while True:
+                    await window.acquire()
+                    request = await anext(iterator, None)
+                    if request is None:
+                        break
+                    batch = self.ingest(request.frontend, request.backend, request.batch_id)
+                    in_progress.put_nowait(asyncio.create_task(batch))
+            except Exception as error:
+                in_progress.put_nowait(error)
+            else:
+                in_progress.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await in_progress.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                result = await item
+                window.release()
+                yield result
+        finally:
+            # If the stream ended early (failed batch, client gone), the batches still in progress are never
+            # acknowledged, so their ids leave the recent set; rows of theirs stored anyway are deduplicated.
+            unanswered: list[asyncio.Task[Any]] = [reader]
+            while not in_progress.empty():
+                if isinstance(left := in_progress.get_nowait(), asyncio.Task):
+                    unanswered.append(left)
+            for task in unanswered:
+                task.cancel()
+            await asyncio.gather(*unanswered, return_exceptions=True)
+
     def _validate(
         self,
         stream: Literal["frontend", "backend"],
         events: Sequence[Any],  # FrontendEvent or BackendEvent, as `stream` says
         now: datetime,
         batch_id: str,
-        acks: list[Ack],
         rejected: list[Row],
-    ) -> list[_Candidate]:
-        make_row = frontend_row if stream == "frontend" else backend_row
-        limits, policy = self.config.limits, self.config.policy
-        candidates: list[_Candidate] = []
-        for index, event in enumerate(events):
-            text = event.event_id
-            parsed = parse_event_id(text)
-            row = parsed if isinstance(parsed, Rejection) else make_row(event, parsed, now, limits, policy)
-            if isinstance(row, Rejection):
-                acks[index] = Ack(text, "rejected", row.reason, row.field)
-                rejected.append(rejected_row(stream, text, event.tenant_id, batch_id, row, event.ByteSize(), now))
-                continue
-            acks[index] = Ack(text, "accepted")
-            candidates.append((index, row))
-        return candidates
+    ) -> _Candidates:
+        make_rows = frontend_rows if stream == "frontend" else backend_rows
+        events = list(events)  # a protobuf repeated field makes each element's wrapper again on every pass
+        texts = [event.event_id for event in events]
+        results = make_rows(events, parse_event_ids(texts), now, self.config.limits, self.config.policy)
+        acks = Acks(texts)
+        refused = [index for index, row in enumerate(results) if isinstance(row, Rejection)]
+        if not refused:
+            return _Candidates(stream, acks, list(range(len(results))), results)  # type: ignore[arg-type]
+        for index in refused:
+            problem: Rejection = results[index]  # type: ignore[assignment]
+            acks.reject(index, problem)
+            event = events[index]
+            rejected.append(
+                rejected_row(stream, texts[index], event.tenant_id, batch_id, problem, event.ByteSize(), now)
+            )
+        refused_set = set(refused)
+        indexes = [index for index in range(len(results)) if index not in refused_set]
+        return _Candidates(stream, acks, indexes, [results[index] for index in indexes])  # type: ignore[misc]
 
-    def _drop_repeats(self, candidates: list[_Candidate], acks: list[Ack]) -> list[_Candidate]:
+    def _drop_repeats(self, candidates: _Candidates) -> list[int]:
+        """Drops ids repeated within the batch or seen recently; returns the ids of the others."""
+        keys = candidates.keys()
+        if len(set(keys)) == len(keys) and self.recent.isdisjoint(keys):
+            return keys  # the common case, checked in C
         kept, seen, recent = [], set(), self.recent
-        for candidate in candidates:
-            index, row = candidate
-            key = row[0].int
-            if key in seen or row[0] in recent:
-                acks[index] = Ack(acks[index].event_id, "duplicate")
-                continue
-            seen.add(key)
-            kept.append(candidate)
-        return kept
+        for position, key in enumerate(keys):
+            if key not in seen and key not in recent:
+                seen.add(key)
+                kept.append(position)
+        candidates.keep(kept)
+        return [keys[position] for position in kept]
 
-    async def _drop_stored(
-        self, front: list[_Candidate], back: list[_Candidate], result: IngestResult
-    ) -> tuple[list[_Candidate], list[_Candidate]]:
-        if not (front or back) or not self.config.lookup_stored_ids or not self.store.ready:
-            return front, back
-        selects, params = [], {}
-        for stream, candidates in (("frontend", front), ("backend", back)):
-            if not candidates:
-                continue
-            rows = [row for _, row in candidates]
-            times = [row[2] for row in rows]
-            params[f"{stream}_tenants"] = tuple({row[1] for row in rows})
-            params[f"{stream}_start"] = min(times)
-            params[f"{stream}_end"] = max(times)
-            params[f"{stream}_ids"] = tuple(row[0] for row in rows)
-            selects.append(STORED_IDS.format(stream=stream, table=STREAM_TABLES[stream]))
-        sql = " UNION ALL ".join(selects)
+    async def _drop_stored(self, front: _Candidates, back: _Candidates) -> None:
+        if not (front.rows or back.rows) or not self.config.lookup_stored_ids or not self.store.ready:
+            return
         try:
-            found = await asyncio.to_thread(self.store.ch.query, sql, params)
+            stored = await asyncio.to_thread(self._stored_ids, front, back)
         except (InkloopError, QueryError) as error:  # accept: the writer spools; queries dedupe anyway
             log.info("duplicate lookup skipped: %s", error)
-            return front, back
-        if not found:
-            return front, back
-        stored = {(stream, event_id.int) for stream, event_id in found}
-        return (
-            self._mark_stored("frontend", front, result.frontend, stored),
-            self._mark_stored("backend", back, result.backend, stored),
-        )
+            return
+        for candidates in (front, back):
+            if stored[candidates.stream]:
+                ids = stored[candidates.stream]
+                candidates.keep([position for position, key in enumerate(candidates.keys()) if key not in ids])
 
-    @staticmethod
-    def _mark_stored(
-        stream: str, candidates: list[_Candidate], acks: list[Ack], stored: set[tuple[str, int]]
-    ) -> list[_Candidate]:
-        kept = []
-        for candidate in candidates:
-            index, row = candidate
-            if (stream, row[0].int) in stored:
-                acks[index] = Ack(acks[index].event_id, "duplicate")
-            else:
-                kept.append(candidate)
-        return kept
+    def _stored_ids(self, front: _Candidates, back: _Candidates) -> dict[str, set[int]]:
+        """Per stream, the ids (as int) of the candidates already in ClickHouse; a few thousand per query."""
+        lookups, half = self.store.lookups, LOOKUP_CHUNK_IDS // 2
+        stored: dict[str, set[int]] = {"frontend": set(), "backend": set()}
+        for start in range(0, max(len(front.rows), len(back.rows)), half):
+            parts: dict[str, tuple[list[Row], str]] = {
+                candidates.stream: candidates.lookup_part(start, start + half) for candidates in (front, back)
+            }
+            sql, params = _stored_ids_query(parts)
+            for stream, event_id in lookups.query(sql, params):
+                stored[stream].add(event_id.int)
+        return stored
+
+
+def _stored_ids_query(parts: dict[str, tuple[list[Row], str]]) -> tuple[str, dict[str, Any]]:
+    selects: list[str] = []
+    params: dict[str, Any] = {}
+    for stream, (rows, ids) in parts.items():
+        if not rows:
+            continue
+        times = [row[2] for row in rows]
+        params[f"{stream}_tenants"] = tuple({row[1] for row in rows})
+        params[f"{stream}_start"] = min(times)
+        params[f"{stream}_end"] = max(times)
+        params[f"{stream}_ids"] = ids
+        selects.append(STORED_IDS.format(stream=stream, table=STREAM_TABLES[stream]))
+    return " UNION ALL ".join(selects), params

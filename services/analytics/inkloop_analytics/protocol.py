@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import UTC, datetime
+from typing import Any
 
 from google.protobuf import timestamp_pb2
 
 from inkloop.errors import InvalidArgument
 from inkloop.v1 import analytics_pb2 as pb
 from inkloop_analytics import adoption, alerts, discrepancy, funnel, insights, variants
-from inkloop_analytics.ingest import Ack, IngestResult
+from inkloop_analytics.ingest import Acks, IngestResult
 from inkloop_analytics.matchers import EventMatcher, Source, TimeRange
 
 _SOURCES: dict[int, Source] = {pb.EVENT_SOURCE_FRONTEND: "frontend", pb.EVENT_SOURCE_BACKEND: "backend"}
@@ -72,25 +72,29 @@ def matcher_from_pb(message: pb.EventMatcher, field: str) -> EventMatcher:
 # Ingest.
 
 
-def _ack_to_pb(ack: Ack) -> pb.EventAck:
-    if ack.reason or ack.field:
-        return pb.EventAck(event_id=ack.event_id, status=_ACK_STATUS[ack.status], reason=ack.reason, field=ack.field)
-    return pb.EventAck(event_id=ack.event_id, status=_ACK_STATUS[ack.status])  # the common case: fewer fields
-
-
 def ingest_result_to_pb(result: IngestResult) -> pb.IngestResponse:
-    counts = Counter(ack.status for ack in (*result.frontend, *result.backend))
     response = pb.IngestResponse(
         batch_id=result.batch_id,
-        accepted=counts["accepted"],
-        duplicates=counts["duplicate"],
-        rejected=counts["rejected"],
+        accepted=result.count("accepted"),
+        duplicates=result.count("duplicate"),
+        rejected=result.count("rejected"),
         spooled=result.spooled,
     )
-    # One EventAck per event, in the order of the request; extend builds the repeated field in one call.
-    response.frontend_acks.extend([_ack_to_pb(ack) for ack in result.frontend])
-    response.backend_acks.extend([_ack_to_pb(ack) for ack in result.backend])
+    _add_acks(response.frontend_acks, result.frontend)
+    _add_acks(response.backend_acks, result.backend)
     return response
+
+
+def _add_acks(field: Any, acks: Acks) -> None:
+    """One EventAck per event, in request order. `add` fills the repeated field in place: a fraction of
+    the cost of building each EventAck and extending with it."""
+    add, rejections = field.add, acks.rejections
+    for index, (event_id, status) in enumerate(zip(acks.event_ids, acks.statuses, strict=True)):
+        rejection = rejections.get(index) if rejections else None
+        if rejection is None:
+            add(event_id=event_id, status=_ACK_STATUS[status])
+        else:
+            add(event_id=event_id, status=_ACK_STATUS[status], reason=rejection.reason, field=rejection.field)
 
 
 # Funnel.

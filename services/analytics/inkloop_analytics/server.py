@@ -27,9 +27,8 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
     async def IngestStream(
         self, request_iterator: AsyncIterator[pb.IngestRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.IngestResponse]:
-        # One batch at a time: the next request is read only after this one is durable (backpressure).
-        async for request in request_iterator:
-            result = await self.analytics.ingest(request.frontend, request.backend, request.batch_id)
+        # Answers in order, each once its batch is durable; a bounded window of requests is read ahead.
+        async for result in self.analytics.ingest_stream(request_iterator):
             yield protocol.ingest_result_to_pb(result)
 
     async def Funnel(self, request: pb.FunnelRequest, context: grpc.aio.ServicerContext) -> pb.FunnelResponse:

@@ -69,6 +69,10 @@ LEGACY_CLASSES = {
 }
 
 
+#: Appended to a segment this version cannot read: out of the way, never deleted.
+UNREADABLE_SUFFIX = ".unreadable"
+
+
 class SpoolFormatError(Exception):
     """An intact record this version cannot turn into rows (a column it needs is missing, say)."""
 
@@ -141,6 +145,15 @@ class Spool:
             self._sealed.remove(segment)
             del self._sizes[segment]
         segment.unlink()
+
+    def set_aside(self, segment: Path) -> Path:
+        """Renames a segment this version cannot read out of the replay order (kept for an operator)."""
+        with self._lock:
+            self._sealed.remove(segment)
+            del self._sizes[segment]
+        kept = segment.with_name(f"{segment.name}{UNREADABLE_SUFFIX}")
+        segment.rename(kept)
+        return kept
 
     def close(self) -> None:
         with self._lock:

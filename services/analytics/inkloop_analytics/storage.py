@@ -64,6 +64,9 @@ FEATURE_PROBES = {
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
+# The characters clickhouse-driver's escape_params escapes in a string literal.
+_NEEDS_ESCAPING = re.compile(r"[\\'\0\a\b\t\n\v\f\r]")
+
 # `INSERT INTO t [(columns)] VALUES (…)` / `FORMAT …` carry their data in the SQL text. Over the
 # native protocol 18.16 ignores that data and waits for data blocks that never come: the call hangs.
 _INLINE_DATA_INSERT = re.compile(r"\s*INSERT\s+INTO\s+[\w.`\"]+\s*(\([^)]*\))?\s*(VALUES|FORMAT)\b", re.IGNORECASE)
@@ -135,6 +138,12 @@ class ClickHouse(ABC):
         self.query("SELECT 1")
 
     @abstractmethod
+    def another_connection(self) -> ClickHouse:
+        """A second connection to the same database, for calls that must not queue behind this one's
+        (a lookup behind a long insert); or this very connection where a second would not run
+        alongside it anyway (chDB). Close it only when it is another object."""
+
+    @abstractmethod
     def close(self) -> None: ...
 
     def __enter__(self) -> Self:
@@ -193,9 +202,19 @@ def bind(sql: str, params: Params | None) -> str:
         )
     if params is None:
         return sql
-    uuid_lists = {name: _uuid_list(value) for name, value in params.items() if _is_uuid_list(value)}
-    others = {name: _plain(value) for name, value in params.items() if name not in uuid_lists}
-    return sql % (escape_params(others, _UTC_CONTEXT) | uuid_lists)
+    quoted = {name: _quoted(value) for name, value in params.items() if _is_uuid_list(value) or _is_plain_text(value)}
+    others = {name: _plain(value) for name, value in params.items() if name not in quoted}
+    return sql % (escape_params(others, _UTC_CONTEXT) | quoted)
+
+
+def _quoted(value: Any) -> str:
+    return f"'{value}'" if isinstance(value, str) else _uuid_list(value)
+
+
+def _is_plain_text(value: Any) -> bool:
+    """A string with nothing to escape: quoting it as it is gives what escape_params would, without
+    its Python loop over every character (which costs milliseconds for a long list of ids)."""
+    return isinstance(value, str) and _NEEDS_ESCAPING.search(value) is None
 
 
 def _is_uuid_list(value: Any) -> bool:
@@ -230,10 +249,12 @@ def _epoch_seconds(values: tuple[Any, ...]) -> list[Any]:
     first = next((value for value in values if value is not None), None)
     if not isinstance(first, datetime) or first.tzinfo is None:
         return list(values)
-    return [
-        int(value.timestamp()) if isinstance(value, datetime) and value.tzinfo is not None else value
-        for value in values
-    ]
+    # Converted once per distinct value: a batch's times repeat (to the second, and inserted_at is one).
+    seconds = {
+        value: int(value.timestamp()) if isinstance(value, datetime) and value.tzinfo is not None else value
+        for value in set(values)
+    }
+    return list(map(seconds.__getitem__, values))
 
 
 class _UtcServerInfo:
@@ -261,11 +282,15 @@ class ServerClickHouse(ClickHouse):
     """A ClickHouse server over the native protocol (clickhouse-driver), reconnecting as needed."""
 
     def __init__(self, url: str) -> None:
+        self._url = url
         self._client = clickhouse_driver.Client.from_url(url)
         host, port = self._client.connection.hosts[0]
         self._address = f"{host}:{port}"
         # clickhouse-driver's Client is not thread-safe: one lock per connection.
         super().__init__(self._client.connection.database, threading.Lock())
+
+    def another_connection(self) -> ServerClickHouse:
+        return ServerClickHouse(self._url)
 
     def close(self) -> None:
         """Drops the connection (a later call would open a new one)."""
@@ -334,6 +359,10 @@ class EmbeddedClickHouse(ClickHouse):
                     raise RuntimeError(f"chDB serves one path per process: {error}") from error
                 raise Unavailable(f"chDB at {path} cannot be opened (held by another process?): {error}") from error
         self.execute(f"USE {quote_identifier(database)}")
+
+    def another_connection(self) -> EmbeddedClickHouse:
+        # Every chDB call in the process takes _CHDB_LOCK: a second session would overlap nothing.
+        return self
 
     def close(self) -> None:
         with self._lock:

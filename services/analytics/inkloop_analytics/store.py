@@ -16,22 +16,30 @@ from inkloop_analytics.tables import (
 
 
 class EventStore:
-    def __init__(self, ch: ClickHouse | None = None) -> None:
+    def __init__(self, ch: ClickHouse | None = None, lookups: ClickHouse | None = None) -> None:
         self._ch = ch
+        self._lookups = lookups
 
     @property
     def ready(self) -> bool:
         return self._ch is not None
 
-    def attach(self, ch: ClickHouse) -> None:
-        """Called once migrations have run: from now on writes and queries go to `ch`."""
+    def attach(self, ch: ClickHouse, lookups: ClickHouse | None = None) -> None:
+        """Called once migrations have run: from now on writes and queries go to `ch`, and ingest's
+        duplicate lookups to `lookups` (default `ch`), so they need not wait for an insert to end."""
         self._ch = ch
+        self._lookups = lookups
 
     @property
     def ch(self) -> ClickHouse:
         if self._ch is None:
             raise Unavailable("the analytics database is not ready yet (ClickHouse unreachable or migrating)")
         return self._ch
+
+    @property
+    def lookups(self) -> ClickHouse:
+        """The connection for ingest's duplicate lookups."""
+        return self._lookups or self.ch
 
     def insert(self, rows: Rows) -> None:
         """Inserts every table's rows; raises Unavailable (or QueryError) when any insert fails.

@@ -1,8 +1,10 @@
-"""One event at a time: protobuf event in, table row or a rejection (field and reason) out.
+"""Protobuf events in, table rows or rejections (field and reason) out.
 
-This is the ingest hot path, so it reads the protobuf fields directly instead of building an
-intermediate object per event (that would cost about as much as the insert itself). Privacy rules
-are applied here too: prompt excerpts are redacted again, prompt-like labels and URLs are scrubbed.
+`frontend_row` / `backend_row` take one event and are the definition of the rules. Ingest, the hot
+path, uses `batch_validation` instead: the same results for a whole batch, column by column.
+
+Privacy rules are applied here too: prompt excerpts are redacted again, prompt-like labels and URLs
+are scrubbed.
 """
 
 from __future__ import annotations
@@ -96,19 +98,24 @@ def utc_time(seconds: int) -> datetime:
 # integer, which costs a fraction of uuid.UUID(text). Any other form uuid.UUID accepts takes the slow path.
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _new_uuid = uuid.UUID.__new__
-_set = object.__setattr__
+_set_int = uuid.UUID.__dict__["int"].__set__  # the slots behind UUID's immutability
+_set_is_safe = uuid.UUID.__dict__["is_safe"].__set__
 _UNKNOWN_SAFETY = uuid.SafeUUID.unknown
+
+
+def uuid_from_int(number: int) -> uuid.UUID:
+    """The object uuid.UUID(int=number) builds, without its checks (the caller made a 128-bit number)."""
+    parsed = _new_uuid(uuid.UUID)
+    _set_int(parsed, number)
+    _set_is_safe(parsed, _UNKNOWN_SAFETY)
+    return parsed
 
 
 def parse_event_id(text: str) -> uuid.UUID | Rejection:
     if not text:
         return Rejection("event_id", "required: a UUID made by the sender")
     if _CANONICAL_UUID.fullmatch(text) is not None:
-        # Same object uuid.UUID(text) would build (UUID is immutable, hence object.__setattr__).
-        parsed = _new_uuid(uuid.UUID)
-        _set(parsed, "int", int(text.replace("-", ""), 16))
-        _set(parsed, "is_safe", _UNKNOWN_SAFETY)
-        return parsed
+        return uuid_from_int(int(text.replace("-", ""), 16))  # what uuid.UUID(text) would build
     try:
         return uuid.UUID(text)
     except ValueError:
@@ -116,7 +123,7 @@ def parse_event_id(text: str) -> uuid.UUID | Rejection:
 
 
 @lru_cache(maxsize=8)
-def _epoch(now: datetime) -> int:
+def epoch_seconds(now: datetime) -> int:
     return int(now.timestamp())
 
 
@@ -157,7 +164,7 @@ def frontend_row(
     if not event.HasField("client_time"):
         return Rejection("client_time", "required")
     client_s = event.client_time.seconds
-    problem = _check_time("client_time", client_s, _epoch(now), limits)
+    problem = _check_time("client_time", client_s, epoch_seconds(now), limits)
     if problem is not None:
         return problem
     session_id, user_id, page_url, referrer = event.session_id, event.user_id, event.page_url, event.referrer
@@ -230,7 +237,7 @@ def backend_row(
     if not event.HasField("time"):
         return Rejection("time", "required")
     time_s = event.time.seconds
-    problem = _check_time("time", time_s, _epoch(now), limits)
+    problem = _check_time("time", time_s, epoch_seconds(now), limits)
     if problem is not None:
         return problem
     user_id, request_id, job_id, variant = event.user_id, event.request_id, event.job_id, event.variant

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 
 from inkloop.errors import ResourceExhausted
-from inkloop_analytics.spool import Spool
+from inkloop_analytics.spool import Spool, SpoolFormatError
 from inkloop_analytics.store import EventStore
 from inkloop_analytics.tables import Rows
 
@@ -161,7 +161,15 @@ class Writer:
         segment = self.spool.oldest()
         if segment is None:
             return True
-        records = await asyncio.to_thread(self.spool.read, segment)
+        try:
+            records = await asyncio.to_thread(self.spool.read, segment)
+        except SpoolFormatError:
+            kept = await asyncio.to_thread(self.spool.set_aside, segment)
+            log.exception("spool segment %s cannot be read by this version; kept as %s", segment.name, kept.name)
+            return True
+        except OSError:
+            log.exception("reading spool segment %s failed; retrying", segment.name)
+            return False
         done = self._replayed.get(segment.name, 0)
         for position in range(done, len(records)):
             try:
