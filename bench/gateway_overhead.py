@@ -12,6 +12,11 @@ dispatch, image storage, events and the extra gRPC hop.
 
 A round reports the median of its per-pair differences; the figure is the median over rounds, with
 the rounds' range as its spread. Goal: <= 2 ms.
+
+The same is measured for a bare relay (`--relay`, on by default): a grpc.aio process whose Generate
+only forwards the call to inference and relays each event, with no auth, queue, store or images. It
+is the floor for any Python gateway that adds a hop on this machine; the gateway's own cost is what
+it adds above that floor.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import argparse
 import asyncio
 import random
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +35,9 @@ import grpc
 from gateway_cache import start_stack, stop_stack  # type: ignore[import-not-found]
 
 from inkloop.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, inference_pb2_grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from harness import free_ports
 
 _WARMUP_PAIRS = 10
 
@@ -74,12 +84,35 @@ class Pairs:
         return await self._direct(), through
 
 
-async def measure(gateway: str, inference: str, secret: str, args: argparse.Namespace) -> None:
+class Relay(gateway_pb2_grpc.GatewayServiceServicer):
+    """Generate as a pure relay: the inference stream's events, re-wrapped, and nothing else."""
+
+    def __init__(self, inference: str) -> None:
+        self.channel = grpc.aio.insecure_channel(inference)
+        self.inference = inference_pb2_grpc.InferenceServiceStub(self.channel)
+
+    async def Generate(self, request, context):
+        async for event in self.inference.TextToImage(request.task.text_to_image):
+            if event.HasField("step"):
+                yield gateway_pb2.JobEvent(job_id="relay", running=event.step)
+            elif event.HasField("result"):
+                yield gateway_pb2.JobEvent(job_id="relay", succeeded=event.result)
+
+
+async def serve_relay(port: int, inference: str) -> None:
+    server = grpc.aio.server()
+    gateway_pb2_grpc.add_GatewayServiceServicer_to_server(Relay(inference), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
+
+
+async def measure(label: str, gateway: str, inference: str, secret: str, args: argparse.Namespace) -> None:
     async with grpc.aio.insecure_channel(gateway) as g, grpc.aio.insecure_channel(inference) as i:
         pairs = Pairs(g, i, secret, args.size, args.steps)
         for _ in range(_WARMUP_PAIRS):
             await pairs.one()
-        print(f"{args.rounds} rounds of {args.pairs} pairs, {args.size}x{args.size}, {args.steps} steps")
+        print(f"== {label}: {args.rounds} rounds of {args.pairs} pairs, {args.size}x{args.size}, {args.steps} steps")
         rounds: list[float] = []
         for n in range(args.rounds):
             measured = [await pairs.one() for _ in range(args.pairs)]
@@ -93,8 +126,8 @@ async def measure(gateway: str, inference: str, secret: str, args: argparse.Name
                 f"paired overhead p50 {overhead * 1000:6.2f} ms"
             )
     low, high = min(rounds) * 1000, max(rounds) * 1000
-    print(f"gateway overhead (median of rounds): {statistics.median(rounds) * 1000:.2f} ms")
-    print(f"  rounds range {low:.2f} .. {high:.2f} ms   (goal <= 2)")
+    print(f"{label} overhead (median of rounds): {statistics.median(rounds) * 1000:.2f} ms")
+    print(f"  rounds range {low:.2f} .. {high:.2f} ms" + ("   (goal <= 2)" if label == "gateway" else ""))
 
 
 def main() -> None:
@@ -104,15 +137,34 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64, help="image width and height")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0, help="seeds the order of each pair")
+    parser.add_argument("--no-relay", dest="relay", action="store_false", help="skip the bare relay's floor")
+    parser.add_argument("--serve-relay", nargs=2, metavar=("PORT", "INFERENCE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_relay:
+        asyncio.run(serve_relay(int(args.serve_relay[0]), args.serve_relay[1]))
+        return
     random.seed(args.seed)
     with tempfile.TemporaryDirectory(prefix="bench-gateway-overhead-") as directory:
         processes, address, secret = start_stack(Path(directory), cache_max_bytes="0", poll_interval_s="0.2")
         inference_address = _inference_address(processes)
         try:
-            asyncio.run(measure(address, inference_address, secret, args))
+            asyncio.run(measure("gateway", address, inference_address, secret, args))
+            if args.relay:
+                [port] = free_ports(1)
+                relay = subprocess.Popen([sys.executable, __file__, "--serve-relay", str(port), inference_address])
+                processes.append(relay)
+                _wait_listening(port)
+                asyncio.run(measure("bare relay", f"127.0.0.1:{port}", inference_address, secret, args))
         finally:
             stop_stack(processes)
+
+
+def _wait_listening(port: int) -> None:
+    async def probe() -> None:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await asyncio.wait_for(channel.channel_ready(), 60)
+
+    asyncio.run(probe())
 
 
 def _inference_address(processes: list) -> str:

@@ -13,12 +13,15 @@ PNG = 1
 ORIGIN = {"job_id": "j1", "request_id": "r1", "user_id": "u1", "variant": "control"}
 
 
-def _store(root: Path) -> ImageStore:
-    return ImageStore(root, b"secret", url_ttl_s=60)
+def _store(root: Path, inline_write_bytes: int = 0) -> ImageStore:
+    return ImageStore(root, b"secret", url_ttl_s=60, inline_write_bytes=inline_write_bytes)
 
 
-async def test_saved_image_loads_with_its_origin_before_and_after_the_record_is_written(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+@pytest.mark.parametrize("inline_write_bytes", [0, 1 << 20], ids=["worker-thread", "inline"])
+async def test_saved_image_loads_with_its_origin_before_and_after_the_record_is_written(
+    tmp_path: Path, inline_write_bytes: int
+) -> None:
+    store = _store(tmp_path, inline_write_bytes)
     image_id = await store.save("acme", b"png bytes", PNG, ORIGIN)
     assert (tmp_path / "acme" / f"{image_id}.png").read_bytes() == b"png bytes"
     early = store.load("acme", image_id)  # the record may still be on its way to disk

@@ -312,10 +312,11 @@ class Dispatcher:
         ended = await self.store.finish(
             job.job_id, self.settings.owner, state, result=result, failure=failure, progress=progress
         )
-        self.hub.untrack(job.job_id)  # its watchers read the outcome from the store from now on
         if ended is None:
+            self.hub.untrack(job.job_id)  # its watchers read the outcome from the store from now on
             self.hub.publish(job.job_id)
             return  # the job was recovered by another replica meanwhile: its outcome is theirs
+        self.hub.ended(ended)
         self._announce([ended])
 
     def _announce(self, jobs: list[Job]) -> None:

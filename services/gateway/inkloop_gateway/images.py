@@ -68,11 +68,13 @@ def load_or_create_secret(path: Path) -> bytes:
 
 
 class ImageStore:
-    def __init__(self, root: Path, signing_secret: bytes, url_ttl_s: int) -> None:
+    def __init__(self, root: Path, signing_secret: bytes, url_ttl_s: int, *, inline_write_bytes: int = 0) -> None:
         self.root = root
         self._root = str(root)
         self._secret = signing_secret
         self._url_ttl_s = url_ttl_s
+        #: Images up to this size are written on the event loop (a fraction of a millisecond on a local disk).
+        self._inline_write_bytes = inline_write_bytes
         self._unwritten_origins: dict[tuple[str, str], dict[str, str]] = {}
         self._origin_writes: set[asyncio.Task[None]] = set()
         root.mkdir(parents=True, exist_ok=True)
@@ -98,7 +100,11 @@ class ImageStore:
         a file is the slow part of a save, the record only serves download events, and until it is
         written `load` answers from memory."""
         image_id = self.image_id(tenant_id, data)
-        if not await asyncio.to_thread(self._write_image, tenant_id, image_id, data, image_format):
+        if len(data) <= self._inline_write_bytes:  # waiting for a worker thread would cost more than the write
+            created = self._write_image(tenant_id, image_id, data, image_format)
+        else:
+            created = await asyncio.to_thread(self._write_image, tenant_id, image_id, data, image_format)
+        if not created:
             return image_id  # stored before: its origin is the job that first produced it
         key = (tenant_id, image_id)
         self._unwritten_origins[key] = origin

@@ -150,6 +150,7 @@ class GatewayApp:
             s.image_dir or s.data_dir / "images",
             _secret(s.url_signing_secret, s.data_dir / "url-signing-key"),
             s.download_url_ttl_s,
+            inline_write_bytes=s.image_inline_write_bytes,
         )
         self.events = EventSender(
             s.analytics_target,

@@ -51,6 +51,12 @@ class GatewaySettings(ServiceSettings):
     cache_max_bytes: int = Field(256 * 1024 * 1024, ge=0, description="Result cache size bound in bytes (0 = off).")
     cache_ttl_s: float = Field(86_400.0, gt=0, description="Seconds a cached result is served.")
     image_dir: Path | None = Field(None, description="Where result images are kept; empty = data_dir/images.")
+    image_inline_write_bytes: int = Field(
+        256 << 10,
+        ge=0,
+        description="Images up to this size are written on the event loop, sparing a worker thread hop; "
+        "set 0 when image_dir is a network volume, where creating a file can take milliseconds.",
+    )
     url_signing_secret: str = Field(
         "", description="HMAC secret of signed download URLs; empty = one generated in data_dir/url-signing-key."
     )

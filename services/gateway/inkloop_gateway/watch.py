@@ -1,9 +1,10 @@
 """Following jobs: an in-process wake-up hub, and the WatchJob stream built on store snapshots.
 
 Every state transition goes to the store first; the hub only wakes this replica's watchers so they
-re-read it at once. Progress is the exception: the hub holds the latest snapshot of every job running
-on this replica (its dispatcher updates it on each denoising step), and this replica's watchers read
-it from there; the dispatcher persists progress to the store only now and then. Changes made on other
+re-read it at once. Two exceptions: the hub holds the latest snapshot of every job running on this
+replica (its dispatcher updates it on each denoising step; the store gets progress only now and then),
+and the end of a job that ended here, as the store recorded it; this replica's watchers read those
+from the hub. Changes made on other
 replicas (Redis) reach the hub through the store's change notifications (`notify.ChangeRelay`), so a
 watcher on any replica follows any job at once. Polling is the safety net for notifications lost while
 the relay was not subscribed: every `poll_interval_s` while notifications do not flow (and with SQLite),
@@ -24,6 +25,8 @@ from inkloop_gateway.protocol import job_event
 
 #: Image bytes of the results that finished most recently on this replica, kept for its watchers.
 _KEPT_IMAGE_BYTES = 16 << 20
+#: Jobs that ended most recently on this replica, kept for its watchers (an ended job never changes).
+_KEPT_ENDED_JOBS = 1024
 
 
 class Hub:
@@ -31,6 +34,7 @@ class Hub:
         self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
         #: Jobs running on this replica, with their latest progress (newer than the store's).
         self._running: dict[str, Job] = {}
+        self._ended: OrderedDict[str, Job] = OrderedDict()
         #: job id -> {image id: bytes} of recent results, so watchers here need not read them back.
         self._images: OrderedDict[str, dict[str, bytes]] = OrderedDict()
         self._images_size = 0
@@ -69,6 +73,15 @@ class Hub:
         """The job stopped running here: the store holds its state (call after its transition committed)."""
         self._running.pop(job_id, None)
 
+    def ended(self, job: Job) -> None:
+        """`job` ended on this replica and the store recorded it so: its watchers here get the end from
+        memory, without reading it back."""
+        self._running.pop(job.job_id, None)
+        self._ended[job.job_id] = job
+        while len(self._ended) > _KEPT_ENDED_JOBS:
+            self._ended.popitem(last=False)
+        self.publish(job.job_id)
+
     def progress(self, job_id: str, step: int, total_steps: int) -> None:
         """Records a step of a job running here and wakes its watchers."""
         job = self._running.get(job_id)
@@ -76,9 +89,9 @@ class Hub:
             self._running[job_id] = job.with_(step=step, total_steps=total_steps)
         self.publish(job_id)
 
-    def running(self, job_id: str) -> Job | None:
-        """The live snapshot of a job running on this replica, or None."""
-        return self._running.get(job_id)
+    def latest(self, job_id: str) -> Job | None:
+        """The newest snapshot of a job running on this replica or just ended here; None: read the store."""
+        return self._running.get(job_id) or self._ended.get(job_id)
 
     def current(self, job: Job) -> Job:
         """`job` as read from the store, with the newer progress when it runs on this replica."""
@@ -135,4 +148,4 @@ async def watch(
                 async with asyncio.timeout(hub.poll_interval_s(poll_interval_s)):
                     await changed.wait()
             changed.clear()
-            job = hub.running(job.job_id) or await store.get(job.job_id)
+            job = hub.latest(job.job_id) or await store.get(job.job_id)
