@@ -5,11 +5,13 @@ from __future__ import annotations
 import calendar
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 
 import pytest
 
+from harness.clickhouse import ClickHouseServer, fresh_database
 from inkloop_analytics import retention
 from inkloop_analytics.migrations import migrate
 from inkloop_analytics.storage import ClickHouse, Params
@@ -73,9 +75,24 @@ def test_events_past_retention_go_and_the_rest_stay(clickhouse: ClickHouse) -> N
         assert kept == Counter(expected), table
 
 
-def test_partitions_are_dropped_only_when_every_day_is_past_retention(clickhouse: ClickHouse) -> None:
-    if clickhouse.supports("ttl"):
-        pytest.skip("engines with TTL expire rows by the server's clock, not by partition")
+@pytest.fixture
+def server_18_16(clickhouse_server: ClickHouseServer) -> Iterator[ClickHouse]:
+    """A fresh database on the 18.16 server: no TTL, so retention drops whole monthly partitions."""
+    with fresh_database(clickhouse_server.url) as ch:
+        assert not ch.supports("ttl")
+        yield ch
+
+
+@pytest.fixture
+def chdb(chdb_url: str) -> Iterator[ClickHouse]:
+    """A fresh database on embedded chDB, whose tables carry a TTL."""
+    with fresh_database(chdb_url) as ch:
+        assert ch.supports("ttl")
+        yield ch
+
+
+def test_partitions_are_dropped_only_when_every_day_is_past_retention(server_18_16: ClickHouse) -> None:
+    clickhouse = server_18_16  # engines with TTL expire rows by the server's clock, not by partition
     migrate(clickhouse)
     december, january = datetime(2025, 12, 31, 23, 59, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)
     insert_events(clickhouse, [december, january])
@@ -99,9 +116,8 @@ def test_zero_days_keeps_events_forever(clickhouse: ClickHouse) -> None:
         assert kept == Counter([old]), table
 
 
-def test_ttl_is_changed_only_when_it_differs(clickhouse: ClickHouse) -> None:
-    if not clickhouse.supports("ttl"):
-        pytest.skip("18.16 has no TTL")
+def test_ttl_is_changed_only_when_it_differs(chdb: ClickHouse) -> None:
+    clickhouse = chdb  # 18.16 has no TTL
     migrate(clickhouse)
     recording = RecordingClickHouse(clickhouse)
     engine = cast(ClickHouse, recording)
