@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 
 from harness import free_ports
 from harness.clickhouse import ClickHouseServer, database_url, fresh_database
@@ -41,6 +42,8 @@ async def test_events_wait_on_disk_then_reach_analytics_in_order(
 
     [port] = free_ports(1)
     gateway = await start_gateway(analytics_target=f"127.0.0.1:{port}")
+    spooled_before = REGISTRY.get_sample_value("inkloop_gateway_events_spooled_total") or 0.0
+    sent_before = REGISTRY.get_sample_value("inkloop_gateway_events_sent_total") or 0.0
     job = (
         await gateway.jobs.SubmitJob(
             gateway_pb2.SubmitJobRequest(task=text_task("call me at 13812345678, a cat"), request_id="ev-1"),
@@ -70,6 +73,7 @@ async def test_events_wait_on_disk_then_reach_analytics_in_order(
     assert refused.policy == "sexual-minors" and refused.error_code == "FAILED_PRECONDITION"
     raw = b"".join(path.read_bytes() for path in spool.files())
     assert b"porn" not in raw and b"13812345678" not in raw
+    assert (REGISTRY.get_sample_value("inkloop_gateway_events_spooled_total") or 0.0) - spooled_before >= len(spooled)
 
     # Analytics comes up on that address: the spool drains, oldest first, same ids.
     with fresh_database(clickhouse_server.url) as clickhouse:
@@ -93,6 +97,8 @@ async def test_events_wait_on_disk_then_reach_analytics_in_order(
                 return [str(row[0]) for row in rows]
 
             await _until(lambda: set(ids) <= set(stored()))
+            sent = (REGISTRY.get_sample_value("inkloop_gateway_events_sent_total") or 0.0) - sent_before
+            assert sent >= len(ids)
         finally:
             await running.server.stop(0)
             await app.stop()

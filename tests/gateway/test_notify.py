@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
 from inkloop.v1 import gateway_pb2
 from inkloop_gateway.jobs import JobState
@@ -191,6 +192,8 @@ async def test_relay_reconnects_when_the_connection_goes_silent(redis_url: str) 
             await admin.client_pause(1000)  # its pings go unanswered for a second: a dead link, as far as it knows
         await _until(lambda: not relay.subscribed, within_s=1.0)
         assert hub.poll_interval_s(0.2) == 0.2  # polling at the short interval meanwhile
+        assert REGISTRY.get_sample_value("inkloop_gateway_change_relay_subscribed") == 0
         await _until(lambda: relay.subscribed and relay.subscriptions >= 2)
+        assert REGISTRY.get_sample_value("inkloop_gateway_change_relay_subscribed") == 1
     finally:
         await relay.stop()

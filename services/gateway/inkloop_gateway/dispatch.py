@@ -29,6 +29,7 @@ import grpc
 from inkloop.logs import request_id_var
 from inkloop.rpc.status import field_violations
 from inkloop.v1 import common_pb2
+from inkloop_gateway import metrics
 from inkloop_gateway.events import EventFacts, EventSender, EventType
 from inkloop_gateway.images import ImageStore
 from inkloop_gateway.jobs import Failure, Job, JobState, JobStore, Lease
@@ -177,6 +178,7 @@ class Dispatcher:
         """Runs a job this replica now holds (RUNNING under its lease) in a worker slot."""
         self.hub.track(job)
         self._running[job.job_id] = _Running(job, cancelled=job.cancel_requested)
+        metrics.JOBS_RUNNING.inc()
         task = asyncio.create_task(self._run(job), name=f"job-{job.job_id}")
         self._runs.add(task)
         task.add_done_callback(self._runs.discard)
@@ -204,6 +206,7 @@ class Dispatcher:
         finally:
             self._stop_persisting(running)
             self._running.pop(job.job_id, None)
+            metrics.JOBS_RUNNING.dec()
             self.hub.untrack(job.job_id)
             self._wake.set()  # a worker slot is free
             request_id_var.reset(token)

@@ -24,6 +24,7 @@ import grpc
 
 from inkloop.rpc.client import open_channel
 from inkloop.v1 import analytics_pb2, analytics_pb2_grpc, common_pb2
+from inkloop_gateway import metrics
 from inkloop_gateway.jobs import Job
 from inkloop_gateway.protocol import KIND_OF_TASK, task_parameters
 from inkloop_gateway.spool import Spool
@@ -186,6 +187,7 @@ class EventSender:
 
     def emit(self, event: analytics_pb2.BackendEvent) -> None:
         """Queues one event; never blocks on the network and never raises."""
+        metrics.count_event(event)
         self._buffer.append(event)
         if len(self._buffer) >= self._buffer_size:
             # Analytics is not keeping up: move the buffer to disk rather than grow without bound.
@@ -220,6 +222,7 @@ class EventSender:
             request = analytics_pb2.IngestRequest(backend=batch, batch_id=str(uuid.uuid4()))
             if not await self._send(request.SerializeToString()):
                 self._spool.append(request.SerializeToString())
+                metrics.EVENTS_SPOOLED.inc(len(batch))
                 self._spill()
                 return False
         return True
@@ -248,6 +251,7 @@ class EventSender:
             log.info("analytics did not take events; keeping them", extra={"code": error.code().name})
             return False
         self.sent += len(request.backend)
+        metrics.EVENTS_SENT.inc(len(request.backend))
         return True
 
     def _spill(self) -> None:
@@ -256,3 +260,4 @@ class EventSender:
             self._spool.append(
                 analytics_pb2.IngestRequest(backend=batch, batch_id=str(uuid.uuid4())).SerializeToString()
             )
+            metrics.EVENTS_SPOOLED.inc(len(batch))

@@ -23,6 +23,7 @@ from typing import Protocol
 
 import redis.asyncio as aioredis
 
+from inkloop_gateway import metrics
 from inkloop_gateway.jobs_redis import CHANGES, PREFIX
 from inkloop_gateway.watch import Hub
 
@@ -135,5 +136,6 @@ class ChangeRelay:
         if not subscribed and not self.subscribed:
             return  # still down: they poll at the plain interval already
         self.subscribed = subscribed
+        metrics.CHANGE_RELAY_SUBSCRIBED.set(1 if subscribed else 0)
         self.hub.notified(self.notified_poll_interval_s if subscribed else None)
         self.claims.wake()

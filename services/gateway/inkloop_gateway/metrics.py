@@ -1,0 +1,55 @@
+"""The gateway's own Prometheus metrics; every service's gRPC metrics are in `inkloop.metrics`.
+
+Job figures come from the back-end events (each step of a job's life is one), so the dashboards and
+the analytics tables count the same things; their `latency_s` (seconds since acceptance) gives the
+time to each end.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from inkloop.v1 import analytics_pb2
+
+JOB_EVENTS = Counter(
+    "inkloop_gateway_job_events_total",
+    "Steps of jobs' lives (requested, rejected, rejected_by_policy, queued, cache_hit, started, succeeded, "
+    "failed, cancelled, downloaded), by type and model variant.",
+    ["type", "variant"],
+)
+JOB_SECONDS = Histogram(
+    "inkloop_gateway_job_seconds",
+    "Seconds from a job's acceptance to its end, by outcome and model variant.",
+    ["outcome", "variant"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 600),
+)
+JOBS_RUNNING = Gauge("inkloop_gateway_jobs_running", "Jobs this replica runs on inference now.")
+EVENTS_SENT = Counter("inkloop_gateway_events_sent_total", "Back-end events analytics acknowledged.")
+EVENTS_SPOOLED = Counter(
+    "inkloop_gateway_events_spooled_total", "Back-end events written to the spool because analytics did not take them."
+)
+CHANGE_RELAY_SUBSCRIBED = Gauge(
+    "inkloop_gateway_change_relay_subscribed",
+    "1 while this replica receives the other replicas' job changes (Redis pub/sub), else 0.",
+)
+
+_ENDS = {
+    analytics_pb2.BACKEND_EVENT_TYPE_SUCCEEDED,
+    analytics_pb2.BACKEND_EVENT_TYPE_FAILED,
+    analytics_pb2.BACKEND_EVENT_TYPE_CANCELLED,
+}
+
+
+@cache
+def _type_name(event_type: int) -> str:
+    return analytics_pb2.BackendEventType.Name(event_type).removeprefix("BACKEND_EVENT_TYPE_").lower()
+
+
+def count_event(event: analytics_pb2.BackendEvent) -> None:
+    """Counts one back-end event, and the duration of the job it ends."""
+    name = _type_name(event.type)
+    JOB_EVENTS.labels(name, event.variant).inc()
+    if event.type in _ENDS:
+        JOB_SECONDS.labels(name, event.variant).observe(event.latency_s)
