@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 
 from inkloop.v1 import analytics_pb2 as pb
 from inkloop_analytics.ingest import LOOKUP_CHUNK_IDS, Ack, Acks, RecentIds
@@ -199,3 +200,22 @@ def test_recent_ids_keep_at_least_half_their_capacity() -> None:
     nothing = RecentIds(capacity=0)
     nothing.add_all([1])
     assert 1 not in nothing
+
+
+async def test_acknowledgements_are_counted_by_stream_and_status(analytics: Analytics) -> None:
+    def counted(stream: str, status: str) -> float:
+        return REGISTRY.get_sample_value("inkloop_analytics_events_total", {"stream": stream, "status": status}) or 0.0
+
+    keys = [(stream, status) for stream in ("frontend", "backend") for status in ("accepted", "duplicate", "rejected")]
+    before = {key: counted(*key) for key in keys}
+    view = page_view(T0, "v1")
+    invalid = page_view(T0, "")  # no visitor id
+    await analytics.ingest([view, view, invalid], [backend(T0, pb.BACKEND_EVENT_TYPE_SUCCEEDED, "r1")], "")
+    assert {key: counted(*key) - before[key] for key in keys} == {
+        ("frontend", "accepted"): 1,
+        ("frontend", "duplicate"): 1,
+        ("frontend", "rejected"): 1,
+        ("backend", "accepted"): 1,
+        ("backend", "duplicate"): 0,
+        ("backend", "rejected"): 0,
+    }

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from harness import free_ports
 from harness.clickhouse import ClickHouseServer, database_url, fresh_database
@@ -220,6 +221,8 @@ async def test_server_stopped_and_restarted_mid_ingest_loses_and_doubles_nothing
         service = Analytics(make_settings(url, flush_interval_s=0.01), clock=lambda: NOW)
         await service.open()
         await service.connect()
+        rows_spooled = REGISTRY.get_sample_value("inkloop_analytics_rows_spooled_total") or 0.0
+        rows_replayed = REGISTRY.get_sample_value("inkloop_analytics_rows_replayed_total") or 0.0
         acknowledged: list[str] = []
         spooled_batches = 0
 
@@ -251,6 +254,10 @@ async def test_server_stopped_and_restarted_mid_ingest_loses_and_doubles_nothing
             await service.close()
             assert service.spool.empty()
             assert spooled_batches > 0, "nothing was spooled: the outage was not noticed"
+            spooled = (REGISTRY.get_sample_value("inkloop_analytics_rows_spooled_total") or 0.0) - rows_spooled
+            replayed = (REGISTRY.get_sample_value("inkloop_analytics_rows_replayed_total") or 0.0) - rows_replayed
+            assert spooled >= 50 * spooled_batches and replayed == spooled
+            assert REGISTRY.get_sample_value("inkloop_analytics_spool_bytes") == 0
             [(distinct,)] = ch.query("SELECT uniqExact(event_id) FROM frontend_events")
             stored = {str(event_id) for (event_id,) in ch.query("SELECT DISTINCT event_id FROM frontend_events")}
         finally:

@@ -21,6 +21,7 @@ from typing import Any, Literal, NamedTuple, overload
 from inkloop.errors import InkloopError
 from inkloop.prompts import PrivacyPolicy
 from inkloop.v1 import analytics_pb2
+from inkloop_analytics import metrics
 from inkloop_analytics.batch_validation import backend_rows, frontend_rows, id_list_text, parse_event_ids
 from inkloop_analytics.storage import QueryError
 from inkloop_analytics.store import EventStore
@@ -205,6 +206,10 @@ class Ingestor:
         except BaseException:
             self.recent.discard_all(fresh)  # not acknowledged: a retry must be accepted
             raise
+        for stream, acks in (("frontend", result.frontend), ("backend", result.backend)):
+            for status in ("accepted", "duplicate", "rejected"):
+                if count := acks.statuses.count(status):
+                    metrics.EVENTS.labels(stream, status).inc(count)
         return result
 
     async def ingest_stream(self, requests: AsyncIterable[analytics_pb2.IngestRequest]) -> AsyncIterator[IngestResult]:

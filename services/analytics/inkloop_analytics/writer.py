@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 
 from inkloop.errors import ResourceExhausted
+from inkloop_analytics import metrics
 from inkloop_analytics.spool import Spool, SpoolFormatError
 from inkloop_analytics.store import EventStore
 from inkloop_analytics.tables import Rows
@@ -138,11 +139,14 @@ class Writer:
     async def _persist(self, rows: Rows) -> bool:
         if self.store.ready and self.spool.empty():
             try:
-                await asyncio.to_thread(self.store.insert, rows)
+                with metrics.INSERT_SECONDS.time():
+                    await asyncio.to_thread(self.store.insert, rows)
                 return False
             except Exception as error:  # Unavailable, or anything else: keep the rows, retry later
                 log.warning("ClickHouse insert failed, spooling %d rows: %s", len(rows), error)
         await asyncio.to_thread(self.spool.append, rows)
+        metrics.ROWS_SPOOLED.inc(len(rows))
+        metrics.SPOOL_BYTES.set(self.spool.size_bytes)
         self._spool_grew.set()
         return True
 
@@ -178,7 +182,9 @@ class Writer:
                 log.warning("spool replay of %s paused at record %d: %s", segment.name, position, error)
                 return False
             self._replayed[segment.name] = position + 1
+            metrics.ROWS_REPLAYED.inc(len(records[position]))
         self.spool.remove(segment)
+        metrics.SPOOL_BYTES.set(self.spool.size_bytes)
         self._replayed.pop(segment.name, None)
         self._room.set()
         log.info("replayed spool segment %s (%d records)", segment.name, len(records))
