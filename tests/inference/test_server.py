@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from prometheus_client import REGISTRY
 
 from inkloop.rpc.server import RunningServer, start_server
 from inkloop.rpc.status import field_violations, retry_delay_s
@@ -310,3 +311,20 @@ async def test_out_of_gpu_memory_is_resource_exhausted_and_the_service_goes_on(
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert (retry_delay_s(caught.value) or 0) > 0
     assert len((await _collect(service.stub.TextToImage(request)))[-1].result.images) == 1
+
+
+async def test_results_are_counted_and_timed_by_phase(service: Service) -> None:
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    images = sample("inkloop_inference_images_total", kind="text_to_image")
+    denoised = sample("inkloop_inference_phase_seconds_sum", phase="denoise")
+    decodes = sample("inkloop_inference_phase_seconds_count", phase="decode")
+    steps = sample("inkloop_inference_step_seconds_count")
+    request = common_pb2.TextToImageRequest(parameters=_params(steps=3, num_images=2))
+    result = (await _collect(service.stub.TextToImage(request)))[-1].result
+    assert sample("inkloop_inference_images_total", kind="text_to_image") - images == 2
+    assert sample("inkloop_inference_phase_seconds_count", phase="decode") - decodes == 1
+    assert sample("inkloop_inference_step_seconds_count") - steps == 1
+    observed = sample("inkloop_inference_phase_seconds_sum", phase="denoise") - denoised
+    assert observed == pytest.approx(result.timings.denoise_s)  # the figure the client was given

@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator, Sequence
 import grpc
 
 from inkloop.v1 import common_pb2, inference_pb2, inference_pb2_grpc
-from inkloop_inference import protocol
+from inkloop_inference import metrics, protocol
+from inkloop_inference.batching import Done
 from inkloop_inference.model import InferenceModel
 from inkloop_inference.pipelines import GenerationRequest
 from inkloop_inference.settings import InferenceSettings
@@ -50,6 +51,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         loaded = self.model.loaded
         protocol.validate(request, loaded)
         async for event in self.model.batcher.generate(request):
+            if isinstance(event, Done):
+                metrics.observe(request, event)
             yield protocol.event_to_pb(event, request, loaded, accepted_at)
 
 
