@@ -8,6 +8,7 @@ time to each end.
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -47,9 +48,19 @@ def _type_name(event_type: int) -> str:
     return analytics_pb2.BackendEventType.Name(event_type).removeprefix("BACKEND_EVENT_TYPE_").lower()
 
 
+# The labelled children, found once per (type, variant): `labels()` costs more than the increment.
+@cache
+def _counter(event_type: int, variant: str) -> Any:
+    return JOB_EVENTS.labels(_type_name(event_type), variant)
+
+
+@cache
+def _timer(event_type: int, variant: str) -> Any:
+    return JOB_SECONDS.labels(_type_name(event_type), variant)
+
+
 def count_event(event: analytics_pb2.BackendEvent) -> None:
     """Counts one back-end event, and the duration of the job it ends."""
-    name = _type_name(event.type)
-    JOB_EVENTS.labels(name, event.variant).inc()
+    _counter(event.type, event.variant).inc()
     if event.type in _ENDS:
-        JOB_SECONDS.labels(name, event.variant).observe(event.latency_s)
+        _timer(event.type, event.variant).observe(event.latency_s)
