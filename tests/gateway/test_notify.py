@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 from inkloop.v1 import gateway_pb2
-from inkloop_gateway.jobs import JobState
+from inkloop_gateway.jobs import Job, JobState
 from inkloop_gateway.notify import ChangeRelay
 from inkloop_gateway.watch import Hub
 
@@ -90,6 +90,18 @@ async def test_watcher_on_another_replica_sees_steps_and_the_end_at_once(
     assert max(_latencies(local, remote)) < PROMPT_S
 
 
+async def test_every_step_reaches_watchers_on_another_replica_without_store_writes(
+    start_gateway: StartGateway, tmp_path: Path, redis_url: str
+) -> None:
+    a, b = await _two_replicas(start_gateway, tmp_path, redis_url)
+    a.app.dispatcher.settings.progress_persist_s = 60.0  # the store gets no progress while the job runs
+    job = await _submit(a, steps=40)
+    local, remote = await asyncio.gather(_arrivals(a, job.job_id), _arrivals(b, job.job_id))
+    steps = [step for kind, step, _at in remote if kind == "running"]
+    assert len(steps) >= 10 and steps == sorted(set(steps))  # announced steps, in order, never repeated
+    assert max(_latencies(local, remote)) < PROMPT_S
+
+
 async def test_idle_replica_starts_a_job_queued_through_a_busy_one_at_once(
     start_gateway: StartGateway, tmp_path: Path, redis_url: str
 ) -> None:
@@ -163,6 +175,15 @@ async def test_relay_maps_each_change_and_takes_up_the_longer_poll_interval_whil
                 await _until(lambda: watched.is_set() and other.is_set())
                 await client.publish(relay.channel, "cancelling job_x")
                 await _until(lambda: claims.cancelled == ["job_x"])
+                watched.clear()
+                await client.publish(relay.channel, "step job_x 3/8")  # a step announced by the job's replica
+                await _until(watched.is_set)
+                running = Job("job_x", "acme", "r", "u", "k", 1, b"", "default", "t", state=JobState.RUNNING, step=1)
+                assert (hub.current(running).step, hub.current(running).total_steps) == (3, 8)
+                await client.publish(relay.channel, "step job_x 2/8")  # late: never a step back
+                await client.publish(relay.channel, "step job_x bad")  # malformed: ignored
+                await client.publish(relay.channel, "requeued job_x")  # a new run counts from 1 again
+                await _until(lambda: hub.current(running).step == 1)
         await asyncio.sleep(0.3)  # quiet: answered pings keep the subscription
         assert relay.subscribed and relay.subscriptions == 1
     finally:

@@ -58,6 +58,8 @@ class _Running:
     total_steps: int = 0
     #: Writes the newest progress to the store now and then; started at the first step.
     persister: asyncio.Task[None] | None = None
+    #: Announces the newest step to other replicas (one announcement in flight at a time).
+    announcer: asyncio.Task[None] | None = None
 
 
 @dataclass
@@ -260,6 +262,8 @@ class Dispatcher:
                     self.hub.progress(job.job_id, running.steps, running.total_steps)
                     if running.persister is None:
                         running.persister = asyncio.create_task(self._persist_progress(job.job_id, running))
+                    if self.store.announces_progress and (running.announcer is None or running.announcer.done()):
+                        running.announcer = asyncio.create_task(self._announce_steps(job.job_id, running))
                 elif event.HasField("result"):
                     return event.result
         finally:
@@ -282,11 +286,23 @@ class Dispatcher:
             except Exception:  # progress is advisory: the next write catches up
                 log.warning("persisting progress failed", exc_info=True, extra={"job_id": job_id})
 
+    async def _announce_steps(self, job_id: str, running: _Running) -> None:
+        """Announces the newest step until the announcements caught up (steps that came meanwhile merge)."""
+        announced = 0
+        while running.steps != announced:
+            announced = running.steps
+            try:
+                await self.store.announce_progress(job_id, announced, running.total_steps)
+            except Exception:  # advisory: the store's own progress and the end still reach every replica
+                log.debug("announcing progress failed", exc_info=True, extra={"job_id": job_id})
+                return
+
     @staticmethod
     def _stop_persisting(running: _Running) -> None:
-        if running.persister is not None:
-            running.persister.cancel()
-            running.persister = None
+        for task in (running.persister, running.announcer):
+            if task is not None:
+                task.cancel()
+        running.persister = running.announcer = None
 
     async def _succeed(self, job: Job, result: common_pb2.GenerationResult, facts: EventFacts) -> None:
         if self.cache is not None and job.cache_key:

@@ -241,6 +241,13 @@ class JobStore(Protocol):
         """Records a running job's progress (the dispatcher calls it throttled, in the background)."""
         ...
 
+    #: Whether `announce_progress` reaches other replicas (a shared store); False: nothing to tell.
+    announces_progress: bool
+
+    async def announce_progress(self, job_id: str, step: int, total_steps: int) -> None:
+        """Tells other replicas' watchers of a step without storing it (at most once, maybe never)."""
+        ...
+
     async def finish(
         self,
         job_id: str,

@@ -14,7 +14,10 @@ job sees the change (`notify.ChangeRelay` hands them to the hub and the dispatch
 recovery), `dequeued` (a job left the queue: claimed or cancelled; queue positions moved),
 `cancelling` (cancellation requested of a running job: its replica stops it) and `changed`
 (anything else a watcher shows: started at submission, progress, end). Lease extensions publish
-nothing. Pub/sub is at-most-once: a replica that was not subscribed misses changes, hence polling.
+nothing. Besides, the replica running a job announces each step as `step <job id> <step>/<total>`
+without storing it (`announce_progress`), so other replicas' watchers follow every step while the
+store gets progress only now and then. Pub/sub is at-most-once: a replica that was not subscribed
+misses changes, hence polling.
 
 The scripts build key names from the prefix, so this expects one Redis (or a cluster slot), not a
 sharded cluster.
@@ -289,6 +292,11 @@ class RedisJobStore:
             return set()
         stop = await self._heartbeat(args=[self._p, owner, repr(time.time() + lease_s), *job_ids])
         return {item.decode() for item in stop}
+
+    announces_progress = True
+
+    async def announce_progress(self, job_id: str, step: int, total_steps: int) -> None:
+        await self._redis.publish(f"{self._p}{CHANGES}", f"step {job_id} {step}/{total_steps}")
 
     async def progress(self, job_id: str, step: int, total_steps: int) -> None:
         await self._progress(args=[self._p, job_id, step, total_steps])

@@ -210,6 +210,12 @@ class SqliteJobStore:
                     stop.add(job_id)
         return stop
 
+    #: One replica: its watchers follow progress through its hub.
+    announces_progress = False
+
+    async def announce_progress(self, job_id: str, step: int, total_steps: int) -> None:
+        return None
+
     async def progress(self, job_id: str, step: int, total_steps: int) -> None:
         with self._transaction() as db:
             job = self._one(db, "job_id = ? AND state = 'running'", job_id)

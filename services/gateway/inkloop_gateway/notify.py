@@ -1,9 +1,10 @@
 """The change relay: the Redis job store's change notifications, handed to this replica's hub and dispatcher.
 
 The store's scripts publish `<change> <job id>` on `inkloop:changes` atomically with each change (see
-`jobs_redis`). One relay task per replica listens and wakes the job's watchers (every watcher when
-queue positions moved), the claim loop when a job was queued, and the worker of a job whose
-cancellation was requested elsewhere. A replica hears its own changes too: that costs a redundant
+`jobs_redis`), and the replica running a job announces its steps there. One relay task per replica
+listens and wakes the job's watchers (every watcher when queue positions moved; with the announced
+step for a step), the claim loop when a job was queued, and the worker of a job whose cancellation
+was requested elsewhere. A replica hears its own changes too: that costs a redundant
 wake-up at most, and covers the few changes made without a local wake-up (its recovery's requeues).
 
 Pub/sub is at-most-once, so while the relay is not subscribed changes are missed: every (re)subscription
@@ -121,6 +122,14 @@ class ChangeRelay:
 
     def _relay(self, data: bytes) -> None:
         change, _, job_id = data.decode(errors="replace").partition(" ")  # a stray publish must not kill the relay
+        if change == "step":
+            job_id, _, progress = job_id.partition(" ")
+            step, _, total = progress.partition("/")
+            if step.isdigit() and total.isdigit():
+                self.hub.announced(job_id, int(step), int(total))
+            return
+        if change == "requeued":
+            self.hub.requeued(job_id)
         if change in _POSITIONS_MOVED:
             self.hub.publish_all()
         else:

@@ -27,6 +27,8 @@ from inkloop_gateway.protocol import job_event
 _KEPT_IMAGE_BYTES = 16 << 20
 #: Jobs that ended most recently on this replica, kept for its watchers (an ended job never changes).
 _KEPT_ENDED_JOBS = 1024
+#: Jobs of other replicas whose latest announced step is kept.
+_KEPT_ANNOUNCED_JOBS = 4096
 
 
 class Hub:
@@ -35,6 +37,8 @@ class Hub:
         #: Jobs running on this replica, with their latest progress (newer than the store's).
         self._running: dict[str, Job] = {}
         self._ended: OrderedDict[str, Job] = OrderedDict()
+        #: (step, total) of jobs running on other replicas, as they announced them (newer than the store's).
+        self._announced: OrderedDict[str, tuple[int, int]] = OrderedDict()
         #: job id -> {image id: bytes} of recent results, so watchers here need not read them back.
         self._images: OrderedDict[str, dict[str, bytes]] = OrderedDict()
         self._images_size = 0
@@ -82,6 +86,20 @@ class Hub:
             self._ended.popitem(last=False)
         self.publish(job.job_id)
 
+    def announced(self, job_id: str, step: int, total_steps: int) -> None:
+        """A step another replica announced for a job it runs: watchers here show it without a store write."""
+        if job_id in self._running or step <= self._announced.get(job_id, (0, 0))[0]:
+            return  # runs here (the local snapshot is newer), or an older announcement arrived late
+        self._announced[job_id] = (step, total_steps)
+        self._announced.move_to_end(job_id)
+        while len(self._announced) > _KEPT_ANNOUNCED_JOBS:
+            self._announced.popitem(last=False)
+        self.publish(job_id)
+
+    def requeued(self, job_id: str) -> None:
+        """The job went back to the queue: its next run counts its steps from 1 again."""
+        self._announced.pop(job_id, None)
+
     def progress(self, job_id: str, step: int, total_steps: int) -> None:
         """Records a step of a job running here and wakes its watchers."""
         job = self._running.get(job_id)
@@ -94,11 +112,12 @@ class Hub:
         return self._running.get(job_id) or self._ended.get(job_id)
 
     def current(self, job: Job) -> Job:
-        """`job` as read from the store, with the newer progress when it runs on this replica."""
-        live = self._running.get(job.job_id)
-        if live is None or job.state != JobState.RUNNING or live.step <= job.step:
+        """`job` as read from the store, with newer progress when this replica runs it or another announced it."""
+        if job.state != JobState.RUNNING:
             return job
-        return job.with_(step=live.step, total_steps=live.total_steps)
+        live = self._running.get(job.job_id)
+        step, total = (live.step, live.total_steps) if live is not None else self._announced.get(job.job_id, (0, 0))
+        return job.with_(step=step, total_steps=total) if step > job.step else job
 
     def publish(self, job_id: str) -> None:
         for waiter in self._waiters.get(job_id, ()):
@@ -148,4 +167,4 @@ async def watch(
                 async with asyncio.timeout(hub.poll_interval_s(poll_interval_s)):
                     await changed.wait()
             changed.clear()
-            job = hub.latest(job.job_id) or await store.get(job.job_id)
+            job = hub.latest(job.job_id) or hub.current(await store.get(job.job_id))
