@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from inkloop_gateway.auth import (
     principal_var,
     require_role,
 )
-from inkloop_gateway.keys import KeyStore, Role
+from inkloop_gateway.keys import KeyStore, Role, StoredKey
 
 
 class EchoJobs(gateway_pb2_grpc.GatewayServiceServicer):
@@ -154,16 +156,44 @@ async def test_health_is_public(server: RunningServer) -> None:
     assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING  # answered, not refused
 
 
-def test_authenticate_header_follows_the_same_rules(store: KeyStore) -> None:
+async def test_authenticate_header_follows_the_same_rules(store: KeyStore) -> None:
     key, secret = store.create("acme", Role.ANALYST)
-    assert authenticate_header(store, f"Bearer {secret}") == Principal(key.key_id, "acme", Role.ANALYST)
-    assert authenticate_header(store, f"bearer   {secret} ").key_id == key.key_id
+    assert await authenticate_header(store, f"Bearer {secret}") == Principal(key.key_id, "acme", Role.ANALYST)
+    assert (await authenticate_header(store, f"bearer   {secret} ")).key_id == key.key_id
     with pytest.raises(errors.Unauthenticated):
-        authenticate_header(store, None)
+        await authenticate_header(store, None)
     with pytest.raises(errors.Unauthenticated):
-        authenticate_header(store, secret)  # no scheme
+        await authenticate_header(store, secret)  # no scheme
     with pytest.raises(errors.PermissionDenied):
-        authenticate_header(store, f"Bearer {secret}", required=Role.ADMIN)
+        await authenticate_header(store, f"Bearer {secret}", required=Role.ADMIN)
+
+
+async def test_a_slow_key_storage_does_not_hold_the_event_loop(store: KeyStore) -> None:
+    _key, secret = store.create("acme", Role.USER)
+    lookup = store.storage.get
+
+    def slow_get(key_id: str) -> StoredKey | None:
+        time.sleep(0.3)  # a Redis far away, or a busy one
+        return lookup(key_id)
+
+    store.storage.get = slow_get  # type: ignore[method-assign]
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    try:
+        assert (await store.authenticate_async(secret)).tenant_id == "acme"  # a cache miss: one slow lookup
+    finally:
+        ticker.cancel()
+    assert ticks >= 10  # the loop kept running during the 0.3 s lookup
+    began = time.monotonic()
+    await store.authenticate_async(secret)  # now cached: no lookup at all
+    assert time.monotonic() - began < 0.1
 
 
 def test_current_principal_and_require_role_outside_and_inside_a_call() -> None:

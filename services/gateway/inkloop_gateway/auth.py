@@ -5,9 +5,9 @@
 the request id and metrics like any other error. Servicers then read `current_principal()` or call
 `require_role(...)`; the HTTP bridge uses `authenticate_header` with the same rules.
 
-The key lookup runs on the event loop on purpose: `KeyStore.authenticate` is a SHA-256 and a dict
-lookup while the key is in its short-lived cache or in the key file, else one indexed SQLite read or
-one Redis round trip, either way about the cost of a hop to a worker thread. Revocation through this
+`KeyStore.authenticate_async` answers from its short-lived cache or the key file on the event loop (a
+SHA-256 and a dict lookup); only a storage read (SQLite, or a Redis round trip) goes to a worker
+thread, so a slow store or a flood of unknown keys never holds the loop. Revocation through this
 gateway's store takes effect on the very next call; through another replica or process (`inkloop
 keys revoke`) within `KeyStore.cache_ttl_s` (`api_keys_cache_ttl_s`, 1 s).
 """
@@ -58,10 +58,10 @@ def require_role(role: Role) -> Principal:
     return principal
 
 
-def authenticate_header(store: KeyStore, header_value: str | None, *, required: Role = Role.USER) -> Principal:
+async def authenticate_header(store: KeyStore, header_value: str | None, *, required: Role = Role.USER) -> Principal:
     """The principal of an `authorization` header value ("Bearer <secret>"), for gRPC and HTTP alike."""
     secret = _bearer_secret(header_value)
-    key = store.authenticate(secret)  # Unauthenticated for unknown, malformed or revoked secrets
+    key = await store.authenticate_async(secret)  # Unauthenticated for unknown, malformed or revoked secrets
     principal = Principal(key.key_id, key.tenant_id, key.role)
     _check_role(principal, required)
     return principal
@@ -141,12 +141,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return grpc.unary_stream_rpc_method_handler(self._stream(handler.unary_stream, role), **serializers)
         return grpc.stream_stream_rpc_method_handler(self._stream(handler.stream_stream, role), **serializers)
 
-    def _authenticate(self, context: grpc.aio.ServicerContext, role: Role) -> Principal:
-        return authenticate_header(self._store, _header(context.invocation_metadata()), required=role)
+    async def _authenticate(self, context: grpc.aio.ServicerContext, role: Role) -> Principal:
+        return await authenticate_header(self._store, _header(context.invocation_metadata()), required=role)
 
     def _unary(self, behavior: Callable[..., Awaitable[Any]], role: Role) -> Callable[..., Awaitable[Any]]:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            token = principal_var.set(self._authenticate(context, role))
+            token = principal_var.set(await self._authenticate(context, role))
             try:
                 return await behavior(request, context)
             finally:
@@ -156,7 +156,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     def _stream(self, behavior: Callable[..., AsyncIterator[Any]], role: Role) -> Callable[..., AsyncIterator[Any]]:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            token = principal_var.set(self._authenticate(context, role))
+            token = principal_var.set(await self._authenticate(context, role))
             try:
                 async for response in behavior(request, context):
                     yield response

@@ -111,7 +111,7 @@ class Dashboard:
 
     def _handler(self, name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handle(request: web.Request) -> web.Response:
-            principal = principal_of(self.keys, request, Role.ANALYST)
+            principal = await principal_of(self.keys, request, Role.ANALYST)
             query = self.queries()[name]
             try:
                 reply = await query(principal.tenant_id, time_range(request), request)

@@ -60,7 +60,7 @@ class ImageDownloads:
         if extension not in FORMATS:
             raise web.HTTPNotFound(text="unknown image format")
         try:
-            tenant_id = self._tenant(request, image_id)
+            tenant_id = await self._tenant(request, image_id)
         except errors.Unauthenticated as error:
             raise web.HTTPUnauthorized(text=str(error), headers={"WWW-Authenticate": "Bearer"}) from None
         try:
@@ -81,14 +81,14 @@ class ImageDownloads:
             headers["Content-Disposition"] = f'attachment; filename="{image_id}.{extension}"'
         return web.Response(body=data, content_type=FORMATS[extension][1], headers=headers)
 
-    def _tenant(self, request: web.Request, image_id: str) -> str:
+    async def _tenant(self, request: web.Request, image_id: str) -> str:
         query = request.query
         if "sig" in query:
             tenant_id = query.get("tenant", "")
             if not self.images.verify(tenant_id, image_id, query.get("expires", ""), query["sig"]):
                 raise errors.Unauthenticated("invalid or expired signed URL")
             return tenant_id
-        return authenticate_header(self.keys, request.headers.get("Authorization")).tenant_id
+        return (await authenticate_header(self.keys, request.headers.get("Authorization"))).tenant_id
 
 
 def web_routes(

@@ -18,6 +18,7 @@ works on its first call, on every replica.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import hmac
@@ -160,10 +161,28 @@ class KeyStore:
 
     def authenticate(self, secret: str) -> ApiKey:
         """The active key whose secret this is; `Unauthenticated` otherwise (never says which part was wrong)."""
+        known, secret_hash, key_id = self._known(secret)
+        if known is not None:
+            return known
+        revocations = self._revocations
+        return self._checked(self.storage.get(key_id), secret_hash, revocations)
+
+    async def authenticate_async(self, secret: str) -> ApiKey:
+        """`authenticate` for the event loop: a key in the cache or the key file is answered at once; a
+        storage lookup (a Redis round trip, a SQLite read) runs in a worker thread, so a slow store or
+        a flood of unknown keys never holds the loop."""
+        known, secret_hash, key_id = self._known(secret)
+        if known is not None:
+            return known
+        revocations = self._revocations
+        return self._checked(await asyncio.to_thread(self.storage.get, key_id), secret_hash, revocations)
+
+    def _known(self, secret: str) -> tuple[ApiKey | None, bytes, str]:
+        """(the key if the cache or the key file knows it, the secret's hash, its key id)."""
         secret_hash = hash_secret(secret)
         cached = self._cache.get(secret_hash)
         if cached is not None and time.monotonic() < cached[1]:
-            return cached[0]
+            return cached[0], secret_hash, ""
         key_id = key_id_of(secret)
         if key_id is None:
             raise errors.Unauthenticated("invalid API key")
@@ -172,9 +191,12 @@ class KeyStore:
         from_file = self.key_file.find(key_id) if self.key_file is not None else None
         matches_file = hmac.compare_digest(from_file.secret_hash if from_file else _NO_HASH, secret_hash)
         if from_file is not None and matches_file:
-            return from_file.key
-        revocations = self._revocations
-        stored = self.storage.get(key_id)
+            return from_file.key, secret_hash, key_id
+        return None, secret_hash, key_id
+
+    def _checked(self, stored: StoredKey | None, secret_hash: bytes, revocations: int) -> ApiKey:
+        """The stored key if the secret matches and it is not revoked; cached unless a revocation happened
+        while it was being looked up (`revocations` is the count from before the lookup)."""
         valid = hmac.compare_digest(stored.secret_hash if stored else _NO_HASH, secret_hash)
         if stored is None or not valid or stored.key.revoked_at is not None:
             raise errors.Unauthenticated("invalid API key")

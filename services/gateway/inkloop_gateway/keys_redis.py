@@ -4,11 +4,10 @@ Keys (prefix `inkloop:`): `apikey:<key id>` a hash of the key's fields, with the
 secret in hex (never the secret); `apikeys` a sorted set of key ids by creation time (listings).
 Creating and revoking are one Lua script each, so two replicas never half-write a key.
 
-A blocking client on purpose: `KeyStore.authenticate` runs on the event loop and reaches the storage
-only on a cache miss (once per key per `cache_ttl_s` on each replica): one round trip, about what
-the SQLite read it replaces costs. Short socket timeouts bound how long a call can hold the loop,
-and after a connection failure every lookup answers UNAVAILABLE at once for `backoff_s` (1 s) instead
-of each waiting for its own timeout. Keys still in a replica's cache, and the key file's, keep working.
+A blocking client: the gateway reaches the storage only on a cache miss (once per key per
+`cache_ttl_s` on each replica), from a worker thread (`KeyStore.authenticate_async`); the CLI is
+synchronous anyway. Short socket timeouts bound each call, and after a connection failure every
+lookup answers UNAVAILABLE at once for `backoff_s` (1 s) instead of each waiting for its own timeout. Keys still in a replica's cache, and the key file's, keep working.
 """
 
 from __future__ import annotations

@@ -101,8 +101,8 @@ async def read_message(request: web.Request, message: Message) -> None:
     json_format.ParseDict(json.loads(text or "{}"), message)
 
 
-def principal_of(keys: KeyStore, request: web.Request, role: Role = Role.USER) -> Principal:
-    return authenticate_header(keys, request.headers.get("Authorization"), required=role)
+async def principal_of(keys: KeyStore, request: web.Request, role: Role = Role.USER) -> Principal:
+    return await authenticate_header(keys, request.headers.get("Authorization"), required=role)
 
 
 def _strip_image_bytes(event: gateway_pb2.JobEvent) -> gateway_pb2.JobEvent:
@@ -127,23 +127,23 @@ class JobsBridge:
         ]
 
     async def submit(self, request: web.Request) -> web.Response:
-        principal = principal_of(self.keys, request)
+        principal = await principal_of(self.keys, request)
         message = gateway_pb2.SubmitJobRequest()
         await read_message(request, message)
         job = await self.jobs.submit(principal, message.request_id, message.task, message.user_id)
         return web.json_response(to_json(gateway_pb2.SubmitJobResponse(job=await self._job(job))))
 
     async def get(self, request: web.Request) -> web.Response:
-        job = await self.jobs.get(principal_of(self.keys, request), request.match_info["job_id"])
+        job = await self.jobs.get(await principal_of(self.keys, request), request.match_info["job_id"])
         return web.json_response(to_json(gateway_pb2.GetJobResponse(job=await self._job(job))))
 
     async def cancel(self, request: web.Request) -> web.Response:
-        job = await self.jobs.cancel(principal_of(self.keys, request), request.match_info["job_id"])
+        job = await self.jobs.cancel(await principal_of(self.keys, request), request.match_info["job_id"])
         return web.json_response(to_json(gateway_pb2.CancelJobResponse(job=await self._job(job))))
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events, one `data:` line of JobEvent JSON each, until the job ends."""
-        stream = self.jobs.watch(principal_of(self.keys, request), request.match_info["job_id"])
+        stream = self.jobs.watch(await principal_of(self.keys, request), request.match_info["job_id"])
         response: web.StreamResponse | None = None
         try:
             async for event in stream:
