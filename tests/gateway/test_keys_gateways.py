@@ -100,4 +100,6 @@ async def test_key_file_keys_authenticate_with_their_role_and_a_changed_file_is_
     assert await list_keys(gateway, admin) == grpc.StatusCode.OK
     assert await list_jobs(gateway, analyst) == grpc.StatusCode.UNAUTHENTICATED  # its line is gone
     listed = await gateway.admin.ListApiKeys(gateway_pb2.ListApiKeysRequest(tenant_id="hooli"), metadata=bearer(admin))
-    assert [(k.tenant_id, k.role) for k in listed.keys] == [("hooli", gateway_pb2.ROLE_ADMIN)]
+    assert [(k.tenant_id, k.role, k.from_key_file) for k in listed.keys] == [("hooli", gateway_pb2.ROLE_ADMIN, True)]
+    everyone = await gateway.admin.ListApiKeys(gateway_pb2.ListApiKeysRequest(), metadata=bearer(admin))
+    assert {k.from_key_file for k in everyone.keys if k.tenant_id != "hooli"} == {False}  # the store's own keys

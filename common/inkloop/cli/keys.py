@@ -102,7 +102,6 @@ def list_keys(
     """List keys (never their secrets): the store's, then the key file's."""
     with _store(data_dir, redis_url) as store:
         keys = store.list(tenant, include_revoked=include_revoked)
-        from_file = {stored.key.key_id for stored in store.key_file.entries()} if store.key_file else set()
     rows = [
         {
             "key_id": k.key_id,
@@ -111,7 +110,7 @@ def list_keys(
             "name": k.name,
             "prefix": k.prefix,
             "revoked": k.revoked_at is not None,
-            "source": "file" if k.key_id in from_file else "store",
+            "source": "file" if k.from_key_file else "store",
         }
         for k in keys
     ]

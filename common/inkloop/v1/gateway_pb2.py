@@ -26,17 +26,17 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from inkloop.v1 import common_pb2 as inkloop_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18inkloop/v1/gateway.proto\x12\ninkloop.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17inkloop/v1/common.proto\"\x8c\x04\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.inkloop.v1.JobState\x12(\n\x04kind\x18\x04 \x01(\x0e\x32\x1a.inkloop.v1.GenerationKind\x12\x34\n\nparameters\x18\x05 \x01(\x0b\x32 .inkloop.v1.GenerationParameters\x12\x0f\n\x07variant\x18\x06 \x01(\t\x12\x16\n\x0equeue_position\x18\x07 \x01(\r\x12*\n\x08progress\x18\x08 \x01(\x0b\x32\x18.inkloop.v1.StepProgress\x12,\n\x06result\x18\t \x01(\x0b\x32\x1c.inkloop.v1.GenerationResult\x12$\n\x07\x66\x61ilure\x18\n \x01(\x0b\x32\x13.inkloop.v1.Failure\x12\x11\n\tcache_hit\x18\x0b \x01(\x08\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07user_id\x18\x0f \x01(\t\"\xba\x02\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12$\n\x06queued\x18\x02 \x01(\x0b\x32\x12.inkloop.v1.QueuedH\x00\x12+\n\x07running\x18\x03 \x01(\x0b\x32\x18.inkloop.v1.StepProgressH\x00\x12\x31\n\tsucceeded\x18\x04 \x01(\x0b\x32\x1c.inkloop.v1.GenerationResultH\x00\x12%\n\x06\x66\x61iled\x18\x05 \x01(\x0b\x32\x13.inkloop.v1.FailureH\x00\x12-\n\tcancelled\x18\x06 \x01(\x0b\x32\x18.inkloop.v1.JobCancelledH\x00\x12(\n\x04time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07variant\x18\x08 \x01(\tB\x07\n\x05\x65vent\"\'\n\x0cJobCancelled\x12\x17\n\x0fsteps_completed\x18\x01 \x01(\r\"a\n\x10SubmitJobRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x04task\x18\x02 \x01(\x0b\x32\x1a.inkloop.v1.GenerationTask\x12\x0f\n\x07user_id\x18\x03 \x01(\t\"1\n\x11SubmitJobResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.inkloop.v1.Job\"7\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0einclude_images\x18\x02 \x01(\x08\".\n\x0eGetJobResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.inkloop.v1.Job\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"1\n\x11\x43\x61ncelJobResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.inkloop.v1.Job\"]\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.inkloop.v1.JobState\"J\n\x10ListJobsResponse\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.inkloop.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"`\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x04task\x18\x02 \x01(\x0b\x32\x1a.inkloop.v1.GenerationTask\x12\x0f\n\x07user_id\x18\x03 \x01(\t\"\xc9\x01\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x1e\n\x04role\x18\x03 \x01(\x0e\x32\x10.inkloop.v1.Role\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0e\n\x06prefix\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x13\x43reateApiKeyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x1e\n\x04role\x18\x02 \x01(\x0e\x32\x10.inkloop.v1.Role\x12\x0c\n\x04name\x18\x03 \x01(\t\"G\n\x14\x43reateApiKeyResponse\x12\x1f\n\x03key\x18\x01 \x01(\x0b\x32\x12.inkloop.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"@\n\x12ListApiKeysRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0finclude_revoked\x18\x02 \x01(\x08\"7\n\x13ListApiKeysResponse\x12 \n\x04keys\x18\x01 \x03(\x0b\x32\x12.inkloop.v1.ApiKey\"%\n\x13RevokeApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"7\n\x14RevokeApiKeyResponse\x12\x1f\n\x03key\x18\x01 \x01(\x0b\x32\x12.inkloop.v1.ApiKey\"<\n\x0cModelVariant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\r\"\x15\n\x13ListVariantsRequest\"B\n\x14ListVariantsResponse\x12*\n\x08variants\x18\x01 \x03(\x0b\x32\x18.inkloop.v1.ModelVariant\"@\n\x12SetVariantsRequest\x12*\n\x08variants\x18\x01 \x03(\x0b\x32\x18.inkloop.v1.ModelVariant\"A\n\x13SetVariantsResponse\x12*\n\x08variants\x18\x01 \x03(\x0b\x32\x18.inkloop.v1.ModelVariant*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05*M\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x10\n\x0cROLE_ANALYST\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03\x32\xae\x03\n\x0eGatewayService\x12H\n\tSubmitJob\x12\x1c.inkloop.v1.SubmitJobRequest\x1a\x1d.inkloop.v1.SubmitJobResponse\x12?\n\x06GetJob\x12\x19.inkloop.v1.GetJobRequest\x1a\x1a.inkloop.v1.GetJobResponse\x12?\n\x08WatchJob\x12\x1b.inkloop.v1.WatchJobRequest\x1a\x14.inkloop.v1.JobEvent0\x01\x12H\n\tCancelJob\x12\x1c.inkloop.v1.CancelJobRequest\x1a\x1d.inkloop.v1.CancelJobResponse\x12\x45\n\x08ListJobs\x12\x1b.inkloop.v1.ListJobsRequest\x1a\x1c.inkloop.v1.ListJobsResponse\x12?\n\x08Generate\x12\x1b.inkloop.v1.GenerateRequest\x1a\x14.inkloop.v1.JobEvent0\x01\x32\xa7\x03\n\x0c\x41\x64minService\x12Q\n\x0c\x43reateApiKey\x12\x1f.inkloop.v1.CreateApiKeyRequest\x1a .inkloop.v1.CreateApiKeyResponse\x12N\n\x0bListApiKeys\x12\x1e.inkloop.v1.ListApiKeysRequest\x1a\x1f.inkloop.v1.ListApiKeysResponse\x12Q\n\x0cRevokeApiKey\x12\x1f.inkloop.v1.RevokeApiKeyRequest\x1a .inkloop.v1.RevokeApiKeyResponse\x12Q\n\x0cListVariants\x12\x1f.inkloop.v1.ListVariantsRequest\x1a .inkloop.v1.ListVariantsResponse\x12N\n\x0bSetVariants\x12\x1e.inkloop.v1.SetVariantsRequest\x1a\x1f.inkloop.v1.SetVariantsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18inkloop/v1/gateway.proto\x12\ninkloop.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17inkloop/v1/common.proto\"\x8c\x04\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.inkloop.v1.JobState\x12(\n\x04kind\x18\x04 \x01(\x0e\x32\x1a.inkloop.v1.GenerationKind\x12\x34\n\nparameters\x18\x05 \x01(\x0b\x32 .inkloop.v1.GenerationParameters\x12\x0f\n\x07variant\x18\x06 \x01(\t\x12\x16\n\x0equeue_position\x18\x07 \x01(\r\x12*\n\x08progress\x18\x08 \x01(\x0b\x32\x18.inkloop.v1.StepProgress\x12,\n\x06result\x18\t \x01(\x0b\x32\x1c.inkloop.v1.GenerationResult\x12$\n\x07\x66\x61ilure\x18\n \x01(\x0b\x32\x13.inkloop.v1.Failure\x12\x11\n\tcache_hit\x18\x0b \x01(\x08\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07user_id\x18\x0f \x01(\t\"\xba\x02\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12$\n\x06queued\x18\x02 \x01(\x0b\x32\x12.inkloop.v1.QueuedH\x00\x12+\n\x07running\x18\x03 \x01(\x0b\x32\x18.inkloop.v1.StepProgressH\x00\x12\x31\n\tsucceeded\x18\x04 \x01(\x0b\x32\x1c.inkloop.v1.GenerationResultH\x00\x12%\n\x06\x66\x61iled\x18\x05 \x01(\x0b\x32\x13.inkloop.v1.FailureH\x00\x12-\n\tcancelled\x18\x06 \x01(\x0b\x32\x18.inkloop.v1.JobCancelledH\x00\x12(\n\x04time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07variant\x18\x08 \x01(\tB\x07\n\x05\x65vent\"\'\n\x0cJobCancelled\x12\x17\n\x0fsteps_completed\x18\x01 \x01(\r\"a\n\x10SubmitJobRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x04task\x18\x02 \x01(\x0b\x32\x1a.inkloop.v1.GenerationTask\x12\x0f\n\x07user_id\x18\x03 \x01(\t\"1\n\x11SubmitJobResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.inkloop.v1.Job\"7\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0einclude_images\x18\x02 \x01(\x08\".\n\x0eGetJobResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.inkloop.v1.Job\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"1\n\x11\x43\x61ncelJobResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.inkloop.v1.Job\"]\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.inkloop.v1.JobState\"J\n\x10ListJobsResponse\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.inkloop.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"`\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x04task\x18\x02 \x01(\x0b\x32\x1a.inkloop.v1.GenerationTask\x12\x0f\n\x07user_id\x18\x03 \x01(\t\"\xe0\x01\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x1e\n\x04role\x18\x03 \x01(\x0e\x32\x10.inkloop.v1.Role\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0e\n\x06prefix\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rfrom_key_file\x18\x08 \x01(\x08\"V\n\x13\x43reateApiKeyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x1e\n\x04role\x18\x02 \x01(\x0e\x32\x10.inkloop.v1.Role\x12\x0c\n\x04name\x18\x03 \x01(\t\"G\n\x14\x43reateApiKeyResponse\x12\x1f\n\x03key\x18\x01 \x01(\x0b\x32\x12.inkloop.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"@\n\x12ListApiKeysRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0finclude_revoked\x18\x02 \x01(\x08\"7\n\x13ListApiKeysResponse\x12 \n\x04keys\x18\x01 \x03(\x0b\x32\x12.inkloop.v1.ApiKey\"%\n\x13RevokeApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"7\n\x14RevokeApiKeyResponse\x12\x1f\n\x03key\x18\x01 \x01(\x0b\x32\x12.inkloop.v1.ApiKey\"<\n\x0cModelVariant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\r\"\x15\n\x13ListVariantsRequest\"B\n\x14ListVariantsResponse\x12*\n\x08variants\x18\x01 \x03(\x0b\x32\x18.inkloop.v1.ModelVariant\"@\n\x12SetVariantsRequest\x12*\n\x08variants\x18\x01 \x03(\x0b\x32\x18.inkloop.v1.ModelVariant\"A\n\x13SetVariantsResponse\x12*\n\x08variants\x18\x01 \x03(\x0b\x32\x18.inkloop.v1.ModelVariant*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05*M\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x10\n\x0cROLE_ANALYST\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03\x32\xae\x03\n\x0eGatewayService\x12H\n\tSubmitJob\x12\x1c.inkloop.v1.SubmitJobRequest\x1a\x1d.inkloop.v1.SubmitJobResponse\x12?\n\x06GetJob\x12\x19.inkloop.v1.GetJobRequest\x1a\x1a.inkloop.v1.GetJobResponse\x12?\n\x08WatchJob\x12\x1b.inkloop.v1.WatchJobRequest\x1a\x14.inkloop.v1.JobEvent0\x01\x12H\n\tCancelJob\x12\x1c.inkloop.v1.CancelJobRequest\x1a\x1d.inkloop.v1.CancelJobResponse\x12\x45\n\x08ListJobs\x12\x1b.inkloop.v1.ListJobsRequest\x1a\x1c.inkloop.v1.ListJobsResponse\x12?\n\x08Generate\x12\x1b.inkloop.v1.GenerateRequest\x1a\x14.inkloop.v1.JobEvent0\x01\x32\xa7\x03\n\x0c\x41\x64minService\x12Q\n\x0c\x43reateApiKey\x12\x1f.inkloop.v1.CreateApiKeyRequest\x1a .inkloop.v1.CreateApiKeyResponse\x12N\n\x0bListApiKeys\x12\x1e.inkloop.v1.ListApiKeysRequest\x1a\x1f.inkloop.v1.ListApiKeysResponse\x12Q\n\x0cRevokeApiKey\x12\x1f.inkloop.v1.RevokeApiKeyRequest\x1a .inkloop.v1.RevokeApiKeyResponse\x12Q\n\x0cListVariants\x12\x1f.inkloop.v1.ListVariantsRequest\x1a .inkloop.v1.ListVariantsResponse\x12N\n\x0bSetVariants\x12\x1e.inkloop.v1.SetVariantsRequest\x1a\x1f.inkloop.v1.SetVariantsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'inkloop.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATE']._serialized_start=2500
-  _globals['_JOBSTATE']._serialized_end=2654
-  _globals['_ROLE']._serialized_start=2656
-  _globals['_ROLE']._serialized_end=2733
+  _globals['_JOBSTATE']._serialized_start=2523
+  _globals['_JOBSTATE']._serialized_end=2677
+  _globals['_ROLE']._serialized_start=2679
+  _globals['_ROLE']._serialized_end=2756
   _globals['_JOB']._serialized_start=99
   _globals['_JOB']._serialized_end=623
   _globals['_JOBEVENT']._serialized_start=626
@@ -64,31 +64,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATEREQUEST']._serialized_start=1531
   _globals['_GENERATEREQUEST']._serialized_end=1627
   _globals['_APIKEY']._serialized_start=1630
-  _globals['_APIKEY']._serialized_end=1831
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1833
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1919
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1921
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1992
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1994
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=2058
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=2060
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=2115
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=2117
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=2154
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=2156
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=2211
-  _globals['_MODELVARIANT']._serialized_start=2213
-  _globals['_MODELVARIANT']._serialized_end=2273
-  _globals['_LISTVARIANTSREQUEST']._serialized_start=2275
-  _globals['_LISTVARIANTSREQUEST']._serialized_end=2296
-  _globals['_LISTVARIANTSRESPONSE']._serialized_start=2298
-  _globals['_LISTVARIANTSRESPONSE']._serialized_end=2364
-  _globals['_SETVARIANTSREQUEST']._serialized_start=2366
-  _globals['_SETVARIANTSREQUEST']._serialized_end=2430
-  _globals['_SETVARIANTSRESPONSE']._serialized_start=2432
-  _globals['_SETVARIANTSRESPONSE']._serialized_end=2497
-  _globals['_GATEWAYSERVICE']._serialized_start=2736
-  _globals['_GATEWAYSERVICE']._serialized_end=3166
-  _globals['_ADMINSERVICE']._serialized_start=3169
-  _globals['_ADMINSERVICE']._serialized_end=3592
+  _globals['_APIKEY']._serialized_end=1854
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1856
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1942
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1944
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=2015
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=2017
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=2081
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=2083
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=2138
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=2140
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=2177
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=2179
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=2234
+  _globals['_MODELVARIANT']._serialized_start=2236
+  _globals['_MODELVARIANT']._serialized_end=2296
+  _globals['_LISTVARIANTSREQUEST']._serialized_start=2298
+  _globals['_LISTVARIANTSREQUEST']._serialized_end=2319
+  _globals['_LISTVARIANTSRESPONSE']._serialized_start=2321
+  _globals['_LISTVARIANTSRESPONSE']._serialized_end=2387
+  _globals['_SETVARIANTSREQUEST']._serialized_start=2389
+  _globals['_SETVARIANTSREQUEST']._serialized_end=2453
+  _globals['_SETVARIANTSRESPONSE']._serialized_start=2455
+  _globals['_SETVARIANTSRESPONSE']._serialized_end=2520
+  _globals['_GATEWAYSERVICE']._serialized_start=2759
+  _globals['_GATEWAYSERVICE']._serialized_end=3189
+  _globals['_ADMINSERVICE']._serialized_start=3192
+  _globals['_ADMINSERVICE']._serialized_end=3615
 # @@protoc_insertion_point(module_scope)

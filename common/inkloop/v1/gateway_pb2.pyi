@@ -174,7 +174,7 @@ class GenerateRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.GenerationTask, _Mapping]] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class ApiKey(_message.Message):
-    __slots__ = ("key_id", "tenant_id", "role", "name", "prefix", "created_at", "revoked_at")
+    __slots__ = ("key_id", "tenant_id", "role", "name", "prefix", "created_at", "revoked_at", "from_key_file")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -182,6 +182,7 @@ class ApiKey(_message.Message):
     PREFIX_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
+    FROM_KEY_FILE_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     tenant_id: str
     role: Role
@@ -189,7 +190,8 @@ class ApiKey(_message.Message):
     prefix: str
     created_at: _timestamp_pb2.Timestamp
     revoked_at: _timestamp_pb2.Timestamp
-    def __init__(self, key_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., name: _Optional[str] = ..., prefix: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    from_key_file: bool
+    def __init__(self, key_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., name: _Optional[str] = ..., prefix: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., from_key_file: _Optional[bool] = ...) -> None: ...
 
 class CreateApiKeyRequest(_message.Message):
     __slots__ = ("tenant_id", "role", "name")

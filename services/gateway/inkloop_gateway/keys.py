@@ -66,6 +66,8 @@ class ApiKey:
     prefix: str
     created_at: float
     revoked_at: float | None = None
+    #: Read from the key file (a mounted Secret): removing its line is how it is revoked.
+    from_key_file: bool = False
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,7 @@ def parse_line(line: str, default_created_at: float) -> StoredKey:
         raise ValueError("name must be a string")
     if isinstance(created_at, bool) or not isinstance(created_at, int | float):
         raise ValueError("created_at must be Unix seconds")
-    key = ApiKey(key_id, tenant_id, Role(role), name, prefix_of(key_id), float(created_at))
+    key = ApiKey(key_id, tenant_id, Role(role), name, prefix_of(key_id), float(created_at), from_key_file=True)
     return StoredKey(key, bytes.fromhex(sha256))
 
 

@@ -7,7 +7,8 @@ Creating and revoking are one Lua script each, so two replicas never half-write 
 A blocking client: the gateway reaches the storage only on a cache miss (once per key per
 `cache_ttl_s` on each replica), from a worker thread (`KeyStore.authenticate_async`); the CLI is
 synchronous anyway. Short socket timeouts bound each call, and after a connection failure every
-lookup answers UNAVAILABLE at once for `backoff_s` (1 s) instead of each waiting for its own timeout. Keys still in a replica's cache, and the key file's, keep working.
+lookup answers UNAVAILABLE at once for `backoff_s` (1 s) instead of each waiting for its own
+timeout. Keys still in a replica's cache, and the key file's, keep working.
 """
 
 from __future__ import annotations

@@ -140,6 +140,7 @@ def api_key_to_pb(key: ApiKey) -> gateway_pb2.ApiKey:
         name=key.name,
         prefix=key.prefix,
         created_at=timestamp(key.created_at),
+        from_key_file=key.from_key_file,
     )
     if key.revoked_at is not None:
         message.revoked_at.CopyFrom(timestamp(key.revoked_at))
