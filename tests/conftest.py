@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
 from harness.clickhouse import ClickHouseServer, fresh_database
+from harness.pki import make_pki
 from harness.redis import RedisServer
 from inkloop_analytics.storage import ClickHouse, connect
 
@@ -51,3 +53,9 @@ def clickhouse(request: pytest.FixtureRequest) -> Iterator[ClickHouse]:
         url = request.getfixturevalue("clickhouse_server").url
     with fresh_database(url) as ch:
         yield ch
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl."""
+    return make_pki(tmp_path_factory.mktemp("pki"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 
 from inkloop.rpc.interceptors import propagating_interceptors
@@ -16,6 +18,24 @@ _CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
 ]
+
+
+def channel_credentials(
+    ca_file: Path | None, cert_file: Path | None = None, key_file: Path | None = None
+) -> grpc.ChannelCredentials | None:
+    """TLS towards a server whose certificate `ca_file` signs (mTLS with a client certificate and key),
+    or None for plaintext (in a service mesh, the sidecars encrypt)."""
+    if (cert_file is None) != (key_file is None):
+        raise ValueError("a client certificate needs both its certificate and its key file")
+    if ca_file is None:
+        if cert_file is not None:
+            raise ValueError("a client certificate needs the CA of the servers (the CA file)")
+        return None
+    return grpc.ssl_channel_credentials(
+        ca_file.read_bytes(),
+        key_file.read_bytes() if key_file else None,
+        cert_file.read_bytes() if cert_file else None,
+    )
 
 
 def open_channel(target: str, *, credentials: grpc.ChannelCredentials | None = None) -> grpc.aio.Channel:

@@ -168,8 +168,10 @@ class EventSender:
         flush_interval_s: float,
         buffer_size: int,
         spool_max_bytes: int,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self._target = target
+        self._credentials = credentials
         self._spool = Spool(spool_dir, spool_max_bytes)
         self._batch_size = batch_size
         self._flush_interval_s = flush_interval_s
@@ -196,7 +198,7 @@ class EventSender:
             self._wake.set()
 
     async def start(self) -> None:
-        self._channel = open_channel(self._target)
+        self._channel = open_channel(self._target, credentials=self._credentials)
         self._stub = analytics_pb2_grpc.AnalyticsServiceStub(self._channel)
         self._task = asyncio.create_task(self._run(), name="event-sender")
 

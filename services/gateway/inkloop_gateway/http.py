@@ -15,7 +15,7 @@ import grpc
 from aiohttp import web
 
 from inkloop import errors
-from inkloop.rpc.client import open_channel
+from inkloop.rpc.client import channel_credentials, open_channel
 from inkloop.v1 import analytics_pb2_grpc
 from inkloop_gateway.auth import authenticate_header
 from inkloop_gateway.collect import Collector
@@ -169,7 +169,9 @@ class HttpServer:
     async def start(self) -> None:
         routes: list[web.RouteDef] = []
         if self._keys and self._jobs and self._settings:
-            self._channel = open_channel(self._settings.analytics_target)
+            s = self._settings
+            credentials = channel_credentials(s.upstream_tls_ca_file, s.upstream_tls_cert_file, s.upstream_tls_key_file)
+            self._channel = open_channel(s.analytics_target, credentials=credentials)
             routes = web_routes(self._keys, self._jobs, self._settings, self._channel)
         app = build_app(self._is_ready, self._downloads, routes)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)

@@ -40,8 +40,8 @@ class Replica:
     failures: int = 0
 
     @classmethod
-    def connect(cls, address: str) -> Replica:
-        channel = open_channel(address)
+    def connect(cls, address: str, credentials: grpc.ChannelCredentials | None = None) -> Replica:
+        channel = open_channel(address, credentials=credentials)
         return cls(address, channel, inference_pb2_grpc.InferenceServiceStub(channel))
 
     async def check(self) -> bool:
@@ -66,6 +66,8 @@ def _split_target(target: str) -> tuple[str, int] | None:
 class ReplicaPool:
     target: str
     health_interval_s: float
+    #: TLS towards the replicas (None: plaintext).
+    credentials: grpc.ChannelCredentials | None = None
     replicas: dict[str, Replica] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
     _info: inference_pb2.GetModelInfoResponse | None = None
@@ -135,7 +137,7 @@ class ReplicaPool:
             addresses = sorted(f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host in hosts)
         for address in addresses:
             if address not in self.replicas:
-                self.replicas[address] = Replica.connect(address)
+                self.replicas[address] = Replica.connect(address, self.credentials)
         for address in [a for a in self.replicas if a not in addresses]:
             gone = self.replicas.pop(address)
             if gone.in_flight == 0:
@@ -159,8 +161,9 @@ class ReplicaPool:
 class Pools:
     """One pool per inference target, created on first use (variants may add targets at run time)."""
 
-    def __init__(self, health_interval_s: float) -> None:
+    def __init__(self, health_interval_s: float, credentials: grpc.ChannelCredentials | None = None) -> None:
         self._health_interval_s = health_interval_s
+        self._credentials = credentials
         self._pools: dict[str, ReplicaPool] = {}
         self._lock = asyncio.Lock()
 
@@ -170,7 +173,7 @@ class Pools:
             return pool
         async with self._lock:
             if target not in self._pools:
-                pool = ReplicaPool(target, self._health_interval_s)
+                pool = ReplicaPool(target, self._health_interval_s, self._credentials)
                 await pool.start()
                 self._pools[target] = pool
             return self._pools[target]

@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 
 from inkloop.prompts import PrivacyPolicy
+from inkloop.rpc.client import channel_credentials
 from inkloop.v1 import gateway_pb2, gateway_pb2_grpc
 from inkloop_gateway import protocol
 from inkloop_gateway.auth import AuthInterceptor, current_principal
@@ -145,7 +146,8 @@ class GatewayApp:
         self.variants = variant_store_from_settings(
             s.redis_url or None, s.data_dir, [Variant("default", s.inference_target, 1)]
         )
-        self.pools = Pools(s.health_interval_s)
+        upstream = channel_credentials(s.upstream_tls_ca_file, s.upstream_tls_cert_file, s.upstream_tls_key_file)
+        self.pools = Pools(s.health_interval_s, upstream)
         self.images = ImageStore(
             s.image_dir or s.data_dir / "images",
             _secret(s.url_signing_secret, s.data_dir / "url-signing-key"),
@@ -159,6 +161,7 @@ class GatewayApp:
             flush_interval_s=s.events_flush_interval_s,
             buffer_size=s.events_buffer_size,
             spool_max_bytes=s.events_spool_max_bytes,
+            credentials=upstream,
         )
         self.hub = Hub()
         self.cache = cache_from_settings(s.redis_url or None, s.data_dir, s.cache_max_bytes, s.cache_ttl_s)

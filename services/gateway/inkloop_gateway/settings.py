@@ -22,6 +22,15 @@ class GatewaySettings(ServiceSettings):
     )
     analytics_target: str = Field("127.0.0.1:50053", description="Analytics service address.")
 
+    # TLS towards inference and analytics (the gateway's own serving TLS is tls_cert_file & co.)
+    upstream_tls_ca_file: Path | None = Field(
+        None, description="CA of the inference and analytics servers: connect to them with TLS; unset = plaintext."
+    )
+    upstream_tls_cert_file: Path | None = Field(
+        None, description="Client certificate the gateway presents to them (mTLS), with upstream_tls_key_file."
+    )
+    upstream_tls_key_file: Path | None = Field(None, description="Private key of upstream_tls_cert_file.")
+
     # jobs
     redis_url: str = Field(
         "",
