@@ -84,7 +84,7 @@ class JobService:
         if existing is not None:
             return existing
         user_id = user_id or principal.key_id
-        facts = EventFacts.of_task(task, tenant_id=principal.tenant_id, user_id=user_id, request_id=request_id)
+        accepted_at = time.time()
 
         # 2. Sticky A/B assignment: the variant decides the model, hence the limits.
         variant = assign(await self.variants.list(), user_id)
@@ -98,7 +98,15 @@ class JobService:
             raw_prompt = task_parameters(task).prompt if task.WhichOneof("kind") else ""
             unchecked = prompt_features(raw_prompt, self.admission.privacy).to_pb()
             unchecked.redacted = ""  # the safety filter has not seen it: keep no text
-            rejected = replace(facts, variant=variant.name, prompt=unchecked.SerializeToString())
+            rejected = EventFacts.of_task(
+                task,
+                tenant_id=principal.tenant_id,
+                user_id=user_id,
+                request_id=request_id,
+                variant=variant.name,
+                prompt=unchecked.SerializeToString(),
+                accepted_at=accepted_at,
+            )
             self.events.emit(rejected.event(EventType.BACKEND_EVENT_TYPE_REJECTED, error_code="INVALID_ARGUMENT"))
             raise
         seed = validated.seed if validated.seed is not None else secrets.randbits(63)
