@@ -5,6 +5,7 @@ Runs on embedded chDB and on the 18.16 server through the parametrized `clickhou
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
 import time
@@ -18,7 +19,15 @@ from clickhouse_driver.util.escape import escape_params
 
 from harness.clickhouse import ClickHouseServer
 from inkloop.errors import Unavailable
-from inkloop_analytics.storage import _UTC_CONTEXT, ClickHouse, QueryError, bind, connect, quote_identifier
+from inkloop_analytics.storage import (
+    _UTC_CONTEXT,
+    ClickHouse,
+    DataError,
+    QueryError,
+    bind,
+    connect,
+    quote_identifier,
+)
 
 CREATE_SAMPLES = """
 CREATE TABLE samples (
@@ -88,6 +97,80 @@ def test_insert_round_trips_every_value_type(clickhouse: ClickHouse) -> None:
     clickhouse.execute(CREATE_SAMPLES)
     clickhouse.insert("samples", COLUMNS, sample_rows())
     assert read_samples(clickhouse) == [as_stored(row) for row in sample_rows()]
+
+
+CREATE_EXTREMES = """
+CREATE TABLE extremes (
+    id UInt8,
+    u64 UInt64,
+    i64 Int64,
+    u32 UInt32,
+    f32 Float32,
+    f64 Float64,
+    at DateTime('UTC'),
+    maybe Nullable(UInt64),
+    flag UInt8,
+    text String
+) ENGINE = MergeTree ORDER BY id
+"""
+EXTREME_COLUMNS = ["id", "u64", "i64", "u32", "f32", "f64", "at", "maybe", "flag", "text"]
+
+
+def float32(value: float) -> float:
+    return float(struct.unpack("<f", struct.pack("<f", value))[0])
+
+
+EXTREME_ROWS = [
+    (0, 0, -(2**63), 0, float32(1.401298464324817e-45), 5e-324, datetime.fromtimestamp(0, UTC), None, False, ""),
+    (
+        1,
+        2**64 - 1,
+        2**63 - 1,
+        2**32 - 1,
+        float32(3.4e38),
+        sys.float_info.max,
+        datetime.fromtimestamp(2**32 - 1, UTC),
+        2**64 - 1,
+        True,
+        "🖼️😀 four-byte UTF-8 " * 500,
+    ),
+    (2, 2**63, -1, 1, float32(0.1), -sys.float_info.max, AT, 2**63, 1, "中\0\n"),
+]
+
+
+def test_integer_float_time_and_text_extremes_round_trip_exactly(clickhouse: ClickHouse) -> None:
+    clickhouse.execute(CREATE_EXTREMES)
+    clickhouse.insert("extremes", EXTREME_COLUMNS, EXTREME_ROWS)
+    assert clickhouse.query(f"SELECT {', '.join(EXTREME_COLUMNS)} FROM extremes ORDER BY id") == EXTREME_ROWS
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("u64", -1),
+        ("u64", 2**64),
+        ("i64", 2**63),
+        ("u32", 2**32),
+        ("u32", -1),
+        ("u32", None),
+        ("at", datetime(2200, 1, 1, tzinfo=UTC)),
+        ("at", datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC)),
+        ("text", "lone surrogate \ud800"),
+    ],
+)
+def test_a_value_its_column_cannot_hold_is_a_data_error_naming_the_column(
+    clickhouse: ClickHouse, column: str, value: Any
+) -> None:
+    """Both engines refuse it the same way (never wrapped, clamped or defaulted), and store nothing of the batch."""
+    clickhouse.execute(CREATE_EXTREMES)
+    bad = list(EXTREME_ROWS[1])
+    bad[EXTREME_COLUMNS.index(column)] = value
+    with pytest.raises(DataError) as refused:
+        clickhouse.insert("extremes", EXTREME_COLUMNS, [EXTREME_ROWS[0], tuple(bad)])
+    assert refused.value.column == column, refused.value
+    assert clickhouse.query("SELECT count() FROM extremes") == [(0,)]
+    clickhouse.insert("extremes", EXTREME_COLUMNS, EXTREME_ROWS)  # the connection still works
+    assert clickhouse.query("SELECT count() FROM extremes") == [(len(EXTREME_ROWS),)]
 
 
 def test_params_round_trip_every_value_type(clickhouse: ClickHouse) -> None:
@@ -184,6 +267,8 @@ def test_bad_sql_raises_query_error(clickhouse: ClickHouse) -> None:
     with pytest.raises(QueryError) as missing:
         clickhouse.query("SELECT * FROM no_such_table")
     assert missing.value.code == 60  # UNKNOWN_TABLE
+    # The store's state, not the values: never a reason to set rows aside.
+    assert not isinstance(syntax.value, DataError) and not isinstance(missing.value, DataError)
 
 
 def test_insert_checks_row_width(clickhouse: ClickHouse) -> None:

@@ -79,11 +79,15 @@ def test_frontend_batch_gives_what_one_event_at_a_time_gives() -> None:
         page_view(at, "v9", custom_vars={"k": "x" * 257}),
         page_view(at, "v10", label="一只猫在月球上散步，背景是地球 with a long prompt-like label"),
         page_view(at, "v11", server_time=timestamp(at + timedelta(seconds=2))),
+        page_view(at, "v11", server_time=timestamp(datetime.fromtimestamp(2**32 - 1, UTC))),
+        page_view(at, "v11", server_time=timestamp(datetime.fromtimestamp(2**32, UTC))),  # past DateTime
+        page_view(at, "v11", server_time=timestamp(datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC))),
     ]
     events.append(pb.FrontendEvent(event_id=new_id(), tenant_id="t1", visitor_id="v12", type=1))  # no client_time
     batch = frontend_rows(events, parse_event_ids([event.event_id for event in events]), NOW, Limits(), POLICY)
     assert batch == _one_by_one(events, frontend_row)
-    assert sum(not isinstance(result, Rejection) for result in batch) == 6
+    assert sum(not isinstance(result, Rejection) for result in batch) == 7
+    assert [result.field for result in batch[-3:-1] if isinstance(result, Rejection)] == ["server_time"] * 2
 
 
 def test_backend_batch_gives_what_one_event_at_a_time_gives() -> None:
@@ -133,3 +137,21 @@ def test_parse_event_ids_matches_parse_event_id(texts: list[str]) -> None:
     ids = [event_id for event_id in parsed if isinstance(event_id, uuid.UUID)]
     sent = [text for text, event_id in zip(texts, parsed, strict=True) if isinstance(event_id, uuid.UUID)]
     assert id_list_text(sent, ids) == ",".join(str(event_id) for event_id in ids)
+
+
+def test_event_times_no_datetime_column_holds_are_rejected_even_within_the_age_limit() -> None:
+    """With a max age reaching before 1970 (a setting allows it), a 1969 time is still rejected."""
+    limits = Limits(max_age_s=100 * 365 * 86_400)
+    before_1970 = datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC)
+    front = [page_view(before_1970, "v1"), page_view(datetime.fromtimestamp(0, UTC), "v1")]
+    requested = pb.BACKEND_EVENT_TYPE_REQUESTED
+    back = [backend(before_1970, requested, "r1"), backend(NOW, requested, "r2")]
+    for events, rows_of, row_of, field in (
+        (front, frontend_rows, frontend_row, "client_time"),
+        (back, backend_rows, backend_row, "time"),
+    ):
+        batch = rows_of(events, parse_event_ids([event.event_id for event in events]), NOW, limits, POLICY)
+        one_by_one = [row_of(event, uuid.UUID(event.event_id), NOW, limits, POLICY) for event in events]
+        assert batch == one_by_one
+        assert isinstance(batch[0], Rejection) and batch[0].field == field and "store" in batch[0].reason
+        assert not isinstance(batch[1], Rejection)

@@ -23,6 +23,7 @@ from inkloop_analytics.tables import Row
 from inkloop_analytics.validation import (
     BACKEND_LIMITS,
     BACKEND_TYPES,
+    DATETIME_SECONDS,
     FRONTEND_LIMITS,
     FRONTEND_TYPES,
     KINDS,
@@ -96,23 +97,25 @@ def _flag_long(flagged: set[int], columns: dict[str, list[str]], limits: tuple[t
 def _flag_times(flagged: set[int], seconds: list[int], now: datetime, limits: Limits) -> dict[int, datetime]:
     """Flags times out of bounds; the datetimes of the others, by second."""
     now_s = epoch_seconds(now)
-    low, high = now_s - limits.max_age_s, now_s + limits.max_future_s
+    low = max(now_s - limits.max_age_s, DATETIME_SECONDS.start)
+    high = min(now_s + limits.max_future_s, DATETIME_SECONDS.stop - 1)
     if seconds and (min(seconds) < low or max(seconds) > high):
         flagged.update(index for index, second in enumerate(seconds) if not low <= second <= high)
     return {second: utc_time(second) for second in set(seconds) if low <= second <= high}
 
 
 def _server_times(flagged: set[int], events: Sequence[analytics_pb2.FrontendEvent], now: datetime) -> list[Any]:
-    """Each event's server_time (now where unset). A second no datetime can hold flags its events: the
-    one-event path then fails on it as it always has."""
+    """Each event's server_time (now where unset). A second no DateTime column holds flags its events:
+    the one-event path names the problem."""
     seconds = [event.server_time.seconds if event.HasField("server_time") else None for event in events]
     memo: dict[int | None, datetime] = {None: now}
     for second in set(seconds):
-        if second is not None:
-            try:
-                memo[second] = utc_time(second)
-            except (ValueError, OverflowError, OSError):
-                flagged.update(index for index, other in enumerate(seconds) if other == second)
+        if second is None:
+            continue
+        if second in DATETIME_SECONDS:
+            memo[second] = utc_time(second)
+        else:
+            flagged.update(index for index, other in enumerate(seconds) if other == second)
     return [memo.get(second) for second in seconds]
 
 

@@ -19,3 +19,9 @@ ROWS_SPOOLED = Counter(
 )
 ROWS_REPLAYED = Counter("inkloop_analytics_rows_replayed_total", "Spooled rows later inserted into ClickHouse.")
 SPOOL_BYTES = Gauge("inkloop_analytics_spool_bytes", "Bytes waiting in the spool for ClickHouse.")
+POISON_RECORDS = Counter(
+    "inkloop_analytics_poison_records_total",
+    "Rows ClickHouse refused for their values (not for an outage), by table: kept in rejected_events "
+    "with the reason instead (rejected_events' own such rows are only logged), so the rows behind them go on.",
+    ["table"],
+)

@@ -16,13 +16,19 @@ engines: DateTime('UTC') columns come back as aware datetimes, plain DateTime as
 
 Connection trouble (refused, reset, timeout, chDB path held by another process) raises
 `inkloop.errors.Unavailable`, so callers can spool and retry; SQL the engine rejects raises
-`QueryError`.
+`QueryError`, and values a column cannot hold (out of its range, of another type, not UTF-8) raise
+its subclass `DataError` on both engines alike: such rows never go in, however often retried.
+Both engines take exactly what the column holds: chDB gets Arrow arrays of the table's own column
+types (pyarrow refuses what does not fit, where ClickHouse would wrap, clamp or default it), the
+server gets what clickhouse-driver checks the same way.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
+import struct
 import threading
 import uuid
 from abc import ABC, abstractmethod
@@ -55,6 +61,33 @@ RETRYABLE_ERROR_CODES = frozenset(
     }
 )
 
+# Server error codes that mean "these values cannot go into this column": the rows are at fault, not
+# the engine's state, so retrying the same rows can never succeed. Anything else about a statement
+# (unknown table, memory, a code not listed) is the engine's state and may pass later.
+DATA_ERROR_CODES = frozenset(
+    {
+        6,  # CANNOT_PARSE_TEXT
+        26,  # CANNOT_PARSE_QUOTED_STRING
+        27,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+        38,  # CANNOT_PARSE_DATE
+        41,  # CANNOT_PARSE_DATETIME
+        53,  # TYPE_MISMATCH: what clickhouse-driver raises for a value its column type cannot pack
+        69,  # ARGUMENT_OUT_OF_BOUND
+        70,  # CANNOT_CONVERT_TYPE
+        72,  # CANNOT_PARSE_NUMBER
+        117,  # INCORRECT_DATA
+        131,  # TOO_LARGE_STRING_SIZE
+        321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+        349,  # CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+        376,  # CANNOT_PARSE_UUID
+    }
+)
+TYPE_MISMATCH = 53
+
+# What converting a Python value for a column raises when the value does not fit: ArrowInvalid and
+# ArrowTypeError are a ValueError and a TypeError, UnicodeEncodeError (a lone surrogate) a ValueError.
+CONVERSION_ERRORS = (ValueError, TypeError, AttributeError, OverflowError, struct.error)
+
 # A DDL per feature, tried once on a scratch table rather than inferred from the version: 18.16,
 # for one, has LowCardinality, but only behind an experimental setting.
 FEATURE_PROBES = {
@@ -63,6 +96,10 @@ FEATURE_PROBES = {
 }
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+# How both engines' messages name the column at fault: clickhouse-driver "Column seed: …" or
+# 'for column "seed"', ClickHouse "while converting column `seed` …", this module "column 'seed': …".
+_COLUMN_AT_FAULT = re.compile(r"column [`'\"]?(\w+)", re.IGNORECASE)
 
 # The characters clickhouse-driver's escape_params escapes in a string literal.
 _NEEDS_ESCAPING = re.compile(r"[\\'\0\a\b\t\n\v\f\r]")
@@ -79,6 +116,16 @@ class QueryError(Exception):
         super().__init__(f"ClickHouse error {code}: {message}")
         self.code = code
         self.message = message
+
+
+class DataError(QueryError):
+    """The engine refused values of the rows (out of the column's range, wrong type, not UTF-8).
+    Retrying the same rows can never succeed; other rows may. `column` is "" where unnamed."""
+
+    def __init__(self, code: int, message: str, column: str = "") -> None:
+        super().__init__(code, message)
+        match = _COLUMN_AT_FAULT.search(message)
+        self.column = column or (match.group(1) if match else "")
 
 
 class ClickHouse(ABC):
@@ -116,7 +163,7 @@ class ClickHouse(ABC):
             return
         statement = f"INSERT INTO {quote_identifier(table)} ({', '.join(map(quote_identifier, columns))})"
         with self._lock:
-            self._insert(statement, columns, rows)
+            self._insert(table, statement, columns, rows)
 
     def version(self) -> tuple[int, ...]:
         """The engine's version, e.g. (18, 16, 1) for Debian's server."""
@@ -168,7 +215,7 @@ class ClickHouse(ABC):
     def _query(self, sql: str) -> list[Row]: ...
 
     @abstractmethod
-    def _insert(self, statement: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None: ...
+    def _insert(self, table: str, statement: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None: ...
 
 
 def connect(url: str) -> ClickHouse:
@@ -257,6 +304,23 @@ def _epoch_seconds(values: tuple[Any, ...]) -> list[Any]:
     return list(map(seconds.__getitem__, values))
 
 
+def _unencodable_column(columns: Sequence[str], data: Sequence[Sequence[Any]]) -> str:
+    """The first column holding a string UTF-8 cannot encode (the one error the driver leaves unnamed)."""
+    for name, values in zip(columns, data, strict=True):
+        for value in values:
+            if isinstance(value, str) and not _encodable(value):
+                return name
+    return ""
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class _UtcServerInfo:
     @staticmethod
     def get_timezone() -> str:
@@ -275,6 +339,8 @@ _UTC_CONTEXT = _UtcContext()
 def _error_for(code: int, message: str) -> Exception:
     if code in RETRYABLE_ERROR_CODES:
         return Unavailable(f"ClickHouse cannot take this now (error {code}): {message}")
+    if code in DATA_ERROR_CODES:
+        return DataError(code, message)
     return QueryError(code, message)
 
 
@@ -306,12 +372,16 @@ class ServerClickHouse(ClickHouse):
             rows: list[Row] = self._client.execute(sql)
             return rows
 
-    def _insert(self, statement: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    def _insert(self, table: str, statement: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         # Column by column: the driver sends columns anyway, and aware datetimes become epoch seconds
         # here (what the driver would compute) at a fraction of its per-value time zone conversion.
         data = [_epoch_seconds(values) for values in zip(*rows, strict=True)]
         with self._translated_errors():
-            self._client.execute(f"{statement} VALUES", data, columnar=True)
+            try:
+                self._client.execute(f"{statement} VALUES", data, columnar=True)
+            except CONVERSION_ERRORS as error:  # the driver wraps most as TypeMismatchError, not these
+                column = _unencodable_column(columns, data) if isinstance(error, UnicodeEncodeError) else ""
+                raise DataError(TYPE_MISMATCH, f"{type(error).__name__}: {error}", column) from error
 
     @contextmanager
     def _translated_errors(self) -> Iterator[None]:
@@ -343,6 +413,11 @@ _CHDB_SESSION_SETTINGS = (
 
 _CHDB_ERROR_CODE = re.compile(r"Code: (\d+)\.")
 
+COLUMN_TYPES = "SELECT name, type FROM system.columns WHERE database = %(database)s AND table = %(table)s"
+# (database, table) -> column name -> type, for every chDB connection of the process (one engine),
+# guarded by _CHDB_LOCK and cleared by any statement that could change a table.
+_CHDB_COLUMN_TYPES: dict[tuple[str, str], dict[str, str]] = {}
+
 
 class EmbeddedClickHouse(ClickHouse):
     """chDB in this process, persisting under `path`. Meant for the all-in-one dev mode and tests."""
@@ -370,9 +445,6 @@ class EmbeddedClickHouse(ClickHouse):
                 self._session.close()
                 self._session = None
 
-    def _execute(self, sql: str) -> None:
-        self._run(sql, "Null")
-
     def _query(self, sql: str) -> list[Row]:
         output = self._run(sql, "JSONCompact").bytes()
         if not output:
@@ -381,11 +453,28 @@ class EmbeddedClickHouse(ClickHouse):
         converters = [_converter(column["type"]) for column in result["meta"]]
         return [tuple(convert(value) for convert, value in zip(converters, row, strict=True)) for row in result["data"]]
 
-    def _insert(self, statement: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        payload = _arrow_stream(columns, rows)
+    def _execute(self, sql: str) -> None:
+        # Any statement may change a table (DDL, or a DROP DATABASE test clean-up): read types again.
+        _CHDB_COLUMN_TYPES.clear()
+        self._run(sql, "Null")
+
+    def _insert(self, table: str, statement: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        payload = _arrow_stream(columns, rows, self._column_types(table))
         with self._translated_errors(), self._open_session().send_insert(statement, "ArrowStream") as stream:
             stream.append(payload)
             stream.finish()
+
+    def _column_types(self, table: str) -> Mapping[str, str]:
+        """Column name -> ClickHouse type of `table` ([db.]name), read once; empty if no such table."""
+        database, _, name = table.rpartition(".")
+        key = (database or self._database, name)
+        if key not in _CHDB_COLUMN_TYPES:
+            sql = bind(COLUMN_TYPES, {"database": key[0], "table": key[1]})
+            types: dict[str, str] = dict(self._query(sql))
+            if not types:
+                return types  # the insert fails on the missing table; a table made later is read then
+            _CHDB_COLUMN_TYPES[key] = types
+        return _CHDB_COLUMN_TYPES[key]
 
     def _run(self, sql: str, output_format: str) -> Any:
         with self._translated_errors():
@@ -407,26 +496,93 @@ class EmbeddedClickHouse(ClickHouse):
             raise _error_for(int(match.group(1)), str(error)) from error
 
 
-def _arrow_stream(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> memoryview:
-    """Rows as one Arrow IPC stream: pyarrow converts whole columns in C, far faster than text formats."""
+def _arrow_stream(columns: Sequence[str], rows: Sequence[Sequence[Any]], types: Mapping[str, str]) -> memoryview:
+    """Rows as one Arrow IPC stream: pyarrow converts whole columns in C, far faster than text formats.
+    Each column is built as its ClickHouse type (`types`), so a value it cannot hold raises DataError."""
     import pyarrow as pa  # comes with chdb
 
-    arrays = []
-    for name, values in zip(columns, zip(*rows, strict=True), strict=True):
-        first = next((value for value in values if value is not None), None)
-        try:
-            if isinstance(first, uuid.UUID):
-                storage = pa.array([None if value is None else value.bytes for value in values], pa.binary(16))
-                arrays.append(pa.ExtensionArray.from_storage(pa.uuid(), storage))
-            else:
-                arrays.append(pa.array(values))
-        except (pa.ArrowException, AttributeError, OverflowError) as error:
-            raise TypeError(f"column {name!r}: values of mixed or unsupported types: {error}") from error
+    by_column = zip(columns, zip(*rows, strict=True), strict=True)
+    arrays = [_arrow_column(name, types.get(name), values) for name, values in by_column]
     table = pa.Table.from_arrays(arrays, names=list(columns))
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     return memoryview(sink.getvalue())
+
+
+def _arrow_column(name: str, type_name: str | None, values: tuple[Any, ...]) -> Any:
+    """One column's values as an Arrow array of its ClickHouse type (inferred where the type is unknown)."""
+    try:
+        array = _to_arrow(type_name, values)
+    except CONVERSION_ERRORS as error:  # pyarrow's ArrowInvalid / ArrowTypeError among them
+        raise DataError(TYPE_MISMATCH, f"column {name!r} of type {type_name}: {error}", name) from error
+    if array.null_count and type_name is not None and not _nullable(type_name):
+        # ClickHouse would store the type's default (0, ""), where the driver refuses the None.
+        raise DataError(TYPE_MISMATCH, f"column {name!r} of type {type_name} cannot hold NULL", name)
+    return array
+
+
+def _to_arrow(type_name: str | None, values: tuple[Any, ...]) -> Any:
+    import pyarrow as pa
+
+    base = _without_wrappers(type_name) if type_name else None
+    if base == "UUID" or (base is None and isinstance(_first_value(values), uuid.UUID)):
+        storage = pa.array([None if value is None else value.bytes for value in values], pa.binary(16))
+        return pa.ExtensionArray.from_storage(pa.uuid(), storage)
+    if base is not None and base.partition("(")[0] == "DateTime":
+        # DateTime is seconds in UInt32: as that, out-of-range times fail here instead of being clamped.
+        # Naive datetimes count as UTC, as they do on the server path.
+        stamps = pa.array(values, pa.timestamp("s", tz="UTC"))
+        return stamps.cast(pa.int64()).cast(pa.uint32())
+    arrow_type = _arrow_type(base) if base is not None else None
+    try:
+        return pa.array(values, arrow_type)
+    except pa.ArrowTypeError:
+        if not any(isinstance(value, bool) for value in values):
+            raise
+        # UInt8 is 18.16's boolean and the driver takes True/False there; pyarrow wants integers.
+        return pa.array([int(value) if isinstance(value, bool) else value for value in values], arrow_type)
+
+
+def _nullable(type_name: str) -> bool:
+    return type_name.removeprefix("LowCardinality(").startswith("Nullable(")
+
+
+def _first_value(values: tuple[Any, ...]) -> Any:
+    return next((value for value in values if value is not None), None)
+
+
+def _without_wrappers(type_name: str) -> str:
+    """`Nullable(LowCardinality(String))` -> `String`: what the values must be."""
+    while type_name.startswith(("Nullable(", "LowCardinality(")):
+        type_name = type_name.partition("(")[2][:-1]
+    return type_name
+
+
+@cache
+def _arrow_type(type_name: str) -> Any:
+    """The Arrow type exactly holding `type_name`'s values (wrappers removed), or None to infer it."""
+    import pyarrow as pa
+
+    scalars = {
+        "Int8": pa.int8(),
+        "Int16": pa.int16(),
+        "Int32": pa.int32(),
+        "Int64": pa.int64(),
+        "UInt8": pa.uint8(),
+        "UInt16": pa.uint16(),
+        "UInt32": pa.uint32(),
+        "UInt64": pa.uint64(),
+        "Float32": pa.float32(),
+        "Float64": pa.float64(),
+        "String": pa.string(),
+        "Bool": pa.bool_(),
+        "Date": pa.date32(),
+    }
+    if type_name.startswith("Array("):
+        element = _arrow_type(_without_wrappers(type_name.removeprefix("Array(")[:-1]))
+        return None if element is None else pa.list_(element)
+    return scalars.get(type_name)
 
 
 @cache
@@ -450,6 +606,10 @@ def _converter(type_name: str) -> Callable[[Any], Any]:
         return lambda value: {convert_key(key): convert_value(item) for key, item in value.items()}
     if outer.startswith(("Int", "UInt")):
         return int
+    if outer == "Float32":
+        # JSON prints a Float32 in its shortest decimal ("0.1"): back to the float32 it is, which is
+        # what clickhouse-driver returns.
+        return _float32
     if outer.startswith("Float"):
         return float  # also reads the quoted "nan" and "inf"
     if outer.startswith("Decimal"):
@@ -467,6 +627,16 @@ def _converter(type_name: str) -> Callable[[Any], Any]:
     if outer == "Bool":
         return bool
     return lambda value: value  # String, FixedString, Enum: already right
+
+
+def _float32(value: Any) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        return number
+    return float(_FLOAT32.unpack(_FLOAT32.pack(number))[0])
+
+
+_FLOAT32 = struct.Struct("<f")
 
 
 def _parse_datetime(text: str, zone: ZoneInfo | None) -> datetime:

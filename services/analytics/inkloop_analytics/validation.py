@@ -72,6 +72,9 @@ MAX_CUSTOM_VARS = 16
 MAX_CUSTOM_VAR_CHARS = 256
 MAX_PROMPT_HASH_CHARS = 128
 MAX_PROMPT_LENGTH = 1_000_000
+# What a ClickHouse DateTime column holds: seconds since 1970 in a UInt32 (to 2106-02-07 06:28:15).
+# An event time outside it could only be stored wrong, or refused by the store after its ack.
+DATETIME_SECONDS = range(0, 2**32)
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,12 @@ def _check_time(field: str, seconds: int, now_s: int, limits: Limits) -> Rejecti
         return Rejection(field, f"more than {limits.max_future_s} s in the future")
     if seconds < now_s - limits.max_age_s:
         return Rejection(field, f"more than {limits.max_age_s} s in the past")
+    return _check_storable_time(field, seconds)
+
+
+def _check_storable_time(field: str, seconds: int) -> Rejection | None:
+    if seconds not in DATETIME_SECONDS:
+        return Rejection(field, "outside what the store holds (1970-01-01 to 2106-02-07 06:28:15 UTC)")
     return None
 
 
@@ -186,7 +195,13 @@ def frontend_row(
         or len(request_id) > 128
     ):
         return _check_lengths(event, FRONTEND_LIMITS) or Rejection("", "a field is too long")
-    server_time = utc_time(event.server_time.seconds) if event.HasField("server_time") else now
+    server_time = now
+    if event.HasField("server_time"):
+        server_s = event.server_time.seconds
+        problem = _check_storable_time("server_time", server_s)
+        if problem is not None:
+            return problem
+        server_time = utc_time(server_s)
     names: list[str] = []
     values: list[str] = []
     custom_vars = event.custom_vars

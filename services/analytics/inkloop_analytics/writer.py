@@ -6,6 +6,9 @@
 
 Order is kept: while the spool holds anything, new batches are appended to it too, and the replayer
 re-inserts segments oldest first; only when the spool is empty do batches go straight to ClickHouse.
+A row ClickHouse refuses for its values never comes back to the spool or the replayer: the store
+sets it aside in rejected_events on either path (EventStore.insert); what does come back is an
+outage or another error of the store's state, retried every `retry_interval_s`.
 Memory is bounded: `write` waits while too many rows are pending or the spool is full, and gives up
 with ResourceExhausted (with a retry delay) after `backpressure_timeout_s`.
 """
@@ -142,7 +145,7 @@ class Writer:
                 with metrics.INSERT_SECONDS.time():
                     await asyncio.to_thread(self.store.insert, rows)
                 return False
-            except Exception as error:  # Unavailable, or anything else: keep the rows, retry later
+            except Exception as error:  # Unavailable, or another error of the store's state: retry later
                 log.warning("ClickHouse insert failed, spooling %d rows: %s", len(rows), error)
         await asyncio.to_thread(self.spool.append, rows)
         metrics.ROWS_SPOOLED.inc(len(rows))
