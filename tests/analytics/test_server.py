@@ -11,10 +11,8 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from typer.testing import CliRunner
 
 from harness.clickhouse import ClickHouseServer
-from inkloop.cli import app as cli
 from inkloop.rpc.server import RunningServer, start_server
 from inkloop.rpc.status import field_violations
 from inkloop.v1 import analytics_pb2 as pb
@@ -128,26 +126,6 @@ async def test_queries_answer_and_bad_requests_name_the_field(service: Running) 
     }
     variants = await service.stub.CompareVariants(pb.CompareVariantsRequest(tenant_id="t1", range=RANGE))
     assert list(variants.variants) == []
-
-
-async def test_cli_prints_tables_json_and_errors(service: Running, monkeypatch: pytest.MonkeyPatch) -> None:
-    await service.stub.Ingest(pb.IngestRequest(frontend=[track(T0, "v1", "inpaint", "exposure")]))
-    runner = CliRunner()
-    env = {"INKLOOP_ANALYTICS": service.address, "COLUMNS": "200"}
-    window = ["--tenant", "t1", "--start", T0.isoformat(), "--end", (T0 + timedelta(hours=1)).isoformat()]
-
-    def invoke(*args: str):
-        return runner.invoke(cli, ["analytics", *args], env=env)
-
-    table = await asyncio.to_thread(invoke, "adoption", *window)
-    assert table.exit_code == 0, table.output
-    assert "inpaint" in table.output
-    as_json = await asyncio.to_thread(invoke, "adoption", *window, "--json")
-    assert as_json.exit_code == 0, as_json.output
-    assert '"exposures": 1' in as_json.output
-    bad = await asyncio.to_thread(invoke, "funnel", *window, "--step", "frontend:type=page_view")
-    assert bad.exit_code == 1
-    assert "INVALID_ARGUMENT" in bad.output and "steps" in bad.output
 
 
 async def test_starts_while_clickhouse_is_down_and_serves_ingest_into_the_spool(tmp_path: Path, make_settings) -> None:

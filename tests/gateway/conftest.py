@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,18 +35,29 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ensure_preset("tiny", tmp_path_factory.mktemp("model"))
 
 
-@pytest.fixture(scope="session")
-async def inference(tiny_model_dir: Path) -> AsyncIterator[Inference]:
+@contextlib.asynccontextmanager
+async def running_inference(model_dir: Path, **settings: object) -> AsyncIterator[Inference]:
+    """A real inference service on the tiny model, on a free port, until the block ends."""
     from inkloop_inference.server import InferenceApp
     from inkloop_inference.settings import InferenceSettings
 
-    app = InferenceApp(InferenceSettings(model_path=tiny_model_dir, port=0, warmup=False, max_queue_delay_ms=0))
+    app = InferenceApp(
+        InferenceSettings(**{"model_path": model_dir, "port": 0, "warmup": False, "max_queue_delay_ms": 0, **settings})
+    )
     running = await start_server(app, "127.0.0.1", 0)
     await app.start()
     await running.set_serving(True)
-    yield Inference(app, running)
-    await running.server.stop(0)
-    await app.stop()
+    try:
+        yield Inference(app, running)
+    finally:
+        await running.server.stop(0)
+        await app.stop()
+
+
+@pytest.fixture(scope="session")
+async def inference(tiny_model_dir: Path) -> AsyncIterator[Inference]:
+    async with running_inference(tiny_model_dir) as service:
+        yield service
 
 
 def dead_address() -> str:

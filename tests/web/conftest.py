@@ -13,14 +13,13 @@ from typing import Any
 
 import grpc
 import pytest
-from gateway.conftest import TEST_SETTINGS, dead_address, inference, tiny_model_dir  # noqa: F401  (fixtures)
+from gateway.conftest import TEST_SETTINGS, Inference, dead_address, running_inference, tiny_model_dir  # noqa: F401
 
 from harness.clickhouse import ClickHouseServer, database_url, fresh_database
 from inkloop.rpc.server import RunningServer, start_server
 from inkloop.v1 import analytics_pb2_grpc
 from inkloop_analytics.server import AnalyticsApp
 from inkloop_analytics.settings import AnalyticsSettings
-from inkloop_gateway.http import HttpServer
 from inkloop_gateway.keys import KeyStore, Role
 from inkloop_gateway.server import GatewayApp
 from inkloop_gateway.settings import GatewaySettings
@@ -29,6 +28,13 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 HAVE_CHROMIUM = CHROMIUM.exists() and shutil.which("chromium") is not None
 TENANT = "acme"
+
+
+@pytest.fixture(scope="session")
+async def inference(tiny_model_dir: Path) -> AsyncIterator[Inference]:  # noqa: F811
+    """Inference whose own defaults are small, so the page's choices (taken from the model) are quick."""
+    async with running_inference(tiny_model_dir, default_width=128, default_height=128, default_steps=3) as service:
+        yield service
 
 
 @dataclass
@@ -51,6 +57,11 @@ class System:
     gateway: GatewayApp
     analytics: Analytics | None
     secrets: dict[str, str]
+    grpc_port: int = 0
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
 
     @property
     def url(self) -> str:
@@ -87,28 +98,11 @@ async def analytics_service(clickhouse_db: str, tmp_path: Path) -> AsyncIterator
     await app.stop()
 
 
-def web_gateway(settings: GatewaySettings) -> GatewayApp:
-    """A gateway whose HTTP port carries the web bridge (what `GatewayApp` does once it passes
-    `jobs=` and `settings=` to `HttpServer`)."""
-    app = GatewayApp(settings)
-    app.http = HttpServer(
-        settings.host,
-        settings.http_port,
-        lambda: app.ready,
-        app.keys,
-        app.images,
-        app.events,
-        jobs=app.jobs,
-        settings=settings,
-    )
-    return app
-
-
 StartWebGateway = Callable[..., Awaitable[System]]
 
 
 @pytest.fixture
-async def start_web_gateway(inference: Any, tmp_path: Path) -> AsyncIterator[StartWebGateway]:  # noqa: F811
+async def start_web_gateway(inference: Any, tmp_path: Path) -> AsyncIterator[StartWebGateway]:
     """Starts a gateway with the web bridge: tenant "acme" for the page, a user and an analyst key."""
     started: list[tuple[GatewayApp, RunningServer]] = []
 
@@ -119,6 +113,7 @@ async def start_web_gateway(inference: Any, tmp_path: Path) -> AsyncIterator[Sta
         secrets = {
             "user": store.create(TENANT, Role.USER, "page")[1],
             "analyst": store.create(TENANT, Role.ANALYST, "dashboard")[1],
+            "admin": store.create(TENANT, Role.ADMIN, "operator")[1],
         }
         store.close()
         settings = GatewaySettings(
@@ -133,12 +128,12 @@ async def start_web_gateway(inference: Any, tmp_path: Path) -> AsyncIterator[Sta
                 **overrides,
             }
         )
-        app = web_gateway(settings)
+        app = GatewayApp(settings)
         running = await start_server(app, "127.0.0.1", 0)
         await app.start()
         await running.set_serving(True)
         started.append((app, running))
-        return System(app, analytics, secrets)
+        return System(app, analytics, secrets, running.port)
 
     yield start
     for app, running in started:

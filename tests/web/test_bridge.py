@@ -7,10 +7,13 @@ import json
 from typing import Any
 
 import aiohttp
+import grpc
 import pytest
+from gateway.conftest import Inference, dead_address
 from google.protobuf import json_format
 
 from inkloop import errors
+from inkloop.v1 import inference_pb2, inference_pb2_grpc
 from inkloop_gateway.safety import PolicyViolation
 from inkloop_gateway.web import error_body, error_response
 
@@ -100,14 +103,30 @@ async def test_submit_follow_and_errors_over_http(start_web_gateway: StartWebGat
             assert reply.status == 503  # analytics is unreachable here
 
 
-async def test_page_and_tracker_are_served(start_web_gateway: StartWebGateway) -> None:
+async def test_page_and_tracker_are_served(start_web_gateway: StartWebGateway, inference: Inference) -> None:
     system = await start_web_gateway()
     async with aiohttp.ClientSession(system.url) as http:
         for path, kind in [("/", "text/html"), ("/dashboard", "text/html"), ("/hm.js", "text/javascript")]:
             async with http.get(path) as reply:
                 assert reply.status == 200 and reply.content_type == kind
         async with http.get("/v1/web/config") as reply:
-            assert await reply.json() == {"api_key": ""}  # no key is handed out unless configured
+            config = await reply.json()
+    assert config["api_key"] == ""  # no key is handed out unless configured
+    async with grpc.aio.insecure_channel(inference.target) as channel:
+        info = await inference_pb2_grpc.InferenceServiceStub(channel).GetModelInfo(inference_pb2.GetModelInfoRequest())
+    model = config["model"]
+    assert (model["steps"], model["trueCfgScale"]) == (info.defaults.steps, info.defaults.true_cfg_scale)
+    assert [(s["width"], s["height"]) for s in model["sizes"]] == [(s.width, s.height) for s in info.defaults.sizes]
+    assert (model["sizes"][0]["width"], model["sizes"][0]["height"]) == (info.defaults.width, info.defaults.height)
+
+
+async def test_page_config_without_inference_leaves_the_model_defaults_to_the_server(
+    start_web_gateway: StartWebGateway,
+) -> None:
+    system = await start_web_gateway(inference_target=dead_address())
+    async with aiohttp.ClientSession(system.url) as http, http.get("/v1/web/config") as reply:
+        assert reply.status == 200
+        assert (await reply.json())["model"] is None
 
 
 async def test_only_a_user_key_is_ever_injected_into_the_page(start_web_gateway: StartWebGateway, tmp_path) -> None:

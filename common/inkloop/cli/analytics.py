@@ -1,7 +1,9 @@
 """`inkloop analytics …`: the analytics queries, as tables or JSON.
 
-Talks to the analytics service directly (INKLOOP_ANALYTICS, default 127.0.0.1:50053): these are
-analyst commands for operators; the gateway's analyst API checks roles for everyone else.
+Every command goes through the gateway (INKLOOP_GATEWAY, default 127.0.0.1:50051) with the caller's
+API key (INKLOOP_API_KEY, or the development key of `inkloop up`), like the dashboard: the key needs
+the analyst or admin role, its tenant is the one counted, and only an admin key may name another
+with --tenant. The analytics port itself is for the gateway only.
 
 Event matchers are written SOURCE[:key=value,…], e.g. `frontend:type=page_view`,
 `frontend:category=generate,action=click`, `backend:type=succeeded,variant=B,name=done`.
@@ -10,7 +12,7 @@ Event matchers are written SOURCE[:key=value,…], e.g. `frontend:type=page_view
 from __future__ import annotations
 
 import json
-import os
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,32 +23,31 @@ from google.protobuf.message import Message
 from rich.console import Console
 from rich.table import Table
 
-from inkloop.cli.client import console, fail
+from inkloop.cli.client import ClientSettings, console, fail
 from inkloop.v1 import analytics_pb2 as pb
-from inkloop.v1 import analytics_pb2_grpc
+from inkloop.v1 import gateway_pb2_grpc
 
 app = typer.Typer(
-    help="Query the analytics service (funnel, discrepancy, prompts, adoption, variants, alerts).", no_args_is_help=True
+    help="Query analytics through the gateway (funnel, discrepancy, prompts, adoption, variants, alerts).",
+    no_args_is_help=True,
 )
 
-DEFAULT_ADDRESS = "127.0.0.1:50053"
+#: What a figure that cannot be computed (no denominator) prints as.
+UNDEFINED = "–"
 
-_TENANT = typer.Option("", "--tenant", help="Tenant whose events are counted (empty = all, where allowed).")
+_TENANT = typer.Option("", "--tenant", help="Tenant whose events are counted (default: the key's own; admin only).")
 _START = typer.Option(None, "--start", help="Range start, ISO 8601 (default: 24 hours before --end).")
 _END = typer.Option(None, "--end", help="Range end, ISO 8601, exclusive (default: now).")
 _JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
 
 
-def _address() -> str:
-    return os.environ.get("INKLOOP_ANALYTICS", DEFAULT_ADDRESS)
-
-
 def _call(method: str, request: Message) -> Any:
-    """One unary call; a failed one prints its status and fields and exits 1."""
-    with grpc.insecure_channel(_address()) as channel:
-        stub = analytics_pb2_grpc.AnalyticsServiceStub(channel)
+    """One unary call to the gateway's AnalyticsQueryService; a failed one prints its status and exits 1."""
+    settings = ClientSettings()
+    with grpc.insecure_channel(settings.gateway) as channel:
+        stub = gateway_pb2_grpc.AnalyticsQueryServiceStub(channel)
         try:
-            return getattr(stub, method)(request, timeout=120)
+            return getattr(stub, method)(request, timeout=120, metadata=settings.metadata())
         except grpc.RpcError as error:
             raise fail(error) from None
 
@@ -118,13 +119,35 @@ def plain(message: Message) -> dict[str, Any]:
     return result
 
 
-def _show(response: Message, as_json: bool, tables: Callable[[], list[Table]]) -> None:
+def _defined(value: Any) -> Any:
+    """JSON has no NaN: an undefined figure is null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _defined(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_defined(item) for item in value]
+    return value
+
+
+def _show(response: Message, as_json: bool, tables: Callable[[], list[Table]], empty: str | None = None) -> None:
+    """The answer as JSON or tables; `empty` says why an answer without data has none (stderr)."""
     out = Console()
     if as_json:
-        out.print_json(json.dumps(plain(response)))
+        out.print_json(json.dumps(_defined(plain(response))))
+        return
+    if empty is not None:
+        console.print(f"[yellow]{empty}[/]")
         return
     for table in tables():
         out.print(table)
+
+
+def cell(value: Any) -> str:
+    """A table cell: floats to three places, an undefined figure (NaN) as a dash."""
+    if isinstance(value, float):
+        return f"{value:.3f}" if math.isfinite(value) else UNDEFINED
+    return str(value)
 
 
 def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
@@ -132,8 +155,16 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(*(f"{value:.3f}" if isinstance(value, float) else str(value) for value in row))
+        table.add_row(*(cell(value) for value in row))
     return table
+
+
+def funnel_empty(response: pb.FunnelResponse, actor: str) -> str | None:
+    """Why a funnel shows nothing, or None when some actor reached its first step."""
+    if any(series.steps and series.steps[0].count for series in response.series):
+        return None
+    hint = " (back-end-only traffic: try --actor user)" if actor == "visitor" else ""
+    return f"no {actor} reached step 1 in the range{hint}"
 
 
 @app.command()
@@ -160,7 +191,8 @@ def funnel(
     _show(
         response,
         as_json,
-        lambda: [
+        empty=funnel_empty(response, actor),
+        tables=lambda: [
             _table(
                 f"funnel {series.breakdown_value or ''}".strip(),
                 ["step", "count", "from previous", "from first", "median s"],
@@ -204,7 +236,10 @@ def discrepancy(
     _show(
         response,
         as_json,
-        lambda: [
+        empty=None
+        if response.total.frontend or response.total.backend
+        else "no matching front-end or back-end events in the range",
+        tables=lambda: [
             _table(
                 "discrepancy",
                 columns,
@@ -244,7 +279,8 @@ def prompts(
     _show(
         response,
         as_json,
-        lambda: [
+        empty=None if any(g.requests for g in response.by_length) else "no generation requests in the range",
+        tables=lambda: [
             _table("by length", columns, rows(response.by_length)),
             _table("by language", columns, rows(response.by_language)),
         ],
@@ -265,7 +301,8 @@ def adoption(
     _show(
         response,
         as_json,
-        lambda: [
+        empty=None if response.features or response.page_views else "no page views or tracked entries in the range",
+        tables=lambda: [
             _table(
                 f"adoption (page views {response.page_views}, unique visitors {response.unique_visitors})",
                 ["feature", "exposures", "clicks", "click rate", "exposed visitors", "clicked visitors"],
@@ -285,7 +322,8 @@ def variants(tenant: str = _TENANT, start: str | None = _START, end: str | None 
     _show(
         response,
         as_json,
-        lambda: [
+        empty=None if any(v.requests for v in response.variants) else "no generation requests in the range",
+        tables=lambda: [
             _table(
                 "variants",
                 ["variant", "requests", "successes", "success rate", "p50 s", "p95 s", "downloads", "per success"],
@@ -321,7 +359,10 @@ def alerts(
         _show(
             listed,
             as_json,
-            lambda: [
+            empty=None
+            if listed.rules
+            else "no alert rules are configured (see the analytics alert-rules-file setting)",
+            tables=lambda: [
                 _table(
                     "alert rules",
                     ["name", "kind", "threshold", "window s", "min events"],
@@ -337,7 +378,8 @@ def alerts(
     _show(
         fired,
         as_json,
-        lambda: [
+        empty=None if fired.alerts else "no alert fired in the range",
+        tables=lambda: [
             _table(
                 "alerts",
                 ["fired at", "tenant", "rule", "value", "message"],

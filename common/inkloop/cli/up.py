@@ -101,7 +101,7 @@ def up(
     start_timeout: float = typer.Option(600, help="Seconds each service may take to become SERVING."),
 ) -> None:
     """Run the whole system on this machine with embedded defaults; Ctrl-C stops all of it."""
-    from inkloop_gateway.keys import ensure_dev_key, key_store_from_settings
+    from inkloop_gateway.keys import ensure_dev_key, ensure_page_key, key_store_from_settings
     from inkloop_gateway.settings import GatewaySettings
 
     data_dir = data_dir.resolve()
@@ -120,6 +120,7 @@ def up(
     if model_path is not None:
         inference_args += ["--model-path", str(model_path)]
     gateway_data = data_dir / "gateway"
+    page_key_file = gateway_data / "web-page-key"
     # One prompt-hash salt for both services, so front-end and back-end hashes of a prompt match; passed
     # in the environment, not on command lines that `ps` shows.
     salt = _stored_secret(data_dir / "prompt-hash-salt")
@@ -158,6 +159,9 @@ def up(
                 f"{host}:{inference_port}",
                 "--analytics-target",
                 f"{host}:{analytics_port}",
+                # The local page works at once: a user-role key of the dev tenant, never an admin one.
+                "--web-page-key-file",
+                str(page_key_file),
             ],
             {"INKLOOP_GATEWAY_PROMPT_HASH_SALT": salt},
         ),
@@ -166,6 +170,7 @@ def up(
     # The store the gateway will use (its Redis when INKLOOP_GATEWAY_REDIS_URL is set).
     store = key_store_from_settings(GatewaySettings(data_dir=gateway_data))
     secret, created = ensure_dev_key(store, data_dir)
+    ensure_page_key(store, page_key_file)
     store.close()
 
     previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}

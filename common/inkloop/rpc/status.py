@@ -95,3 +95,23 @@ def _from_aio(error: grpc.aio.AioRpcError) -> status_pb2.Status | None:
             parsed = status_pb2.Status.FromString(value)
             return parsed
     return None
+
+
+def domain_error(call: grpc.aio.AioRpcError | grpc.RpcError, upstream: str) -> errors.InkloopError:
+    """The domain error that a failed call to the `upstream` service stands for, details kept.
+
+    A relaying service re-raises it, so its caller sees the same status, fields and retry delay; a
+    status that says nothing the caller can act on (INTERNAL, UNKNOWN, connection trouble) becomes
+    UNAVAILABLE naming the upstream, never its internals.
+    """
+    code = call.code() if hasattr(call, "code") else grpc.StatusCode.UNKNOWN
+    message = (call.details() if hasattr(call, "details") else "") or code.name
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        violations = [errors.FieldViolation(f, d) for f, d in field_violations(call)]
+        return errors.InvalidArgument.of(violations or [errors.FieldViolation("request", message)])
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return errors.ResourceExhausted(message, retry_after_s=retry_delay_s(call))
+    kind = next((kind for kind, known in _CODES.items() if known == code and kind is not errors.Unavailable), None)
+    if kind is None:
+        return errors.Unavailable(f"{upstream} is unavailable ({code.name})")
+    return kind(message)

@@ -30,6 +30,7 @@ class BackendEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BACKEND_EVENT_TYPE_REJECTED_BY_POLICY: _ClassVar[BackendEventType]
     BACKEND_EVENT_TYPE_REJECTED: _ClassVar[BackendEventType]
     BACKEND_EVENT_TYPE_DOWNLOADED: _ClassVar[BackendEventType]
+    BACKEND_EVENT_TYPE_VIEWED: _ClassVar[BackendEventType]
 
 class LanguageClass(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -72,6 +73,7 @@ BACKEND_EVENT_TYPE_CACHE_HIT: BackendEventType
 BACKEND_EVENT_TYPE_REJECTED_BY_POLICY: BackendEventType
 BACKEND_EVENT_TYPE_REJECTED: BackendEventType
 BACKEND_EVENT_TYPE_DOWNLOADED: BackendEventType
+BACKEND_EVENT_TYPE_VIEWED: BackendEventType
 LANGUAGE_CLASS_UNSPECIFIED: LanguageClass
 LANGUAGE_CLASS_ZH: LanguageClass
 LANGUAGE_CLASS_EN: LanguageClass

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from inkloop.v1 import analytics_pb2 as inkloop_dot_v1_dot_analytics__pb2
 from inkloop.v1 import gateway_pb2 as inkloop_dot_v1_dot_gateway__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -566,6 +567,355 @@ class AdminService:
             '/inkloop.v1.AdminService/SetVariants',
             inkloop_dot_v1_dot_gateway__pb2.SetVariantsRequest.SerializeToString,
             inkloop_dot_v1_dot_gateway__pb2.SetVariantsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class AnalyticsQueryServiceStub:
+    """The analytics queries, for analysts: what `inkloop analytics …` and the dashboard call. Analyst or
+    admin role only. Each request's `tenant_id` may be left empty (the key's own tenant is used); only
+    an admin key may name another tenant (PERMISSION_DENIED otherwise). The gateway forwards the call to
+    the analytics service with the remaining deadline; analytics' own port is for the gateway only.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Funnel = channel.unary_unary(
+                '/inkloop.v1.AnalyticsQueryService/Funnel',
+                request_serializer=inkloop_dot_v1_dot_analytics__pb2.FunnelRequest.SerializeToString,
+                response_deserializer=inkloop_dot_v1_dot_analytics__pb2.FunnelResponse.FromString,
+                _registered_method=True)
+        self.Discrepancy = channel.unary_unary(
+                '/inkloop.v1.AnalyticsQueryService/Discrepancy',
+                request_serializer=inkloop_dot_v1_dot_analytics__pb2.DiscrepancyRequest.SerializeToString,
+                response_deserializer=inkloop_dot_v1_dot_analytics__pb2.DiscrepancyResponse.FromString,
+                _registered_method=True)
+        self.PromptInsights = channel.unary_unary(
+                '/inkloop.v1.AnalyticsQueryService/PromptInsights',
+                request_serializer=inkloop_dot_v1_dot_analytics__pb2.PromptInsightsRequest.SerializeToString,
+                response_deserializer=inkloop_dot_v1_dot_analytics__pb2.PromptInsightsResponse.FromString,
+                _registered_method=True)
+        self.FeatureAdoption = channel.unary_unary(
+                '/inkloop.v1.AnalyticsQueryService/FeatureAdoption',
+                request_serializer=inkloop_dot_v1_dot_analytics__pb2.FeatureAdoptionRequest.SerializeToString,
+                response_deserializer=inkloop_dot_v1_dot_analytics__pb2.FeatureAdoptionResponse.FromString,
+                _registered_method=True)
+        self.CompareVariants = channel.unary_unary(
+                '/inkloop.v1.AnalyticsQueryService/CompareVariants',
+                request_serializer=inkloop_dot_v1_dot_analytics__pb2.CompareVariantsRequest.SerializeToString,
+                response_deserializer=inkloop_dot_v1_dot_analytics__pb2.CompareVariantsResponse.FromString,
+                _registered_method=True)
+        self.ListAlertRules = channel.unary_unary(
+                '/inkloop.v1.AnalyticsQueryService/ListAlertRules',
+                request_serializer=inkloop_dot_v1_dot_analytics__pb2.ListAlertRulesRequest.SerializeToString,
+                response_deserializer=inkloop_dot_v1_dot_analytics__pb2.ListAlertRulesResponse.FromString,
+                _registered_method=True)
+        self.ListAlerts = channel.unary_unary(
+                '/inkloop.v1.AnalyticsQueryService/ListAlerts',
+                request_serializer=inkloop_dot_v1_dot_analytics__pb2.ListAlertsRequest.SerializeToString,
+                response_deserializer=inkloop_dot_v1_dot_analytics__pb2.ListAlertsResponse.FromString,
+                _registered_method=True)
+
+
+class AnalyticsQueryServiceServicer:
+    """The analytics queries, for analysts: what `inkloop analytics …` and the dashboard call. Analyst or
+    admin role only. Each request's `tenant_id` may be left empty (the key's own tenant is used); only
+    an admin key may name another tenant (PERMISSION_DENIED otherwise). The gateway forwards the call to
+    the analytics service with the remaining deadline; analytics' own port is for the gateway only.
+    """
+
+    def Funnel(self, request, context):
+        """Conversion funnel (see AnalyticsService.Funnel).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Discrepancy(self, request, context):
+        """Front-end vs back-end counts matched by request id (see AnalyticsService.Discrepancy).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PromptInsights(self, request, context):
+        """Success, volume and dwell by prompt length and language (see AnalyticsService.PromptInsights).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FeatureAdoption(self, request, context):
+        """Exposure-to-click rates of page entries (see AnalyticsService.FeatureAdoption).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompareVariants(self, request, context):
+        """A/B comparison of model variants (see AnalyticsService.CompareVariants).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAlertRules(self, request, context):
+        """The alert rules in force (see AnalyticsService.ListAlertRules).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAlerts(self, request, context):
+        """Fired alerts of the tenant, newest first (see AnalyticsService.ListAlerts).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AnalyticsQueryServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Funnel': grpc.unary_unary_rpc_method_handler(
+                    servicer.Funnel,
+                    request_deserializer=inkloop_dot_v1_dot_analytics__pb2.FunnelRequest.FromString,
+                    response_serializer=inkloop_dot_v1_dot_analytics__pb2.FunnelResponse.SerializeToString,
+            ),
+            'Discrepancy': grpc.unary_unary_rpc_method_handler(
+                    servicer.Discrepancy,
+                    request_deserializer=inkloop_dot_v1_dot_analytics__pb2.DiscrepancyRequest.FromString,
+                    response_serializer=inkloop_dot_v1_dot_analytics__pb2.DiscrepancyResponse.SerializeToString,
+            ),
+            'PromptInsights': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromptInsights,
+                    request_deserializer=inkloop_dot_v1_dot_analytics__pb2.PromptInsightsRequest.FromString,
+                    response_serializer=inkloop_dot_v1_dot_analytics__pb2.PromptInsightsResponse.SerializeToString,
+            ),
+            'FeatureAdoption': grpc.unary_unary_rpc_method_handler(
+                    servicer.FeatureAdoption,
+                    request_deserializer=inkloop_dot_v1_dot_analytics__pb2.FeatureAdoptionRequest.FromString,
+                    response_serializer=inkloop_dot_v1_dot_analytics__pb2.FeatureAdoptionResponse.SerializeToString,
+            ),
+            'CompareVariants': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompareVariants,
+                    request_deserializer=inkloop_dot_v1_dot_analytics__pb2.CompareVariantsRequest.FromString,
+                    response_serializer=inkloop_dot_v1_dot_analytics__pb2.CompareVariantsResponse.SerializeToString,
+            ),
+            'ListAlertRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAlertRules,
+                    request_deserializer=inkloop_dot_v1_dot_analytics__pb2.ListAlertRulesRequest.FromString,
+                    response_serializer=inkloop_dot_v1_dot_analytics__pb2.ListAlertRulesResponse.SerializeToString,
+            ),
+            'ListAlerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAlerts,
+                    request_deserializer=inkloop_dot_v1_dot_analytics__pb2.ListAlertsRequest.FromString,
+                    response_serializer=inkloop_dot_v1_dot_analytics__pb2.ListAlertsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'inkloop.v1.AnalyticsQueryService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('inkloop.v1.AnalyticsQueryService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AnalyticsQueryService:
+    """The analytics queries, for analysts: what `inkloop analytics …` and the dashboard call. Analyst or
+    admin role only. Each request's `tenant_id` may be left empty (the key's own tenant is used); only
+    an admin key may name another tenant (PERMISSION_DENIED otherwise). The gateway forwards the call to
+    the analytics service with the remaining deadline; analytics' own port is for the gateway only.
+    """
+
+    @staticmethod
+    def Funnel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inkloop.v1.AnalyticsQueryService/Funnel',
+            inkloop_dot_v1_dot_analytics__pb2.FunnelRequest.SerializeToString,
+            inkloop_dot_v1_dot_analytics__pb2.FunnelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Discrepancy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inkloop.v1.AnalyticsQueryService/Discrepancy',
+            inkloop_dot_v1_dot_analytics__pb2.DiscrepancyRequest.SerializeToString,
+            inkloop_dot_v1_dot_analytics__pb2.DiscrepancyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromptInsights(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inkloop.v1.AnalyticsQueryService/PromptInsights',
+            inkloop_dot_v1_dot_analytics__pb2.PromptInsightsRequest.SerializeToString,
+            inkloop_dot_v1_dot_analytics__pb2.PromptInsightsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FeatureAdoption(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inkloop.v1.AnalyticsQueryService/FeatureAdoption',
+            inkloop_dot_v1_dot_analytics__pb2.FeatureAdoptionRequest.SerializeToString,
+            inkloop_dot_v1_dot_analytics__pb2.FeatureAdoptionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompareVariants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inkloop.v1.AnalyticsQueryService/CompareVariants',
+            inkloop_dot_v1_dot_analytics__pb2.CompareVariantsRequest.SerializeToString,
+            inkloop_dot_v1_dot_analytics__pb2.CompareVariantsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAlertRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inkloop.v1.AnalyticsQueryService/ListAlertRules',
+            inkloop_dot_v1_dot_analytics__pb2.ListAlertRulesRequest.SerializeToString,
+            inkloop_dot_v1_dot_analytics__pb2.ListAlertRulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inkloop.v1.AnalyticsQueryService/ListAlerts',
+            inkloop_dot_v1_dot_analytics__pb2.ListAlertsRequest.SerializeToString,
+            inkloop_dot_v1_dot_analytics__pb2.ListAlertsResponse.FromString,
             options,
             channel_credentials,
             insecure,

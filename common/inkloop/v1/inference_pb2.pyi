@@ -30,16 +30,28 @@ class ModelLimits(_message.Message):
     def __init__(self, min_size: _Optional[int] = ..., max_size: _Optional[int] = ..., size_multiple: _Optional[int] = ..., min_steps: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_images: _Optional[int] = ..., max_prompt_tokens: _Optional[int] = ...) -> None: ...
 
 class ModelDefaults(_message.Message):
-    __slots__ = ("width", "height", "steps", "true_cfg_scale")
+    __slots__ = ("width", "height", "steps", "true_cfg_scale", "sizes")
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     TRUE_CFG_SCALE_FIELD_NUMBER: _ClassVar[int]
+    SIZES_FIELD_NUMBER: _ClassVar[int]
     width: int
     height: int
     steps: int
     true_cfg_scale: float
-    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., true_cfg_scale: _Optional[float] = ...) -> None: ...
+    sizes: _containers.RepeatedCompositeFieldContainer[RecommendedSize]
+    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., true_cfg_scale: _Optional[float] = ..., sizes: _Optional[_Iterable[_Union[RecommendedSize, _Mapping]]] = ...) -> None: ...
+
+class RecommendedSize(_message.Message):
+    __slots__ = ("width", "height", "aspect_ratio")
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    ASPECT_RATIO_FIELD_NUMBER: _ClassVar[int]
+    width: int
+    height: int
+    aspect_ratio: str
+    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., aspect_ratio: _Optional[str] = ...) -> None: ...
 
 class BatchingInfo(_message.Message):
     __slots__ = ("max_batch_size", "max_queue_delay_ms", "queue_capacity")

@@ -28,7 +28,10 @@ AUTHORIZATION_KEY = "authorization"
 _SCHEME = "bearer"
 PUBLIC_PREFIXES: tuple[str, ...] = ("/grpc.health.v1.", "/grpc.reflection.")
 #: Method prefix -> the least role allowed to call it; methods matching none need Role.USER.
-ROLE_PREFIXES: Mapping[str, Role] = {"/inkloop.v1.AdminService/": Role.ADMIN}
+ROLE_PREFIXES: Mapping[str, Role] = {
+    "/inkloop.v1.AdminService/": Role.ADMIN,
+    "/inkloop.v1.AnalyticsQueryService/": Role.ANALYST,
+}
 
 
 @dataclass(frozen=True)

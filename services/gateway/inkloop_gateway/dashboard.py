@@ -10,26 +10,18 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import grpc
 from aiohttp import web
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from inkloop import errors
 from inkloop.v1 import analytics_pb2 as pb
-from inkloop.v1 import analytics_pb2_grpc
+from inkloop_gateway.analyst import AnalyticsClient
 from inkloop_gateway.keys import KeyStore, Role
 from inkloop_gateway.web import principal_of, to_json
 
 _TIMEOUT_S = 10.0
 _MAX_HOURS = 24 * 90
-
-_GRPC_ERRORS: dict[grpc.StatusCode, Callable[[str], errors.InkloopError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: lambda message: errors.InvalidArgument("query", message),
-    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
-    grpc.StatusCode.NOT_FOUND: errors.NotFound,
-    grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
-}
 
 
 def front(category: str, action: str, name: str) -> pb.EventMatcher:
@@ -64,63 +56,52 @@ def time_range(request: web.Request) -> pb.TimeRange:
     return pb.TimeRange(start=start, end=stop)
 
 
-def _bucket_s(request: web.Request, window: pb.TimeRange) -> int:
+def _bucket_s(window: pb.TimeRange) -> int:
     span = window.end.seconds - window.start.seconds
     return max(60, span // 24 // 60 * 60)
 
 
 class Dashboard:
-    def __init__(self, keys: KeyStore, stub: analytics_pb2_grpc.AnalyticsServiceStub) -> None:
+    def __init__(self, keys: KeyStore, analytics: AnalyticsClient) -> None:
         self.keys = keys
-        self.stub = stub
+        self.analytics = analytics
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.get(f"/v1/analytics/{name}", self._handler(name)) for name in self.queries()]
-
-    def queries(self) -> dict[str, Callable[[str, pb.TimeRange, web.Request], Awaitable[Message]]]:
-        s = self.stub
-        return {
-            "funnel": lambda tenant, window, _: s.Funnel(
-                pb.FunnelRequest(tenant_id=tenant, steps=FUNNEL_STEPS, window_s=86_400, range=window),
-                timeout=_TIMEOUT_S,
-            ),
-            "discrepancy": lambda tenant, window, request: s.Discrepancy(
-                pb.DiscrepancyRequest(
-                    tenant_id=tenant,
-                    frontend=front("generate", "click", "click"),
-                    backend=back(pb.BACKEND_EVENT_TYPE_REQUESTED, "requested"),
-                    range=window,
-                    bucket_s=_bucket_s(request, window),
-                    sample_size=10,
-                ),
-                timeout=_TIMEOUT_S,
-            ),
-            "prompts": lambda tenant, window, _: s.PromptInsights(
-                pb.PromptInsightsRequest(tenant_id=tenant, range=window), timeout=_TIMEOUT_S
-            ),
-            "adoption": lambda tenant, window, _: s.FeatureAdoption(
-                pb.FeatureAdoptionRequest(tenant_id=tenant, range=window), timeout=_TIMEOUT_S
-            ),
-            "variants": lambda tenant, window, _: s.CompareVariants(
-                pb.CompareVariantsRequest(tenant_id=tenant, range=window), timeout=_TIMEOUT_S
-            ),
-            "alerts": lambda tenant, window, _: s.ListAlerts(
-                pb.ListAlertsRequest(tenant_id=tenant, range=window), timeout=_TIMEOUT_S
-            ),
-        }
+        return [web.get(f"/v1/analytics/{name}", self._handler(name)) for name in QUERIES]
 
     def _handler(self, name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+        method, build = QUERIES[name]
+
         async def handle(request: web.Request) -> web.Response:
             principal = await principal_of(self.keys, request, Role.ANALYST)
-            query = self.queries()[name]
-            try:
-                reply = await query(principal.tenant_id, time_range(request), request)
-            except grpc.aio.AioRpcError as error:
-                make = _GRPC_ERRORS.get(error.code())
-                if make is None:
-                    raise errors.Unavailable("analytics is unavailable") from None
-                raise make(error.details() or error.code().name) from None
+            query = build(principal.tenant_id, time_range(request))
+            reply = await self.analytics.query(principal, method, query, timeout_s=_TIMEOUT_S)
             body: dict[str, Any] = to_json(reply)
             return web.json_response(body, headers={"Cache-Control": "no-store"})
 
         return handle
+
+
+def _discrepancy(tenant: str, window: pb.TimeRange) -> pb.DiscrepancyRequest:
+    return pb.DiscrepancyRequest(
+        tenant_id=tenant,
+        frontend=front("generate", "click", "click"),
+        backend=back(pb.BACKEND_EVENT_TYPE_REQUESTED, "requested"),
+        range=window,
+        bucket_s=_bucket_s(window),
+        sample_size=10,
+    )
+
+
+#: Dashboard panel -> (AnalyticsQueryService method, its request for a tenant and range).
+QUERIES: dict[str, tuple[str, Callable[[str, pb.TimeRange], Message]]] = {
+    "funnel": (
+        "Funnel",
+        lambda tenant, window: pb.FunnelRequest(tenant_id=tenant, steps=FUNNEL_STEPS, window_s=86_400, range=window),
+    ),
+    "discrepancy": ("Discrepancy", _discrepancy),
+    "prompts": ("PromptInsights", lambda tenant, window: pb.PromptInsightsRequest(tenant_id=tenant, range=window)),
+    "adoption": ("FeatureAdoption", lambda tenant, window: pb.FeatureAdoptionRequest(tenant_id=tenant, range=window)),
+    "variants": ("CompareVariants", lambda tenant, window: pb.CompareVariantsRequest(tenant_id=tenant, range=window)),
+    "alerts": ("ListAlerts", lambda tenant, window: pb.ListAlertsRequest(tenant_id=tenant, range=window)),
+}

@@ -11,19 +11,17 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import grpc
 from aiohttp import web
 
 from inkloop import errors
-from inkloop.rpc.client import channel_credentials, open_channel
-from inkloop.v1 import analytics_pb2_grpc
+from inkloop_gateway.analyst import AnalyticsClient
 from inkloop_gateway.auth import authenticate_header
 from inkloop_gateway.collect import Collector
 from inkloop_gateway.dashboard import Dashboard
 from inkloop_gateway.events import EventFacts, EventSender, EventType
 from inkloop_gateway.images import FORMATS, ImageStore, convert, load_or_create_secret
 from inkloop_gateway.keys import KeyStore
-from inkloop_gateway.web import JobsBridge, json_errors, page_key
+from inkloop_gateway.web import JobsBridge, PageConfig, json_errors, page_key
 
 if TYPE_CHECKING:
     from inkloop_gateway.service import JobService
@@ -73,11 +71,14 @@ class ImageDownloads:
         data = (
             stored.data if stored.extension == extension else await asyncio.to_thread(convert, stored.data, extension)
         )
-        self.events.emit(
-            EventFacts.of_download(tenant_id, stored.origin).event(EventType.BACKEND_EVENT_TYPE_DOWNLOADED)
-        )
+        attachment = "download" in request.query
+        # A display (the page's <img>, a thumbnail: a signed URL) is a view; a download is what a user asked
+        # to keep: the attachment link, or a key-authenticated fetch by an API client.
+        downloaded = attachment or "sig" not in request.query
+        kind = EventType.BACKEND_EVENT_TYPE_DOWNLOADED if downloaded else EventType.BACKEND_EVENT_TYPE_VIEWED
+        self.events.emit(EventFacts.of_download(tenant_id, stored.origin).event(kind))
         headers = {"ETag": etag, "Cache-Control": _CACHE_CONTROL}
-        if "download" in request.query:
+        if attachment:
             headers["Content-Disposition"] = f'attachment; filename="{image_id}.{extension}"'
         return web.Response(body=data, content_type=FORMATS[extension][1], headers=headers)
 
@@ -92,24 +93,18 @@ class ImageDownloads:
 
 
 def web_routes(
-    keys: KeyStore, jobs: JobService, settings: GatewaySettings, channel: grpc.aio.Channel
+    keys: KeyStore, jobs: JobService, settings: GatewaySettings, analytics: AnalyticsClient
 ) -> list[web.RouteDef]:
     """The page's bridge (jobs, page config), the tracker's collect endpoint and the dashboard's queries."""
-    stub = analytics_pb2_grpc.AnalyticsServiceStub(channel)
     secret = settings.web_visitor_secret or load_or_create_secret(settings.data_dir / "visitor-secret").decode()
     collector = Collector(
-        stub, tenant_id=settings.web_tenant_id, secret=secret, max_events=settings.web_collect_max_events
+        analytics.stub, tenant_id=settings.web_tenant_id, secret=secret, max_events=settings.web_collect_max_events
     )
-    config = {"api_key": page_key(keys, settings.web_page_key_file)}
-
-    async def page_config(_request: web.Request) -> web.Response:
-        return web.json_response(config, headers={"Cache-Control": "no-store"})
-
     return [
         *JobsBridge(keys, jobs).routes(),
-        *Dashboard(keys, stub).routes(),
+        *Dashboard(keys, analytics).routes(),
         web.post("/collect", collector.collect),
-        web.get("/v1/web/config", page_config),
+        web.get("/v1/web/config", PageConfig(page_key(keys, settings.web_page_key_file), jobs).get),
     ]
 
 
@@ -154,6 +149,7 @@ class HttpServer:
         *,
         jobs: JobService | None = None,
         settings: GatewaySettings | None = None,
+        analytics: AnalyticsClient | None = None,
     ) -> None:
         self._host = host
         self._port = port
@@ -161,18 +157,15 @@ class HttpServer:
         self._keys = keys
         self._jobs = jobs
         self._settings = settings
+        self._analytics = analytics
         self._downloads = ImageDownloads(keys, images, events) if keys and images and events else None
-        self._channel: grpc.aio.Channel | None = None
         self._runner: web.AppRunner | None = None
         self.port = 0
 
     async def start(self) -> None:
         routes: list[web.RouteDef] = []
-        if self._keys and self._jobs and self._settings:
-            s = self._settings
-            credentials = channel_credentials(s.upstream_tls_ca_file, s.upstream_tls_cert_file, s.upstream_tls_key_file)
-            self._channel = open_channel(s.analytics_target, credentials=credentials)
-            routes = web_routes(self._keys, self._jobs, self._settings, self._channel)
+        if self._keys and self._jobs and self._settings and self._analytics:
+            routes = web_routes(self._keys, self._jobs, self._settings, self._analytics)
         app = build_app(self._is_ready, self._downloads, routes)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
         await self._runner.setup()
@@ -186,5 +179,3 @@ class HttpServer:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
-        if self._channel is not None:
-            await self._channel.close()

@@ -333,16 +333,27 @@ DEV_KEY_FILE = "dev-api-key"
 
 def ensure_dev_key(store: KeyStore, data_dir: Path) -> tuple[str, bool]:
     """The development admin key of this data dir, creating it on first use; returns (secret, created)."""
-    key_file = data_dir / DEV_KEY_FILE
+    return _ensure_key(store, data_dir / DEV_KEY_FILE, Role.ADMIN, "development key created by `inkloop up`")
+
+
+def ensure_page_key(store: KeyStore, key_file: Path) -> tuple[str, bool]:
+    """A user-role key of the development tenant for the local page (`web_page_key_file`).
+
+    Only `inkloop up` makes one: a production gateway hands the page no key unless configured to.
+    """
+    return _ensure_key(store, key_file, Role.USER, "web page key created by `inkloop up`")
+
+
+def _ensure_key(store: KeyStore, key_file: Path, role: Role, name: str) -> tuple[str, bool]:
     if key_file.exists():
         secret = key_file.read_text().strip()
         try:
-            store.authenticate(secret)
-            return secret, False
+            if store.authenticate(secret).role == role:
+                return secret, False
         except errors.Unauthenticated:
             pass  # revoked or from another store: make a new one
-    _key, secret = store.create(DEV_TENANT, Role.ADMIN, "development key created by `inkloop up`")
-    data_dir.mkdir(parents=True, exist_ok=True)
+    _key, secret = store.create(DEV_TENANT, role, name)
+    key_file.parent.mkdir(parents=True, exist_ok=True)
     key_file.touch(mode=0o600)
     key_file.write_text(secret + "\n")
     return secret, True

@@ -6,13 +6,16 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 
 from inkloop.prompts import PrivacyPolicy
 from inkloop.rpc.client import channel_credentials
-from inkloop.v1 import gateway_pb2, gateway_pb2_grpc
+from inkloop.v1 import analytics_pb2, gateway_pb2, gateway_pb2_grpc
 from inkloop_gateway import protocol
+from inkloop_gateway.analyst import AnalyticsClient
 from inkloop_gateway.auth import AuthInterceptor, current_principal
 from inkloop_gateway.cache import cache_from_settings
 from inkloop_gateway.dispatch import Dispatcher, DispatchSettings
@@ -49,11 +52,15 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.GetJobRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.GetJobResponse:
         job = await self.jobs.get(current_principal(), request.job_id)
-        return gateway_pb2.GetJobResponse(job=await self._job(job, include_images=request.include_images))
+        reply = gateway_pb2.GetJobResponse(job=await self._job(job, include_images=request.include_images))
+        if request.include_images:
+            self.jobs.record_downloads(job, len(reply.job.result.images))
+        return reply
 
     async def WatchJob(
         self, request: gateway_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[gateway_pb2.JobEvent]:
+        # A progress stream, not a request for the file: watchers are not counted as downloads.
         async for event in self.jobs.watch(current_principal(), request.job_id):
             yield event
 
@@ -79,6 +86,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         job = await self.jobs.submit(current_principal(), request.request_id, request.task, request.user_id)
         async for event in self.jobs.follow(job):
             yield event
+            if event.HasField("succeeded"):  # the call's answer is the file: each image is a download
+                self.jobs.record_downloads(job, len(event.succeeded.images))
 
     async def _job(self, job: Job, *, include_images: bool = False) -> gateway_pb2.Job:
         return protocol.job_to_pb(
@@ -126,6 +135,45 @@ class AdminServicer(gateway_pb2_grpc.AdminServiceServicer):
         return gateway_pb2.SetVariantsResponse(variants=[protocol.variant_to_pb(v) for v in await self.variants.list()])
 
 
+class AnalyticsQueryServicer(gateway_pb2_grpc.AnalyticsQueryServiceServicer):
+    """Analyst role and up (the auth interceptor checks it); each call is the caller's scoped query."""
+
+    def __init__(self, analytics: AnalyticsClient) -> None:
+        self.analytics = analytics
+
+    async def _query(self, method: str, request: Message, context: grpc.aio.ServicerContext) -> Any:
+        return await self.analytics.query(current_principal(), method, request, timeout_s=context.time_remaining())
+
+    async def Funnel(self, request: analytics_pb2.FunnelRequest, context: grpc.aio.ServicerContext) -> Any:
+        return await self._query("Funnel", request, context)
+
+    async def Discrepancy(self, request: analytics_pb2.DiscrepancyRequest, context: grpc.aio.ServicerContext) -> Any:
+        return await self._query("Discrepancy", request, context)
+
+    async def PromptInsights(
+        self, request: analytics_pb2.PromptInsightsRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
+        return await self._query("PromptInsights", request, context)
+
+    async def FeatureAdoption(
+        self, request: analytics_pb2.FeatureAdoptionRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
+        return await self._query("FeatureAdoption", request, context)
+
+    async def CompareVariants(
+        self, request: analytics_pb2.CompareVariantsRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
+        return await self._query("CompareVariants", request, context)
+
+    async def ListAlertRules(
+        self, request: analytics_pb2.ListAlertRulesRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
+        return await self._query("ListAlertRules", request, context)
+
+    async def ListAlerts(self, request: analytics_pb2.ListAlertsRequest, context: grpc.aio.ServicerContext) -> Any:
+        return await self._query("ListAlerts", request, context)
+
+
 def _secret(configured: str, path: Path) -> bytes:
     return configured.encode() if configured else load_or_create_secret(path)
 
@@ -133,7 +181,11 @@ def _secret(configured: str, path: Path) -> bytes:
 class GatewayApp:
     """Wires the gateway's parts from its settings; `start`/`stop` run their background work."""
 
-    service_names: Sequence[str] = ("inkloop.v1.GatewayService", "inkloop.v1.AdminService")
+    service_names: Sequence[str] = (
+        "inkloop.v1.GatewayService",
+        "inkloop.v1.AdminService",
+        "inkloop.v1.AnalyticsQueryService",
+    )
 
     def __init__(self, settings: GatewaySettings) -> None:
         s = settings
@@ -147,7 +199,7 @@ class GatewayApp:
             s.redis_url or None, s.data_dir, [Variant("default", s.inference_target, 1)]
         )
         upstream = channel_credentials(s.upstream_tls_ca_file, s.upstream_tls_cert_file, s.upstream_tls_key_file)
-        self.pools = Pools(s.health_interval_s, upstream)
+        self.pools = Pools(s.health_interval_s, upstream, s.down_probe_interval_s)
         self.images = ImageStore(
             s.image_dir or s.data_dir / "images",
             _secret(s.url_signing_secret, s.data_dir / "url-signing-key"),
@@ -163,6 +215,7 @@ class GatewayApp:
             spool_max_bytes=s.events_spool_max_bytes,
             credentials=upstream,
         )
+        self.analytics = AnalyticsClient(s.analytics_target, upstream)
         self.hub = Hub()
         self.cache = cache_from_settings(s.redis_url or None, s.data_dir, s.cache_max_bytes, s.cache_ttl_s)
         self.limiter = limiter_from_url(s.redis_url or None)
@@ -188,8 +241,9 @@ class GatewayApp:
                 workers=s.workers,
                 lease_s=s.lease_s,
                 poll_interval_s=s.poll_interval_s,
-                inference_retries=s.inference_retries,
                 max_attempts=s.max_attempts,
+                retry_initial_s=s.retry_initial_s,
+                retry_max_s=s.retry_max_s,
                 sole_replica=not s.redis_url,
                 owner=f"gw-{secrets.token_hex(6)}",
             ),
@@ -213,12 +267,21 @@ class GatewayApp:
             poll_interval_s=s.poll_interval_s,
         )
         self.http = HttpServer(
-            s.host, s.http_port, lambda: self.ready, self.keys, self.images, self.events, jobs=self.jobs, settings=s
+            s.host,
+            s.http_port,
+            lambda: self.ready,
+            self.keys,
+            self.images,
+            self.events,
+            jobs=self.jobs,
+            settings=s,
+            analytics=self.analytics,
         )
 
     def register(self, server: grpc.aio.Server) -> None:
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(self.jobs), server)
         gateway_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(self.keys, self.variants), server)
+        gateway_pb2_grpc.add_AnalyticsQueryServiceServicer_to_server(AnalyticsQueryServicer(self.analytics), server)
 
     async def start(self) -> None:
         await self.events.start()
@@ -242,6 +305,7 @@ class GatewayApp:
             self.variants.aclose,
             self.limiter.aclose,
             self.images.aclose,
+            self.analytics.aclose,
         ):
             try:
                 await close()

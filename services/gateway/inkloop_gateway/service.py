@@ -175,6 +175,18 @@ class JobService:
             self.events.emit(facts.event(EventType.BACKEND_EVENT_TYPE_QUEUED))
         return stored
 
+    def record_downloads(self, job: Job, images: int) -> None:
+        """Image bytes handed to an API client that asked for them: each image is one download."""
+        origin = {"job_id": job.job_id, "request_id": job.request_id, "user_id": job.user_id, "variant": job.variant}
+        facts = EventFacts.of_download(job.tenant_id, origin)
+        for _ in range(images):
+            self.events.emit(facts.event(EventType.BACKEND_EVENT_TYPE_DOWNLOADED))
+
+    async def main_model_info(self) -> inference_pb2.GetModelInfoResponse:
+        """ModelInfo of the variant most traffic goes to: what clients take their defaults from."""
+        main = max(await self.variants.list(), key=lambda variant: variant.weight)
+        return await (await self.pools.get(main.target)).model_info()
+
     async def _cached(self, job: Job) -> Job | None:
         """The job already SUCCEEDED from the cache, or None on a miss."""
         if self.admission.cache is None:
@@ -229,7 +241,9 @@ class JobService:
 
     def follow(self, job: Job) -> AsyncIterator[gateway_pb2.JobEvent]:
         """Events of a job the caller may see, from its current state to its end."""
-        return watch(self.store, self.hub, job, self._result_with_images, self.poll_interval_s)
+        return watch(
+            self.store, self.hub, job, self._result_with_images, self.poll_interval_s, self.dispatcher.queue_reason
+        )
 
     async def result(self, job: Job, *, include_images: bool) -> common_pb2.GenerationResult | None:
         """The stored result with image ids, signed download URLs and (when asked) the bytes."""

@@ -98,7 +98,13 @@ async def read_message(request: web.Request, message: Message) -> None:
     if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
         raise errors.InvalidArgument("body", f"larger than {MAX_JSON_BYTES} bytes")
     text = await request.text()
-    json_format.ParseDict(json.loads(text or "{}"), message)
+    try:
+        body = json.loads(text or "{}")
+    except RecursionError:
+        raise errors.InvalidArgument("body", "nested too deeply") from None
+    if not isinstance(body, dict):  # ParseDict raises TypeError on a bare number, string or null
+        raise errors.InvalidArgument("body", "must be a JSON object")
+    json_format.ParseDict(body, message)
 
 
 async def principal_of(keys: KeyStore, request: web.Request, role: Role = Role.USER) -> Principal:
@@ -173,6 +179,38 @@ class JobsBridge:
             queue_position=await self.jobs.position(job),
             result=await self.jobs.result(job, include_images=False),
         )
+
+
+class PageConfig:
+    """`GET /v1/web/config`: the page's key (if one is configured) and the served model's choices.
+
+    The page offers the model's own sizes, steps and CFG, so a tiny development model answers in
+    seconds and real weights keep Qwen-Image's recommended sizes. While inference cannot say, `model`
+    is null and the page sends zeros, which mean the model's defaults.
+    """
+
+    def __init__(self, api_key: str, jobs: JobService) -> None:
+        self.api_key = api_key
+        self.jobs = jobs
+
+    async def get(self, _request: web.Request) -> web.Response:
+        try:
+            info = await self.jobs.main_model_info()
+        except errors.Unavailable:
+            model = None
+        else:
+            model = {
+                "modelId": info.model_id,
+                "sizes": [
+                    {"width": size.width, "height": size.height, "aspectRatio": size.aspect_ratio}
+                    for size in info.defaults.sizes
+                ],
+                "steps": info.defaults.steps,
+                "trueCfgScale": round(info.defaults.true_cfg_scale, 3),
+                "minSteps": info.limits.min_steps,
+                "maxSteps": info.limits.max_steps,
+            }
+        return web.json_response({"api_key": self.api_key, "model": model}, headers={"Cache-Control": "no-store"})
 
 
 def page_key(keys: KeyStore, path: Path | None) -> str:

@@ -15,10 +15,10 @@ from inkloop.v1 import common_pb2, inference_pb2
 from inkloop_inference import pipelines
 from inkloop_inference.acceleration import Acceleration
 from inkloop_inference.batching import Batcher
-from inkloop_inference.loading import LoadedModel, load_pipelines
+from inkloop_inference.loading import Limits, LoadedModel, load_pipelines
 from inkloop_inference.pipelines import GenerationRequest, GenerationResult
 from inkloop_inference.presets import ensure_preset
-from inkloop_inference.protocol import Defaults
+from inkloop_inference.protocol import Defaults, recommended_sizes
 from inkloop_inference.settings import InferenceSettings
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,16 @@ _DEFAULTS = {
     "demo": Defaults(width=512, height=512, steps=20, true_cfg_scale=4.0),
     "weights": Defaults(width=1024, height=1024, steps=50, true_cfg_scale=4.0),
 }
+
+
+def _configured_defaults(model: Defaults, settings: InferenceSettings) -> Defaults:
+    """The model's defaults, each replaced where the operator set one (a variant's own steps, say)."""
+    return Defaults(
+        width=settings.default_width or model.width,
+        height=settings.default_height or model.height,
+        steps=settings.default_steps or model.steps,
+        true_cfg_scale=settings.default_true_cfg_scale or model.true_cfg_scale,
+    )
 
 
 def resolve_device(setting: str) -> str:
@@ -51,7 +61,7 @@ class InferenceModel:
         self.settings = settings
         self._loaded: LoadedModel | None = None
         self._batcher: Batcher[GenerationRequest, GenerationResult] | None = None
-        self.defaults = _DEFAULTS["weights" if settings.model_path else settings.model]
+        self.defaults = _configured_defaults(_DEFAULTS["weights" if settings.model_path else settings.model], settings)
 
     @property
     def loaded(self) -> LoadedModel:
@@ -124,6 +134,17 @@ class InferenceModel:
         if self._batcher is not None:
             await self._batcher.stop()
 
+    def _defaults_pb(self, limits: Limits) -> inference_pb2.ModelDefaults:
+        defaults = self.defaults.to_pb()
+        sizes = recommended_sizes(
+            self.defaults, multiple=limits.size_multiple, min_size=limits.min_size, max_size=limits.max_size
+        )
+        defaults.sizes.extend(
+            inference_pb2.RecommendedSize(aspect_ratio=ratio, width=width, height=height)
+            for ratio, width, height in sizes
+        )
+        return defaults
+
     def info(self) -> inference_pb2.GetModelInfoResponse:
         loaded = self.loaded
         limits = loaded.limits
@@ -144,7 +165,7 @@ class InferenceModel:
                 max_images=limits.max_images,
                 max_prompt_tokens=limits.max_sequence_length,
             ),
-            defaults=self.defaults.to_pb(),
+            defaults=self._defaults_pb(limits),
             batching=inference_pb2.BatchingInfo(
                 max_batch_size=self.settings.max_batch_size,
                 max_queue_delay_ms=self.settings.max_queue_delay_ms,

@@ -63,6 +63,38 @@ class Defaults:
         )
 
 
+#: Qwen-Image's published sizes per aspect ratio (its model card), for a 1328×1328 square.
+QWEN_IMAGE_SIZES = (
+    ("1:1", 1328, 1328),
+    ("16:9", 1664, 928),
+    ("9:16", 928, 1664),
+    ("4:3", 1472, 1104),
+    ("3:4", 1104, 1472),
+    ("3:2", 1584, 1056),
+    ("2:3", 1056, 1584),
+)
+
+
+def recommended_sizes(defaults: Defaults, *, multiple: int, min_size: int, max_size: int) -> list[tuple[str, int, int]]:
+    """Qwen-Image's aspect ratios at the area of the default size: the default first, then the others.
+
+    A random-weight preset with a 128² default offers 128-ish sizes, real weights Qwen-Image's own.
+    """
+
+    def side(value: float) -> int:
+        return min(max_size, max(min_size, round(value / multiple) * multiple))
+
+    scale = (defaults.width * defaults.height / (1328 * 1328)) ** 0.5
+    sizes = [("default", defaults.width, defaults.height)]
+    for ratio, width, height in QWEN_IMAGE_SIZES:
+        size = (ratio, side(width * scale), side(height * scale))
+        if (size[1], size[2]) == (defaults.width, defaults.height):
+            sizes[0] = size
+        elif all((w, h) != size[1:] for _, w, h in sizes):
+            sizes.append(size)
+    return sizes
+
+
 def _common(parameters: common_pb2.GenerationParameters, defaults: Defaults, *, sized: bool) -> dict[str, object]:
     if parameters.output_format not in _FORMATS:
         raise InvalidArgument("parameters.output_format", f"unknown format {parameters.output_format}")

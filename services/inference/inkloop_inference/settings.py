@@ -22,6 +22,12 @@ class InferenceSettings(ServiceSettings):
     model_path: Path | None = Field(
         None, description="Local diffusers-format Qwen-Image directory; never downloaded from a hub."
     )
+    default_width: int = Field(0, ge=0, le=4096, description="Width a request without one gets; 0 = the model's own.")
+    default_height: int = Field(0, ge=0, le=4096, description="Height a request without one gets; 0 = the model's own.")
+    default_steps: int = Field(0, ge=0, le=1000, description="Steps a request without them gets; 0 = the model's own.")
+    default_true_cfg_scale: float = Field(
+        0.0, ge=0, le=100, description="True CFG scale a request without one gets; 0 = the model's own."
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available.")
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="auto = bfloat16 on CUDA, float32 on CPU."
@@ -47,6 +53,14 @@ class InferenceSettings(ServiceSettings):
     attention_backend: str = Field(
         "native", description="diffusers attention backend: native (PyTorch SDPA), flash, _native_flash, …"
     )
+
+    @model_validator(mode="after")
+    def _default_size_is_a_whole_size(self) -> InferenceSettings:
+        if (self.default_width == 0) != (self.default_height == 0):
+            raise ValueError("default_width and default_height are set together (or both 0 for the model's own)")
+        if self.default_width % 16 or self.default_height % 16:
+            raise ValueError("default_width and default_height must be multiples of 16")
+        return self
 
     @model_validator(mode="after")
     def _batched_cfg_needs_batched_kernels(self) -> InferenceSettings:

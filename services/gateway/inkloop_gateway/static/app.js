@@ -64,6 +64,7 @@
   }
 
   function showError(error) {
+    $("status").hidden = true; // the error says what happened; no stale "Submitting…" beside it
     const box = $("error");
     box.textContent = describe(error);
     box.dataset.code = error.code;
@@ -114,14 +115,28 @@
     askForKey();
   });
 
-  async function loadKey() {
+  // ---- the served model's choices: its sizes, steps and CFG (a tiny dev model answers in seconds)
+  function offerModel(model) {
+    if (!model) return; // inference is not up yet: zeros ask for the model's own defaults
+    const select = $("size");
+    select.replaceChildren(
+      ...model.sizes.map(({ width, height, aspectRatio }) => new Option(`${aspectRatio} · ${width}×${height}`, `${width}x${height}`)),
+    );
+    $("steps").value = model.steps;
+    $("steps").min = model.minSteps;
+    $("steps").max = model.maxSteps;
+    $("cfg").value = model.trueCfgScale;
+  }
+
+  async function loadConfig() {
+    let config = {};
     try {
-      const config = await (await fetch("/v1/web/config")).json();
-      apiKey = config.api_key || "";
+      config = await (await fetch("/v1/web/config")).json();
     } catch {
-      apiKey = "";
+      config = {};
     }
-    apiKey = apiKey || localStorage.getItem(KEY) || "";
+    offerModel(config.model);
+    apiKey = config.api_key || localStorage.getItem(KEY) || "";
     if (apiKey) $("forget-key").hidden = false;
     else askForKey();
   }
@@ -129,14 +144,10 @@
   // ---- the form
   function parameters() {
     const [width, height] = $("size").value.split("x").map(Number);
-    const params = {
-      prompt: $("prompt").value,
-      negativePrompt: $("negative").value,
-      width,
-      height,
-      steps: Number($("steps").value),
-      trueCfgScale: Number($("cfg").value),
-    };
+    // Zero width, height and steps, and no CFG, mean the model's defaults.
+    const params = { prompt: $("prompt").value, negativePrompt: $("negative").value, width, height };
+    params.steps = Number($("steps").value) || 0;
+    if ($("cfg").value !== "") params.trueCfgScale = Number($("cfg").value);
     if ($("seed").value !== "") params.seed = $("seed").value;
     return params;
   }
@@ -379,5 +390,5 @@
     }));
   });
 
-  loadKey();
+  loadConfig();
 })();
