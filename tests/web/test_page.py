@@ -267,3 +267,18 @@ async def test_a_shown_image_is_not_a_download_until_the_user_downloads_it(syste
     assert await _downloads(system) == (1, 1)
     await page.screenshot(path=SHOTS / "6-after-download-and-reload.png", full_page=True)
     await page.context.close()
+
+
+async def test_an_error_never_stands_beside_a_submitting_status(system: System, browser: Any) -> None:
+    page = await _open(browser, system, [])
+    await page.goto(system.url + "/")
+    await page.locator("#key-panel").wait_for(state="visible")
+    await page.fill("#api-key", "ink_not-a-key")
+    await page.click("#save-key")
+    await page.fill("#prompt", "a red fox")
+    await page.click("#generate")
+    await page.locator("#error").wait_for(state="visible")
+    assert await page.locator("#error").get_attribute("data-code") == "UNAUTHENTICATED"
+    status = page.locator("#status")
+    assert await status.is_hidden() or "Submitting" not in await status.inner_text()
+    await page.context.close()

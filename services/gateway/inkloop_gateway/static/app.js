@@ -179,8 +179,9 @@
   function setBusy(busy) {
     for (const id of ["generate", "run-inpaint", "run-outpaint"]) $(id).disabled = busy || !apiKey;
     $("cancel").hidden = !busy;
+    if (!busy) return; // the status line keeps what the job said last (or stays hidden after an error)
     $("status").hidden = false;
-    if (busy) status("提交中 Submitting…", 0, 1);
+    status("提交中 Submitting…", 0, 1);
   }
 
   function status(text, value, max) {
