@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -48,7 +48,9 @@ def _children_of(pid: int) -> list[int]:
 
 
 class System:
-    def __init__(self, tmp_path: Path) -> None:
+    """`inkloop up` on free ports in a temp dir, its console in `log`; `args` and `env` add to its command."""
+
+    def __init__(self, tmp_path: Path, args: Sequence[str] = (), env: Mapping[str, str] | None = None) -> None:
         self.gateway, self.inference, self.analytics, self.http, metrics = _free_ports(5)
         self.metrics_base = metrics
         self.data_dir = tmp_path / "var"
@@ -72,11 +74,12 @@ class System:
                 str(self.metrics_base),
                 "--log-format",
                 "json",
+                *args,
             ],
             stdout=self.log.open("w"),
             stderr=subprocess.STDOUT,
             cwd=tmp_path,
-            env={**os.environ, "COLUMNS": "200"},
+            env={**os.environ, "COLUMNS": "200", **(env or {})},
         )
 
     def wait_ready(self, timeout_s: float = 180) -> None:

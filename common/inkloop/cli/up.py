@@ -1,9 +1,12 @@
 """`inkloop up`: the whole system on one machine, each service in its own process.
 
 The supervisor starts analytics and inference, then the gateway, waits until each reports SERVING on
-grpc.health.v1, and on Ctrl-C (or SIGTERM) stops the gateway first, then the rest, each with a
-graceful drain. Children run in their own session, so the terminal's Ctrl-C reaches only the
-supervisor and the shutdown order holds; and they die with it if it is killed outright.
+grpc.health.v1, and keeps them up: a service that exits on its own (or does not become SERVING within
+the start timeout) is started again after a delay that doubles with each failure up to a cap, and
+drops back to the first delay once the service has stayed SERVING for a while. On Ctrl-C (or SIGTERM)
+it stops the gateway first, then the rest, each with a graceful drain. Children run in their own
+session, so the terminal's Ctrl-C reaches only the supervisor and the shutdown order holds; and they
+die with it if it is killed outright.
 """
 
 from __future__ import annotations
@@ -27,12 +30,30 @@ from rich.table import Table
 console = Console(stderr=True)
 
 _PR_SET_PDEATHSIG = 1
+_TICK_S = 0.25
+_PAGE_KEY_FILE = "web-page-key"
 
 
 def _die_with_parent() -> None:
     """Runs in the child before exec: SIGTERM it when the supervisor dies, however it dies."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When a service that exited is started again."""
+
+    first_delay_s: float
+    max_delay_s: float
+    #: SERVING this long counts as healthy again: the next failure waits only the first delay.
+    reset_after_s: float
+    #: A start that is not SERVING by then is treated as a failure (a hung model load, a stuck migration).
+    start_timeout_s: float
+
+    def delay_s(self, failures: int) -> float:
+        """The wait before the restart that follows `failures` consecutive failures (1 = the first)."""
+        return min(self.first_delay_s * 2 ** max(failures - 1, 0), self.max_delay_s)
 
 
 @dataclass
@@ -43,12 +64,23 @@ class Child:
     args: list[str]
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    #: When this run became SERVING; None while starting (or waiting to restart).
+    serving_since: float | None = None
+    #: When to start it again; None while it runs.
+    restart_at: float | None = None
+    #: Failures since it was last SERVING for `reset_after_s`: what the backoff grows with.
+    failures: int = 0
+    restarts: int = 0
 
     def start(self) -> None:
         command = [sys.executable, "-m", "inkloop", "serve", self.name, *self.args]
         self.process = subprocess.Popen(
             command, start_new_session=True, preexec_fn=_die_with_parent, env={**os.environ, **self.env}
         )
+        self.started_at = time.monotonic()
+        self.serving_since = None
+        self.restart_at = None
 
     def exited(self) -> int | None:
         return self.process.poll() if self.process else None
@@ -72,19 +104,107 @@ class Child:
             self.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             console.print(f"[yellow]{self.name} did not stop in {timeout_s:.0f} s; killing it[/]")
+            self.kill()
+
+    def kill(self) -> None:
+        if self.process:
             self.process.kill()
             self.process.wait()
 
 
-class _Stop(Exception):
-    pass
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"{code} ({signal.Signals(-code).name})"
+        except ValueError:
+            pass
+    return str(code)
 
 
-def _raise_stop(_signum: int, _frame: object) -> None:
-    # Only the first signal interrupts; later ones must not cut the drain short.
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)
-    raise _Stop
+class Supervisor:
+    """Starts the children and keeps each one running, one `tick` at a time."""
+
+    def __init__(self, children: list[Child], policy: RestartPolicy) -> None:
+        self.children = children
+        self.policy = policy
+
+    def start(self) -> None:
+        for child in self.children:
+            child.start()
+
+    def all_serving(self) -> bool:
+        return all(child.serving_since is not None for child in self.children)
+
+    def starting(self) -> list[str]:
+        return [child.name for child in self.children if child.serving_since is None]
+
+    def tick(self, now: float) -> None:
+        for child in self.children:
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    self._restart(child)
+                continue
+            code = child.exited()
+            if code is not None:
+                self._schedule_restart(child, code, now)
+            elif child.serving_since is None:
+                self._check_start(child, now)
+
+    def stop(self) -> None:
+        # Gateway first so no new work reaches the others while they drain.
+        for child in reversed(self.children):
+            child.terminate()
+            child.wait(timeout_s=30)
+
+    def _check_start(self, child: Child, now: float) -> None:
+        if child.health() == "SERVING":
+            child.serving_since = now
+            if child.restarts:
+                console.print(f"[green]{child.name} is SERVING again (restart {child.restarts})[/]")
+        elif now - child.started_at > self.policy.start_timeout_s:
+            console.print(f"[red]{child.name} not SERVING after {self.policy.start_timeout_s:.0f} s; killing it[/]")
+            child.kill()
+
+    def _schedule_restart(self, child: Child, code: int, now: float) -> None:
+        # A service that served for a while and then died is a fresh failure, not part of a crash loop.
+        stable = child.serving_since is not None and now - child.serving_since >= self.policy.reset_after_s
+        child.failures = 1 if stable else child.failures + 1
+        delay = self.policy.delay_s(child.failures)
+        child.restart_at = now + delay
+        child.serving_since = None
+        at = time.strftime("%H:%M:%S", time.localtime(time.time() + delay))
+        console.print(
+            f"[red]{child.name} exited with code {_describe_exit(code)}; "
+            f"restarting it in {delay:.1f} s (at {at}, restart {child.restarts + 1})[/]"
+        )
+
+    def _restart(self, child: Child) -> None:
+        child.restarts += 1
+        child.start()
+        console.print(f"[yellow]{child.name} started again (restart {child.restarts})[/]")
+
+
+class _StopFlag:
+    """Set by the first SIGINT or SIGTERM; the loops look at it between ticks, so a signal never
+    interrupts a start or a health check half-way."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, _signum: int, _frame: object) -> None:
+        self.requested = True
+        # Later signals must not cut the drain short.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+
+
+@dataclass(frozen=True)
+class Ports:
+    gateway: int
+    inference: int
+    analytics: int
+    http: int
+    metrics_base: int
 
 
 def up(
@@ -98,108 +218,96 @@ def up(
     model: str = typer.Option("tiny", help="Model preset when no --model-path: tiny or demo."),
     model_path: Path | None = typer.Option(None, help="Local diffusers-format Qwen-Image directory."),
     log_format: str = typer.Option("text", help="Log format of the services: text or json."),
-    start_timeout: float = typer.Option(600, help="Seconds each service may take to become SERVING."),
+    start_timeout: float = typer.Option(
+        600, help="Seconds each service may take to become SERVING; a start that takes longer is restarted."
+    ),
+    restart_delay: float = typer.Option(1.0, help="Seconds before restarting a service that exited."),
+    restart_max_delay: float = typer.Option(30.0, help="Cap of the restart delay, which doubles with each failure."),
+    restart_reset_after: float = typer.Option(
+        60.0, help="Seconds SERVING after which a service's restart delay drops back to --restart-delay."
+    ),
 ) -> None:
-    """Run the whole system on this machine with embedded defaults; Ctrl-C stops all of it."""
+    """Run the whole system on this machine with embedded defaults; a service that exits is restarted;
+    Ctrl-C stops all of it."""
     from inkloop_gateway.keys import ensure_dev_key, ensure_page_key, key_store_from_settings
     from inkloop_gateway.settings import GatewaySettings
 
     data_dir = data_dir.resolve()
-    common = ["--host", host, "--log-format", log_format]
-    inference_args = [
-        *common,
-        "--port",
-        str(inference_port),
-        "--metrics-port",
-        str(metrics_port_base + 1),
-        "--data-dir",
-        str(data_dir / "inference"),
-        "--model",
-        model,
-    ]
-    if model_path is not None:
-        inference_args += ["--model-path", str(model_path)]
     gateway_data = data_dir / "gateway"
-    page_key_file = gateway_data / "web-page-key"
-    # One prompt-hash salt for both services, so front-end and back-end hashes of a prompt match; passed
-    # in the environment, not on command lines that `ps` shows.
-    salt = _stored_secret(data_dir / "prompt-hash-salt")
-    children = [
-        Child(
-            "analytics",
-            f"{host}:{analytics_port}",
-            metrics_port_base + 2,
-            [
-                *common,
-                "--port",
-                str(analytics_port),
-                "--metrics-port",
-                str(metrics_port_base + 2),
-                "--data-dir",
-                str(data_dir / "analytics"),
-            ],
-            {"INKLOOP_ANALYTICS_PRIVACY_SALT": salt},
-        ),
-        Child("inference", f"{host}:{inference_port}", metrics_port_base + 1, inference_args),
-        Child(
-            "gateway",
-            f"{host}:{gateway_port}",
-            metrics_port_base,
-            [
-                *common,
-                "--port",
-                str(gateway_port),
-                "--metrics-port",
-                str(metrics_port_base),
-                "--http-port",
-                str(http_port),
-                "--data-dir",
-                str(gateway_data),
-                "--inference-target",
-                f"{host}:{inference_port}",
-                "--analytics-target",
-                f"{host}:{analytics_port}",
-                # The local page works at once: a user-role key of the dev tenant, never an admin one.
-                "--web-page-key-file",
-                str(page_key_file),
-            ],
-            {"INKLOOP_GATEWAY_PROMPT_HASH_SALT": salt},
-        ),
-    ]
+    ports = Ports(gateway_port, inference_port, analytics_port, http_port, metrics_port_base)
+    model_args = ["--model", model] + (["--model-path", str(model_path)] if model_path is not None else [])
+    common = ["--host", host, "--log-format", log_format]
+    children = _children(data_dir, host, ports, common, model_args)
+    policy = RestartPolicy(restart_delay, restart_max_delay, restart_reset_after, start_timeout)
 
     # The store the gateway will use (its Redis when INKLOOP_GATEWAY_REDIS_URL is set).
     store = key_store_from_settings(GatewaySettings(data_dir=gateway_data))
     secret, created = ensure_dev_key(store, data_dir)
-    ensure_page_key(store, page_key_file)
+    ensure_page_key(store, gateway_data / _PAGE_KEY_FILE)
     store.close()
 
-    previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    exit_code = 0
+    stop = _StopFlag()
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    supervisor = Supervisor(children, policy)
     try:
-        for child in children:
-            child.start()
-        _wait_until_serving(children, start_timeout)
-        _print_summary(children, host, http_port, data_dir, secret, created)
-        while all(child.exited() is None for child in children):
-            time.sleep(0.5)
-        crashed = next(child for child in children if child.exited() is not None)
-        console.print(f"[red]{crashed.name} exited with code {crashed.exited()}; stopping the rest[/]")
-        exit_code = 1
-    except _Stop:
+        supervisor.start()
+        if _wait_until_serving(supervisor, stop):
+            _print_summary(children, host, http_port, data_dir, secret, created)
+            while not stop.requested:
+                supervisor.tick(time.monotonic())
+                time.sleep(_TICK_S)
         console.print("stopping…")
-    except RuntimeError as error:
-        console.print(f"[red]{error}[/]")
-        exit_code = 1
     finally:
         for signum in previous:
             signal.signal(signum, signal.SIG_IGN)
-        # Gateway first so no new work reaches the others while they drain.
-        for child in reversed(children):
-            child.terminate()
-            child.wait(timeout_s=30)
+        supervisor.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    raise typer.Exit(exit_code)
+
+
+def _children(data_dir: Path, host: str, ports: Ports, common: list[str], model_args: list[str]) -> list[Child]:
+    """The three services in start order, each with its ports, data dir and environment."""
+    gateway_data = data_dir / "gateway"
+    # One prompt-hash salt for both services, so front-end and back-end hashes of a prompt match; passed
+    # in the environment, not on command lines that `ps` shows.
+    salt = _stored_secret(data_dir / "prompt-hash-salt")
+
+    def own(port: int, metrics_port: int, service_dir: Path) -> list[str]:
+        return [*common, "--port", str(port), "--metrics-port", str(metrics_port), "--data-dir", str(service_dir)]
+
+    return [
+        Child(
+            "analytics",
+            f"{host}:{ports.analytics}",
+            ports.metrics_base + 2,
+            own(ports.analytics, ports.metrics_base + 2, data_dir / "analytics"),
+            {"INKLOOP_ANALYTICS_PRIVACY_SALT": salt},
+        ),
+        Child(
+            "inference",
+            f"{host}:{ports.inference}",
+            ports.metrics_base + 1,
+            [*own(ports.inference, ports.metrics_base + 1, data_dir / "inference"), *model_args],
+        ),
+        Child(
+            "gateway",
+            f"{host}:{ports.gateway}",
+            ports.metrics_base,
+            [
+                *own(ports.gateway, ports.metrics_base, gateway_data),
+                "--http-port",
+                str(ports.http),
+                "--inference-target",
+                f"{host}:{ports.inference}",
+                "--analytics-target",
+                f"{host}:{ports.analytics}",
+                # The local page works at once: a user-role key of the dev tenant, never an admin one.
+                "--web-page-key-file",
+                str(gateway_data / _PAGE_KEY_FILE),
+            ],
+            {"INKLOOP_GATEWAY_PROMPT_HASH_SALT": salt},
+        ),
+    ]
 
 
 def _stored_secret(path: Path) -> str:
@@ -210,22 +318,17 @@ def _stored_secret(path: Path) -> str:
     return path.read_text().strip()
 
 
-def _wait_until_serving(children: list[Child], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    pending = list(children)
+def _wait_until_serving(supervisor: Supervisor, stop: _StopFlag) -> bool:
+    """Ticks until every service has been SERVING once (False when stopped first); a service that
+    crashes meanwhile is restarted like any other time."""
     with console.status("starting services…") as status:
-        while pending:
-            for child in list(pending):
-                code = child.exited()
-                if code is not None:
-                    raise RuntimeError(f"{child.name} exited with code {code} while starting")
-                if child.health() == "SERVING":
-                    pending.remove(child)
-            if time.monotonic() > deadline:
-                names = ", ".join(child.name for child in pending)
-                raise RuntimeError(f"not SERVING after {timeout_s:.0f} s: {names}")
-            status.update(f"starting services… waiting for {', '.join(child.name for child in pending)}")
-            time.sleep(0.2)
+        while not stop.requested:
+            supervisor.tick(time.monotonic())
+            if supervisor.all_serving():
+                return True
+            status.update(f"starting services… waiting for {', '.join(supervisor.starting())}")
+            time.sleep(_TICK_S)
+    return False
 
 
 def _print_summary(
@@ -241,4 +344,4 @@ def _print_summary(
     console.print(table)
     state = "created" if created else "stored"
     console.print(f"development API key ({state} in {data_dir / 'dev-api-key'}):\n  {secret}")
-    console.print("Ctrl-C stops everything.")
+    console.print("Ctrl-C stops everything; a service that exits is restarted.")
