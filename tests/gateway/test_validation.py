@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from inkloop.errors import InvalidArgument
+from inkloop.generation import MAX_CHARS_PER_TOKEN
 from inkloop.v1 import common_pb2, inference_pb2
 from inkloop_gateway.ratelimit import request_cost
 from inkloop_gateway.validation import validate_task
@@ -109,10 +110,17 @@ def test_a_kind_the_model_does_not_serve_is_refused() -> None:
     assert "not served" in violations(inpaint(png(64, 64), png(64, 64, 255, "L")), info)["task"]
 
 
-def test_prompts_longer_than_four_characters_per_token_are_refused() -> None:
-    assert validate_task(t2i(prompt="x" * 256), INFO)  # 64 tokens x 4
-    found = violations(t2i(prompt="x" * 257, negative_prompt="y" * 300))
+def test_prompts_longer_than_any_that_fits_the_token_limit_are_refused() -> None:
+    # 64 tokens, and no Qwen2 token is longer than 128 characters: 8192 characters may still fit.
+    longest = 64 * MAX_CHARS_PER_TOKEN
+    assert validate_task(t2i(prompt="x" * longest), INFO)
+    found = violations(t2i(prompt="x" * (longest + 1), negative_prompt="y" * (longest + 300)))
     assert set(found) == {"task.text_to_image.parameters.prompt", "task.text_to_image.parameters.negative_prompt"}
+
+
+@pytest.mark.parametrize("scale", [20.5, 100.0])
+def test_cfg_scale_above_the_models_maximum_is_refused(scale: float) -> None:
+    assert "[1, 20]" in violations(t2i(true_cfg_scale=scale))["task.text_to_image.parameters.true_cfg_scale"]
 
 
 @pytest.mark.parametrize("scale", [0.5, math.nan, math.inf])

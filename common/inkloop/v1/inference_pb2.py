@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from inkloop.v1 import common_pb2 as inkloop_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ainkloop/v1/inference.proto\x12\ninkloop.v1\x1a\x17inkloop/v1/common.proto\"\x15\n\x13GetModelInfoRequest\"\x9d\x01\n\x0bModelLimits\x12\x10\n\x08min_size\x18\x01 \x01(\r\x12\x10\n\x08max_size\x18\x02 \x01(\r\x12\x15\n\rsize_multiple\x18\x03 \x01(\r\x12\x11\n\tmin_steps\x18\x04 \x01(\r\x12\x11\n\tmax_steps\x18\x05 \x01(\r\x12\x12\n\nmax_images\x18\x06 \x01(\r\x12\x19\n\x11max_prompt_tokens\x18\x07 \x01(\r\"\x81\x01\n\rModelDefaults\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\r\n\x05steps\x18\x03 \x01(\r\x12\x16\n\x0etrue_cfg_scale\x18\x04 \x01(\x02\x12*\n\x05sizes\x18\x05 \x03(\x0b\x32\x1b.inkloop.v1.RecommendedSize\"F\n\x0fRecommendedSize\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\x14\n\x0c\x61spect_ratio\x18\x03 \x01(\t\"Z\n\x0c\x42\x61tchingInfo\x12\x16\n\x0emax_batch_size\x18\x01 \x01(\r\x12\x1a\n\x12max_queue_delay_ms\x18\x02 \x01(\r\x12\x16\n\x0equeue_capacity\x18\x03 \x01(\r\"\xc2\x02\n\x14GetModelInfoResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x16\n\x0emodel_revision\x18\x02 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x03 \x01(\t\x12\x1e\n\x16transformer_parameters\x18\x04 \x01(\x04\x12\r\n\x05\x64type\x18\x05 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\t\x12\'\n\x06limits\x18\x07 \x01(\x0b\x32\x17.inkloop.v1.ModelLimits\x12+\n\x08\x64\x65\x66\x61ults\x18\x08 \x01(\x0b\x32\x19.inkloop.v1.ModelDefaults\x12*\n\x08\x62\x61tching\x18\t \x01(\x0b\x32\x18.inkloop.v1.BatchingInfo\x12)\n\x05kinds\x18\n \x03(\x0e\x32\x1a.inkloop.v1.GenerationKind2\xc1\x02\n\x10InferenceService\x12L\n\x0bTextToImage\x12\x1e.inkloop.v1.TextToImageRequest\x1a\x1b.inkloop.v1.GenerationEvent0\x01\x12\x44\n\x07Inpaint\x12\x1a.inkloop.v1.InpaintRequest\x1a\x1b.inkloop.v1.GenerationEvent0\x01\x12\x46\n\x08Outpaint\x12\x1b.inkloop.v1.OutpaintRequest\x1a\x1b.inkloop.v1.GenerationEvent0\x01\x12Q\n\x0cGetModelInfo\x12\x1f.inkloop.v1.GetModelInfoRequest\x1a .inkloop.v1.GetModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ainkloop/v1/inference.proto\x12\ninkloop.v1\x1a\x17inkloop/v1/common.proto\"\x15\n\x13GetModelInfoRequest\"\xd1\x01\n\x0bModelLimits\x12\x10\n\x08min_size\x18\x01 \x01(\r\x12\x10\n\x08max_size\x18\x02 \x01(\r\x12\x15\n\rsize_multiple\x18\x03 \x01(\r\x12\x11\n\tmin_steps\x18\x04 \x01(\r\x12\x11\n\tmax_steps\x18\x05 \x01(\r\x12\x12\n\nmax_images\x18\x06 \x01(\r\x12\x19\n\x11max_prompt_tokens\x18\x07 \x01(\r\x12\x1a\n\x12max_true_cfg_scale\x18\x08 \x01(\x02\x12\x16\n\x0emax_feather_px\x18\t \x01(\r\"\x81\x01\n\rModelDefaults\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\r\n\x05steps\x18\x03 \x01(\r\x12\x16\n\x0etrue_cfg_scale\x18\x04 \x01(\x02\x12*\n\x05sizes\x18\x05 \x03(\x0b\x32\x1b.inkloop.v1.RecommendedSize\"F\n\x0fRecommendedSize\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\x14\n\x0c\x61spect_ratio\x18\x03 \x01(\t\"Z\n\x0c\x42\x61tchingInfo\x12\x16\n\x0emax_batch_size\x18\x01 \x01(\r\x12\x1a\n\x12max_queue_delay_ms\x18\x02 \x01(\r\x12\x16\n\x0equeue_capacity\x18\x03 \x01(\r\"\xc2\x02\n\x14GetModelInfoResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x16\n\x0emodel_revision\x18\x02 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x03 \x01(\t\x12\x1e\n\x16transformer_parameters\x18\x04 \x01(\x04\x12\r\n\x05\x64type\x18\x05 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\t\x12\'\n\x06limits\x18\x07 \x01(\x0b\x32\x17.inkloop.v1.ModelLimits\x12+\n\x08\x64\x65\x66\x61ults\x18\x08 \x01(\x0b\x32\x19.inkloop.v1.ModelDefaults\x12*\n\x08\x62\x61tching\x18\t \x01(\x0b\x32\x18.inkloop.v1.BatchingInfo\x12)\n\x05kinds\x18\n \x03(\x0e\x32\x1a.inkloop.v1.GenerationKind2\xc1\x02\n\x10InferenceService\x12L\n\x0bTextToImage\x12\x1e.inkloop.v1.TextToImageRequest\x1a\x1b.inkloop.v1.GenerationEvent0\x01\x12\x44\n\x07Inpaint\x12\x1a.inkloop.v1.InpaintRequest\x1a\x1b.inkloop.v1.GenerationEvent0\x01\x12\x46\n\x08Outpaint\x12\x1b.inkloop.v1.OutpaintRequest\x1a\x1b.inkloop.v1.GenerationEvent0\x01\x12Q\n\x0cGetModelInfo\x12\x1f.inkloop.v1.GetModelInfoRequest\x1a .inkloop.v1.GetModelInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,15 +35,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETMODELINFOREQUEST']._serialized_start=67
   _globals['_GETMODELINFOREQUEST']._serialized_end=88
   _globals['_MODELLIMITS']._serialized_start=91
-  _globals['_MODELLIMITS']._serialized_end=248
-  _globals['_MODELDEFAULTS']._serialized_start=251
-  _globals['_MODELDEFAULTS']._serialized_end=380
-  _globals['_RECOMMENDEDSIZE']._serialized_start=382
-  _globals['_RECOMMENDEDSIZE']._serialized_end=452
-  _globals['_BATCHINGINFO']._serialized_start=454
-  _globals['_BATCHINGINFO']._serialized_end=544
-  _globals['_GETMODELINFORESPONSE']._serialized_start=547
-  _globals['_GETMODELINFORESPONSE']._serialized_end=869
-  _globals['_INFERENCESERVICE']._serialized_start=872
-  _globals['_INFERENCESERVICE']._serialized_end=1193
+  _globals['_MODELLIMITS']._serialized_end=300
+  _globals['_MODELDEFAULTS']._serialized_start=303
+  _globals['_MODELDEFAULTS']._serialized_end=432
+  _globals['_RECOMMENDEDSIZE']._serialized_start=434
+  _globals['_RECOMMENDEDSIZE']._serialized_end=504
+  _globals['_BATCHINGINFO']._serialized_start=506
+  _globals['_BATCHINGINFO']._serialized_end=596
+  _globals['_GETMODELINFORESPONSE']._serialized_start=599
+  _globals['_GETMODELINFORESPONSE']._serialized_end=921
+  _globals['_INFERENCESERVICE']._serialized_start=924
+  _globals['_INFERENCESERVICE']._serialized_end=1245
 # @@protoc_insertion_point(module_scope)

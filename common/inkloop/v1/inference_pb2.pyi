@@ -12,7 +12,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelLimits(_message.Message):
-    __slots__ = ("min_size", "max_size", "size_multiple", "min_steps", "max_steps", "max_images", "max_prompt_tokens")
+    __slots__ = ("min_size", "max_size", "size_multiple", "min_steps", "max_steps", "max_images", "max_prompt_tokens", "max_true_cfg_scale", "max_feather_px")
     MIN_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_SIZE_FIELD_NUMBER: _ClassVar[int]
     SIZE_MULTIPLE_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +20,8 @@ class ModelLimits(_message.Message):
     MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGES_FIELD_NUMBER: _ClassVar[int]
     MAX_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TRUE_CFG_SCALE_FIELD_NUMBER: _ClassVar[int]
+    MAX_FEATHER_PX_FIELD_NUMBER: _ClassVar[int]
     min_size: int
     max_size: int
     size_multiple: int
@@ -27,7 +29,9 @@ class ModelLimits(_message.Message):
     max_steps: int
     max_images: int
     max_prompt_tokens: int
-    def __init__(self, min_size: _Optional[int] = ..., max_size: _Optional[int] = ..., size_multiple: _Optional[int] = ..., min_steps: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_images: _Optional[int] = ..., max_prompt_tokens: _Optional[int] = ...) -> None: ...
+    max_true_cfg_scale: float
+    max_feather_px: int
+    def __init__(self, min_size: _Optional[int] = ..., max_size: _Optional[int] = ..., size_multiple: _Optional[int] = ..., min_steps: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_images: _Optional[int] = ..., max_prompt_tokens: _Optional[int] = ..., max_true_cfg_scale: _Optional[float] = ..., max_feather_px: _Optional[int] = ...) -> None: ...
 
 class ModelDefaults(_message.Message):
     __slots__ = ("width", "height", "steps", "true_cfg_scale", "sizes")

@@ -33,6 +33,7 @@ from diffusers.pipelines.qwenimage.pipeline_qwenimage import QwenImagePipeline
 from diffusers.pipelines.qwenimage.pipeline_qwenimage_inpaint import QwenImageInpaintPipeline
 
 from inkloop.errors import InvalidArgument
+from inkloop.generation import SIZE_MULTIPLE, Limits
 from inkloop_inference.acceleration import Acceleration, BatchedCfgHook, apply
 
 logger = logging.getLogger(__name__)
@@ -45,8 +46,6 @@ REVISION_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".jinja", ".model"
 REVISION_CACHE_FILE = ".inkloop-revision"
 #: `max_sequence_length` above this raises in diffusers 0.42.1.
 MAX_SEQUENCE_LENGTH = 1024
-#: The platform's size contract: every side a multiple of this (and of what the VAE needs).
-SIZE_MULTIPLE = 16
 
 
 class ModelDirectoryError(InvalidArgument, ValueError):
@@ -54,25 +53,6 @@ class ModelDirectoryError(InvalidArgument, ValueError):
 
     def __init__(self, path: Path, problem: str) -> None:
         super().__init__("model_path", f"{path}: {problem}")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one loaded model accepts; `GenerationRequest.validate` checks requests against this."""
-
-    min_size: int = 64
-    max_size: int = 2048
-    size_multiple: int = SIZE_MULTIPLE
-    min_steps: int = 2  # 1 step gives NaN with the real scheduler's shift_terminal=0.02
-    max_steps: int = 100
-    max_images: int = 4
-    max_cfg_scale: float = 20.0
-    max_mask_feather_px: int = 128
-    #: Prompt tokens after the chat template's fixed prefix is dropped (what the pipeline keeps).
-    max_sequence_length: int = MAX_SEQUENCE_LENGTH
-    vae_scale_factor: int = 8
-    #: Counts the tokens the pipeline would keep for a prompt; None skips the check.
-    count_prompt_tokens: Callable[[str], int] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

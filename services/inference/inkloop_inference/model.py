@@ -11,14 +11,15 @@ import torch
 import transformers
 
 from inkloop import errors
+from inkloop.generation import Defaults, Limits, defaults_to_pb, limits_to_pb
 from inkloop.v1 import common_pb2, inference_pb2
 from inkloop_inference import pipelines
 from inkloop_inference.acceleration import Acceleration
 from inkloop_inference.batching import Batcher
-from inkloop_inference.loading import Limits, LoadedModel, load_pipelines
+from inkloop_inference.loading import LoadedModel, load_pipelines
 from inkloop_inference.pipelines import GenerationRequest, GenerationResult
 from inkloop_inference.presets import ensure_preset
-from inkloop_inference.protocol import Defaults, recommended_sizes
+from inkloop_inference.protocol import recommended_sizes
 from inkloop_inference.settings import InferenceSettings
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ class InferenceModel:
             await self._batcher.stop()
 
     def _defaults_pb(self, limits: Limits) -> inference_pb2.ModelDefaults:
-        defaults = self.defaults.to_pb()
+        defaults = defaults_to_pb(self.defaults)
         sizes = recommended_sizes(
             self.defaults, multiple=limits.size_multiple, min_size=limits.min_size, max_size=limits.max_size
         )
@@ -156,15 +157,7 @@ class InferenceModel:
             transformer_parameters=sum(p.numel() for p in transformer.parameters()),
             dtype=str(loaded.dtype).removeprefix("torch."),
             device=str(loaded.device),
-            limits=inference_pb2.ModelLimits(
-                min_size=limits.min_size,
-                max_size=limits.max_size,
-                size_multiple=limits.size_multiple,
-                min_steps=limits.min_steps,
-                max_steps=limits.max_steps,
-                max_images=limits.max_images,
-                max_prompt_tokens=limits.max_sequence_length,
-            ),
+            limits=limits_to_pb(limits),
             defaults=self._defaults_pb(limits),
             batching=inference_pb2.BatchingInfo(
                 max_batch_size=self.settings.max_batch_size,

@@ -22,180 +22,53 @@ all but a band of that width along the new edges, where the two are blended).
 from __future__ import annotations
 
 import io
-import math
 import secrets
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
-from inkloop.errors import Cancelled, FieldViolation, InvalidArgument
-from inkloop_inference.loading import Limits, LoadedModel
+from inkloop.errors import Cancelled
+from inkloop.generation import (
+    INPUT_FORMATS,
+    KINDS,
+    OUTPUT_FORMATS,
+    SEED_SPACE,
+    GenerationRequest,
+    Kind,
+    Limits,
+    Outpaint,
+    OutputFormat,
+)
+from inkloop.generation import decode_image as _decode_image
+from inkloop_inference.loading import LoadedModel
 
-Kind = Literal["text_to_image", "inpaint", "outpaint"]
-OutputFormat = Literal["png", "jpeg", "webp"]
-KINDS: tuple[Kind, ...] = ("text_to_image", "inpaint", "outpaint")
-OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("png", "jpeg", "webp")
-#: Inputs are decoded with these Pillow plugins only.
-INPUT_FORMATS = ("PNG", "JPEG", "WEBP")
 JPEG_QUALITY = 95
 WEBP_QUALITY = 95
 #: Inpaint/outpaint start from pure noise in the masked region: it is fully regenerated.
 INPAINT_STRENGTH = 1.0
-#: Seeds are 64-bit; image k of a request uses (seed + k) mod SEED_SPACE.
-SEED_SPACE = 2**64
+#: The contract's names, re-exported: callers of `run` build requests with them.
+__all__ = [
+    "INPUT_FORMATS",
+    "KINDS",
+    "OUTPUT_FORMATS",
+    "SEED_SPACE",
+    "GenerationRequest",
+    "GenerationResult",
+    "Kind",
+    "Outpaint",
+    "OutputFormat",
+    "batch_key",
+    "run",
+]
+
 #: CFG without a negative prompt: diffusers needs one, and " " is the neutral choice.
 EMPTY_NEGATIVE_PROMPT = " "
-
-
-@dataclass(frozen=True)
-class Outpaint:
-    """Pixels to add on each side of the image."""
-
-    left: int = 0
-    top: int = 0
-    right: int = 0
-    bottom: int = 0
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    """One request: up to `num_images` images from one prompt, seed and size.
-
-    `width`/`height`: the output size; required for text_to_image. For inpaint and outpaint 0 means
-    "from the image" (its size, or its size plus the extension); a non-zero value must match that.
-    `true_cfg_scale` > 1 turns classifier-free guidance on (with `negative_prompt`, or " " if none);
-    1 turns it off. `seed` None: a random one is drawn and reported in the result.
-    `mask_feather_px` blends across the edge of the repainted region (inpaint: the mask; outpaint:
-    the new border); pixels farther than that from it keep their exact input value.
-    """
-
-    kind: Kind
-    prompt: str
-    negative_prompt: str = ""
-    width: int = 0
-    height: int = 0
-    steps: int = 50
-    true_cfg_scale: float = 4.0
-    seed: int | None = None
-    num_images: int = 1
-    output_format: OutputFormat = "png"
-    image: bytes = b""
-    mask: bytes = b""
-    mask_feather_px: int = 0
-    outpaint: Outpaint | None = None
-
-    @property
-    def uses_cfg(self) -> bool:
-        return self.true_cfg_scale > 1.0
-
-    def output_size(self) -> tuple[int, int]:
-        """(width, height) of the images this request produces; reads only the image header."""
-        if self.kind == "text_to_image":
-            return self.width, self.height
-        with Image.open(io.BytesIO(self.image), formats=INPUT_FORMATS) as image:
-            width, height = image.size
-        if self.kind == "outpaint" and self.outpaint is not None:
-            width += self.outpaint.left + self.outpaint.right
-            height += self.outpaint.top + self.outpaint.bottom
-        return self.width or width, self.height or height
-
-    def validate(self, limits: Limits) -> None:
-        """Raise `InvalidArgument` naming every field that `limits` or the kind rule out."""
-        problems: list[FieldViolation] = []
-
-        def bad(field_name: str, description: str) -> None:
-            problems.append(FieldViolation(field_name, description))
-
-        # 1. Fields every kind has.
-        if self.kind not in KINDS:
-            raise InvalidArgument("kind", f"must be one of {list(KINDS)}, got {self.kind!r}")
-        if not self.prompt.strip():
-            bad("prompt", "must not be empty")
-        for name, text in (("prompt", self.prompt), ("negative_prompt", self.negative_prompt)):
-            tokens = limits.count_prompt_tokens(text) if limits.count_prompt_tokens and text else 0
-            if tokens > limits.max_sequence_length:
-                bad(name, f"is {tokens} tokens with the chat template; the limit is {limits.max_sequence_length}")
-        if not limits.min_steps <= self.steps <= limits.max_steps:
-            bad("steps", f"must be in [{limits.min_steps}, {limits.max_steps}], got {self.steps}")
-        if not 1 <= self.num_images <= limits.max_images:
-            bad("num_images", f"must be in [1, {limits.max_images}], got {self.num_images}")
-        if not (math.isfinite(self.true_cfg_scale) and 1.0 <= self.true_cfg_scale <= limits.max_cfg_scale):
-            bad("true_cfg_scale", f"must be in [1, {limits.max_cfg_scale}] (1 = off), got {self.true_cfg_scale}")
-        if self.seed is not None and not 0 <= self.seed < SEED_SPACE:
-            bad("seed", f"must be in [0, 2^64), got {self.seed}")
-        if self.output_format not in OUTPUT_FORMATS:
-            bad("output_format", f"must be one of {list(OUTPUT_FORMATS)}, got {self.output_format!r}")
-        if not 0 <= self.mask_feather_px <= limits.max_mask_feather_px:
-            bad("mask_feather_px", f"must be in [0, {limits.max_mask_feather_px}], got {self.mask_feather_px}")
-
-        # 2. Fields of each kind.
-        if self.kind == "text_to_image":
-            _check_size("width", self.width, limits, problems)
-            _check_size("height", self.height, limits, problems)
-            for name, given in (("image", self.image), ("mask", self.mask)):
-                if given:
-                    bad(name, "is not used by text_to_image")
-            if self.outpaint is not None:
-                bad("outpaint", "is not used by text_to_image")
-            if self.mask_feather_px:
-                bad("mask_feather_px", "is not used by text_to_image")
-        elif self.kind == "inpaint":
-            self._validate_inpaint(limits, problems)
-        else:
-            self._validate_outpaint(limits, problems)
-
-        if problems:
-            raise InvalidArgument.of(problems)
-
-    def _validate_inpaint(self, limits: Limits, problems: list[FieldViolation]) -> None:
-        if self.outpaint is not None:
-            problems.append(FieldViolation("outpaint", "is not used by inpaint"))
-        image = _decode_or_report("image", self.image, limits, problems)
-        mask = _decode_or_report("mask", self.mask, limits, problems)
-        if image is None:
-            return
-        width, height = image.size
-        _check_size("image", width, limits, problems, what="width")
-        _check_size("image", height, limits, problems, what="height")
-        _check_matches("width", self.width, width, problems)
-        _check_matches("height", self.height, height, problems)
-        if mask is None:
-            return
-        if mask.size != image.size:
-            problems.append(FieldViolation("mask", f"is {mask.size[0]}x{mask.size[1]}, the image {width}x{height}"))
-        elif not _binary_mask(mask).any():
-            problems.append(FieldViolation("mask", "has no white (repaint) pixel"))
-
-    def _validate_outpaint(self, limits: Limits, problems: list[FieldViolation]) -> None:
-        if self.mask:
-            problems.append(FieldViolation("mask", "is not used by outpaint: the new border is the mask"))
-        extension = self.outpaint or Outpaint()
-        sides = {"left": extension.left, "top": extension.top, "right": extension.right, "bottom": extension.bottom}
-        for side, pixels in sides.items():
-            if pixels < 0:
-                problems.append(FieldViolation(f"outpaint.{side}", f"must be >= 0, got {pixels}"))
-        if not any(pixels > 0 for pixels in sides.values()):
-            problems.append(FieldViolation("outpaint", "extend at least one side by a positive number of pixels"))
-        image = _decode_or_report("image", self.image, limits, problems)
-        if image is None or any(pixels < 0 for pixels in sides.values()):
-            return
-        for axis, source, (first, second) in (
-            ("width", image.size[0], ("left", "right")),
-            ("height", image.size[1], ("top", "bottom")),
-        ):
-            size = source + sides[first] + sides[second]
-            violations: list[FieldViolation] = []
-            _check_size(axis, size, limits, violations, what=axis)
-            for violation in violations:
-                extended = [f"outpaint.{side}" for side in (first, second) if sides[side] > 0] or ["image"]
-                problems.extend(FieldViolation(name, f"the extended {violation.description}") for name in extended)
-            _check_matches(axis, getattr(self, axis), size, problems)
 
 
 @dataclass(frozen=True)
@@ -476,54 +349,3 @@ def _composite(paint: _Paint, generated: Image.Image) -> Image.Image:
 def _binary_mask(mask: Image.Image) -> np.ndarray:
     """White (>= 128 in grey) = repaint."""
     return np.asarray(mask.convert("L")) >= 128
-
-
-def _decode_image(data: bytes, field_name: str) -> Image.Image:
-    try:
-        with Image.open(io.BytesIO(data), formats=INPUT_FORMATS) as image:
-            image.load()
-            return image.copy()
-    except Exception as exc:  # Pillow raises many types for bad bytes
-        raise InvalidArgument(field_name, f"is not a decodable PNG, JPEG or WebP image ({exc})") from exc
-
-
-def _decode_or_report(
-    field_name: str, data: bytes, limits: Limits, problems: list[FieldViolation]
-) -> Image.Image | None:
-    if not data:
-        problems.append(FieldViolation(field_name, "is required"))
-        return None
-    try:
-        with Image.open(io.BytesIO(data), formats=INPUT_FORMATS) as header:
-            width, height = header.size
-    except Exception as exc:
-        problems.append(FieldViolation(field_name, f"is not a decodable PNG, JPEG or WebP image ({exc})"))
-        return None
-    if max(width, height) > limits.max_size:  # before decoding: no decompression bombs
-        problems.append(
-            FieldViolation(field_name, f"is {width}x{height}; the largest side allowed is {limits.max_size}")
-        )
-        return None
-    try:
-        return _decode_image(data, field_name)
-    except InvalidArgument as exc:
-        problems.extend(exc.violations)
-        return None
-
-
-def _check_size(
-    field_name: str, value: int, limits: Limits, problems: list[FieldViolation], what: str | None = None
-) -> bool:
-    label = f"{what} {value}" if what else f"{value}"
-    if not limits.min_size <= value <= limits.max_size:
-        problems.append(FieldViolation(field_name, f"{label} is outside [{limits.min_size}, {limits.max_size}]"))
-        return False
-    if value % limits.size_multiple:
-        problems.append(FieldViolation(field_name, f"{label} is not a multiple of {limits.size_multiple}"))
-        return False
-    return True
-
-
-def _check_matches(field_name: str, given: int, actual: int, problems: list[FieldViolation]) -> None:
-    if given and given != actual:
-        problems.append(FieldViolation(field_name, f"must be 0 or {actual} (from the image), got {given}"))

@@ -1,66 +1,24 @@
 """Protobuf <-> domain conversion for the inference service: the only place that knows both.
 
-Zero/unset request fields take the model's defaults here, so the domain always sees complete
+Requests become the generation contract's `GenerationRequest` (`inkloop.generation`, shared with the
+gateway): zero/unset fields take the model's defaults there, so the domain always sees complete
 requests, and field names in errors are the request's own (`parameters.width`, `mask`).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from inkloop.errors import FieldViolation, InvalidArgument
-from inkloop.v1 import common_pb2, inference_pb2
+from inkloop import generation
+from inkloop.generation import PB_OF_FORMAT, Defaults, GenerationRequest, request_from_pb
+from inkloop.v1 import common_pb2
 from inkloop_inference.batching import Done, Event, Queued, Step
 from inkloop_inference.loading import LoadedModel
-from inkloop_inference.pipelines import GenerationRequest, GenerationResult, Outpaint, OutputFormat
+from inkloop_inference.pipelines import GenerationResult
 
-_FORMATS: dict[int, OutputFormat] = {
-    common_pb2.IMAGE_FORMAT_UNSPECIFIED: "png",
-    common_pb2.IMAGE_FORMAT_PNG: "png",
-    common_pb2.IMAGE_FORMAT_JPEG: "jpeg",
-    common_pb2.IMAGE_FORMAT_WEBP: "webp",
-}
-_FORMAT_PB = {
-    "png": common_pb2.IMAGE_FORMAT_PNG,
-    "jpeg": common_pb2.IMAGE_FORMAT_JPEG,
-    "webp": common_pb2.IMAGE_FORMAT_WEBP,
-}
-
-# Domain field name -> request field name, for errors the domain raises.
-_FIELD_NAMES = {
-    "prompt": "parameters.prompt",
-    "negative_prompt": "parameters.negative_prompt",
-    "width": "parameters.width",
-    "height": "parameters.height",
-    "steps": "parameters.steps",
-    "true_cfg_scale": "parameters.true_cfg_scale",
-    "num_images": "parameters.num_images",
-    "output_format": "parameters.output_format",
-    "outpaint.left": "extension.left",
-    "outpaint.top": "extension.top",
-    "outpaint.right": "extension.right",
-    "outpaint.bottom": "extension.bottom",
-    "outpaint": "extension",
-    "mask_feather_px": "mask_feather_px",
-}
-
-
-@dataclass(frozen=True)
-class Defaults:
-    """What zero fields mean for the loaded model."""
-
-    width: int
-    height: int
-    steps: int
-    true_cfg_scale: float
-
-    def to_pb(self) -> inference_pb2.ModelDefaults:
-        return inference_pb2.ModelDefaults(
-            width=self.width, height=self.height, steps=self.steps, true_cfg_scale=self.true_cfg_scale
-        )
+_FORMAT_PB = PB_OF_FORMAT
 
 
 #: Qwen-Image's published sizes per aspect ratio (its model card), for a 1328×1328 square.
@@ -95,59 +53,21 @@ def recommended_sizes(defaults: Defaults, *, multiple: int, min_size: int, max_s
     return sizes
 
 
-def _common(parameters: common_pb2.GenerationParameters, defaults: Defaults, *, sized: bool) -> dict[str, object]:
-    if parameters.output_format not in _FORMATS:
-        raise InvalidArgument("parameters.output_format", f"unknown format {parameters.output_format}")
-    return dict(
-        prompt=parameters.prompt,
-        negative_prompt=parameters.negative_prompt,
-        width=parameters.width or (defaults.width if sized else 0),
-        height=parameters.height or (defaults.height if sized else 0),
-        steps=parameters.steps or defaults.steps,
-        true_cfg_scale=(
-            parameters.true_cfg_scale if parameters.HasField("true_cfg_scale") else defaults.true_cfg_scale
-        ),
-        seed=parameters.seed if parameters.HasField("seed") else None,
-        num_images=parameters.num_images or 1,
-        output_format=_FORMATS[parameters.output_format],
-    )
-
-
 def text_to_image_from_pb(message: common_pb2.TextToImageRequest, defaults: Defaults) -> GenerationRequest:
-    return GenerationRequest(kind="text_to_image", **_common(message.parameters, defaults, sized=True))  # type: ignore[arg-type]
+    return request_from_pb(message, "text_to_image", defaults)
 
 
 def inpaint_from_pb(message: common_pb2.InpaintRequest, defaults: Defaults) -> GenerationRequest:
-    return GenerationRequest(
-        kind="inpaint",
-        image=message.image,
-        mask=message.mask,
-        mask_feather_px=message.mask_feather_px,
-        **_common(message.parameters, defaults, sized=False),  # type: ignore[arg-type]
-    )
+    return request_from_pb(message, "inpaint", defaults)
 
 
 def outpaint_from_pb(message: common_pb2.OutpaintRequest, defaults: Defaults) -> GenerationRequest:
-    extension = message.extension
-    request = GenerationRequest(
-        kind="outpaint",
-        image=message.image,
-        mask_feather_px=message.feather_px,
-        outpaint=Outpaint(left=extension.left, top=extension.top, right=extension.right, bottom=extension.bottom),
-        **_common(message.parameters, defaults, sized=False),  # type: ignore[arg-type]
-    )
-    # The output size of an outpaint follows from image + extension; the parameters' size is ignored.
-    return replace(request, width=0, height=0)
+    return request_from_pb(message, "outpaint", defaults)
 
 
 def validate(request: GenerationRequest, model: LoadedModel) -> None:
-    """Validates against the model's limits, naming fields as the request message does."""
-    try:
-        request.validate(model.limits)
-    except InvalidArgument as error:
-        raise InvalidArgument.of(
-            [FieldViolation(_FIELD_NAMES.get(v.field, v.field), v.description) for v in error.violations]
-        ) from None
+    """The contract's validation against the model's limits, fields named as the request message does."""
+    generation.validate(request, model.limits)
 
 
 def _now() -> Timestamp:
