@@ -1,10 +1,12 @@
-"""Size of the page tracker (inkloop_gateway/static/hm.js): raw and gzipped; the goal is <= 1 KB gzipped.
-Run: .venv/bin/python bench/web_tracker_size.py
+"""Size of the page tracker (inkloop_gateway/static/hm.js, built from web/tracker/hm.js): raw and gzipped;
+the goal is <= 1 KB gzipped. `--check` (run by `./dev check`) exits 1 when the goal is not met.
+Run: .venv/bin/python bench/web_tracker_size.py [--check]
 """
 
 from __future__ import annotations
 
 import gzip
+import sys
 from importlib import resources
 
 GOAL_BYTES = 1024
@@ -15,6 +17,8 @@ def main() -> None:
     gzipped = len(gzip.compress(script, compresslevel=9, mtime=0))
     verdict = "within" if gzipped <= GOAL_BYTES else "OVER"
     print(f"hm.js: {len(script)} bytes raw, {gzipped} bytes gzipped ({verdict} the {GOAL_BYTES}-byte goal)")
+    if "--check" in sys.argv[1:] and gzipped > GOAL_BYTES:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
