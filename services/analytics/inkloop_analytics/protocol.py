@@ -32,8 +32,11 @@ _ALERT_KINDS: dict[str, int] = {
 }
 
 
-def _time(message: timestamp_pb2.Timestamp) -> datetime:
-    return message.ToDatetime(tzinfo=UTC)
+def _time(message: timestamp_pb2.Timestamp, field: str) -> datetime:
+    try:
+        return message.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):  # seconds outside years 1-9999, or nanos outside [0, 1e9)
+        raise InvalidArgument(field, "is not a valid timestamp") from None
 
 
 def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
@@ -47,7 +50,7 @@ def time_range_from_pb(message: pb.TimeRange, present: bool, field: str = "range
         return None
     if not (message.HasField("start") and message.HasField("end")):
         raise InvalidArgument(field, "both start and end are required")
-    return TimeRange(_time(message.start), _time(message.end))
+    return TimeRange(_time(message.start, f"{field}.start"), _time(message.end, f"{field}.end"))
 
 
 def matcher_from_pb(message: pb.EventMatcher, field: str) -> EventMatcher:

@@ -51,6 +51,7 @@ _LIMITS = {
     "request_id": 128,
 }
 _MAX_CUSTOM_VARS = 16
+_MIN_TIMESTAMP_MS, _MAX_TIMESTAMP_MS = -62_135_596_800_000, 253_402_300_799_000
 _MAX_CUSTOM_VAR_CHARS = 256
 
 
@@ -110,12 +111,16 @@ def _event(raw: Any, common: analytics_pb2.FrontendEvent, index: int, now: float
         event_id = str(uuid.UUID(str(raw.get("id", ""))))
     except ValueError:
         raise errors.InvalidArgument(f"{where}.id", "must be a UUID made by the tracker") from None
-    kind = _TYPES.get(raw.get("type", ""))
+    raw_type = raw.get("type", "")
+    kind = _TYPES.get(raw_type) if isinstance(raw_type, str) else None
     if kind is None:
         raise errors.InvalidArgument(f"{where}.type", "must be 'pv' or 'ev'")
     client_ms = raw.get("t")
-    if not isinstance(client_ms, int | float) or isinstance(client_ms, bool):
+    if not isinstance(client_ms, int | float) or isinstance(client_ms, bool) or client_ms != client_ms:  # NaN
         client_ms = now * 1000
+    # Beyond what a Timestamp holds (years 1-9999): kept at the bound, so analytics rejects this event
+    # as too old or in the future instead of the whole batch failing.
+    client_ms = min(max(client_ms, _MIN_TIMESTAMP_MS), _MAX_TIMESTAMP_MS)
     event = analytics_pb2.FrontendEvent()
     event.CopyFrom(common)
     event.event_id = event_id
@@ -159,8 +164,12 @@ class Collector:
         if len(raw) > MAX_BODY_BYTES:
             raise errors.InvalidArgument("body", f"larger than {MAX_BODY_BYTES} bytes")
         visitor = Visitor(request.remote or "", request.headers.get("User-Agent", ""))
+        try:
+            body = json.loads(raw.decode("utf-8") or "null")
+        except RecursionError:
+            raise errors.InvalidArgument("body", "nested too deeply") from None
         events = parse_batch(
-            json.loads(raw.decode("utf-8") or "null"),
+            body,
             tenant_id=self.tenant_id,
             visitor=visitor,
             secret=self.secret,

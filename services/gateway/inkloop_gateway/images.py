@@ -167,7 +167,8 @@ class ImageStore:
             return False
         if expiry < time.time():
             return False
-        return hmac.compare_digest(self._sign(tenant_id, image_id, expiry), signature)
+        # As bytes: compare_digest raises TypeError on a str with non-ASCII characters.
+        return hmac.compare_digest(self._sign(tenant_id, image_id, expiry).encode(), signature.encode())
 
     def _sign(self, tenant_id: str, image_id: str, expires: int) -> str:
         message = f"{tenant_id}\n{image_id}\n{expires}".encode()
