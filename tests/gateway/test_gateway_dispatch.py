@@ -68,7 +68,7 @@ async def test_unseeded_requests_get_a_seed_that_reproduces_them(gateway: Gatewa
 
 async def test_unavailable_replica_is_skipped_for_another(start_gateway: StartGateway, inference: Inference) -> None:
     dead = dead_address()
-    gateway = await start_gateway(inference_target=f"{dead},{inference.target}", inference_retries=2)
+    gateway = await start_gateway(inference_target=f"{dead},{inference.target}")
     pool = await gateway.app.pools.get(f"{dead},{inference.target}")
     pool.replicas[inference.target].in_flight = 1  # the dead one looks least loaded: it is tried first
     job = await _submit(gateway)
@@ -79,7 +79,7 @@ async def test_unavailable_replica_is_skipped_for_another(start_gateway: StartGa
 
 
 async def test_all_replicas_down_fails_the_job_with_unavailable(start_gateway: StartGateway) -> None:
-    gateway = await start_gateway(inference_retries=1)
+    gateway = await start_gateway()
     dead = dead_address()
     variants = [gateway_pb2.ModelVariant(name="broken", target=dead, weight=1)]
     await gateway.admin.SetVariants(gateway_pb2.SetVariantsRequest(variants=variants), metadata=gateway.auth("admin"))

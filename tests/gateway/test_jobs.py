@@ -174,3 +174,61 @@ async def test_terminal_jobs_are_stored_as_they_are(store: JobStore) -> None:
     hit, created = await store.submit(_job(state=JobState.SUCCEEDED, cache_hit=True, result=b"\x01\x02"))
     assert created and hit.cache_hit and hit.result == b"\x01\x02"
     assert await store.claim("w", 10) is None
+
+
+async def test_a_waiting_job_is_queued_for_everyone_but_stays_its_workers(store: JobStore) -> None:
+    first, _ = await store.submit(_job())
+    behind, _ = await store.submit(_job("globex"))
+    claimed = await store.claim("w", 10)
+    assert claimed is not None and claimed.job_id == first.job_id
+    await store.progress(first.job_id, 2, 4)
+    waiting = await store.wait(first.job_id, "w", "waiting for an inference replica")
+    assert waiting is not None and waiting.state == JobState.QUEUED and waiting.held
+    assert waiting.waiting == "waiting for an inference replica" and waiting.step == 0  # reruns from the start
+    stored = await store.get(first.job_id)
+    assert stored.state == JobState.QUEUED and stored.waiting == waiting.waiting
+    assert await store.queue_position(stored) == 0 and await store.queue_position(behind) == 1
+    # Nobody else claims it, and its worker's heartbeats keep it.
+    other = await store.claim("w2", 10)
+    assert other is not None and other.job_id == behind.job_id and await store.claim("w3", 10) is None
+    assert await store.heartbeat("w", [first.job_id], 10) == set()
+    assert await store.wait(first.job_id, "w2", "not theirs") is None
+    assert await store.resume(first.job_id, "w2") is None
+
+    resumed = await store.resume(first.job_id, "w")
+    assert resumed is not None and resumed.state == JobState.RUNNING and resumed.waiting == ""
+    assert resumed.attempts == 1  # the same attempt: inference outages do not use up attempts
+    assert await store.queue_position(behind) == 0
+    ended = await store.finish(first.job_id, "w", JobState.SUCCEEDED, result=b"r")
+    assert ended is not None and ended.state == JobState.SUCCEEDED
+
+
+async def test_a_waiting_job_ends_at_its_worker_or_is_cancelled_or_recovered(store: JobStore) -> None:
+    failed, cancelled, orphaned = [(await store.submit(_job()))[0] for _ in range(3)]
+    for job in (failed, cancelled, orphaned):
+        assert await store.claim("w", 10 if job is not orphaned else 0.05) is not None
+        assert await store.wait(job.job_id, "w", "waiting for inference capacity") is not None
+    # Its worker ends it (its deadline passed while it waited).
+    ended = await store.finish(failed.job_id, "w", JobState.FAILED)
+    assert ended is not None and ended.state == JobState.FAILED and ended.waiting == ""
+    # Cancelled while it waits: at once, and the worker's next heartbeat says to stop.
+    assert (await store.cancel(cancelled.job_id, "acme")).state == JobState.CANCELLED
+    assert await store.heartbeat("w", [cancelled.job_id], 10) == {cancelled.job_id}
+    assert await store.resume(cancelled.job_id, "w") is None
+    # Its worker died: once the lease is over, anyone may claim it, from the start.
+    await asyncio.sleep(0.1)
+    assert await store.recover(max_attempts=3) == []
+    again = await store.claim("w2", 10)
+    assert again is not None and again.job_id == orphaned.job_id and again.attempts == 2 and again.waiting == ""
+    assert [await store.queue_position(j) for j in (failed, cancelled, orphaned)] == [0, 0, 0]
+
+
+async def test_a_replica_restarting_alone_requeues_its_waiting_jobs(tmp_path: Path) -> None:
+    store = SqliteJobStore(tmp_path / "jobs.db")
+    job, _ = await store.submit(_job())
+    await store.claim("before-restart", 60)
+    await store.wait(job.job_id, "before-restart", "waiting for an inference replica")
+    assert await store.recover(max_attempts=3, all_running_except="after-restart") == []
+    again = await store.claim("after-restart", 10)
+    assert again is not None and again.job_id == job.job_id
+    await store.close()

@@ -38,7 +38,7 @@ async def mtls_inference(tiny_model_dir: Path, pki: Path) -> AsyncIterator[Infer
 
 
 async def _generate(start_gateway: StartGateway, target: str, data_dir: Path, **tls: object) -> gateway_pb2.JobEvent:
-    gateway = await start_gateway(data_dir, inference_target=target, inference_retries=0, **tls)
+    gateway = await start_gateway(data_dir, inference_target=target, **tls)
     request = gateway_pb2.GenerateRequest(task=text_task(seed=5))
     return (await events_of(gateway.jobs.Generate(request, metadata=gateway.auth(), timeout=60)))[-1]
 

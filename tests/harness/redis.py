@@ -1,4 +1,5 @@
-"""A private redis-server on a free port, without persistence, its files under one directory."""
+"""A private redis-server on a free port, its files under one directory; persistence (an append-only
+file, as the prod manifests configure it) only when asked for."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ SERVER_BINARY = "/usr/bin/redis-server"
 
 
 class RedisServer(ServerProcess):
-    """redis-server on its own port; restarts keep the port (the data is not persisted).
+    """redis-server on its own port; restarts keep the port, and the data when `persistent`.
 
     >>> with RedisServer() as server:
     ...     redis.Redis.from_url(server.url).ping()
@@ -20,9 +21,10 @@ class RedisServer(ServerProcess):
 
     name = "redis"
 
-    def __init__(self, base_dir: Path | None = None) -> None:
+    def __init__(self, base_dir: Path | None = None, *, persistent: bool = False) -> None:
         super().__init__(base_dir)
         [self.port] = free_ports(1)
+        self.persistent = persistent
 
     @property
     def url(self) -> str:
@@ -39,8 +41,8 @@ class RedisServer(ServerProcess):
             str(self.base_dir),
             "--save",
             "",
-            "--appendonly",
-            "no",
+            # As in k8s/: every write appended, the file synced each second and on shutdown.
+            *(["--appendonly", "yes", "--appendfsync", "everysec"] if self.persistent else ["--appendonly", "no"]),
         ]
 
     def answers(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
@@ -38,10 +39,15 @@ def channel_credentials(
     )
 
 
-def open_channel(target: str, *, credentials: grpc.ChannelCredentials | None = None) -> grpc.aio.Channel:
-    """An aio channel to `target` ("host:port" or "dns:///name:port") with request-id propagation."""
+def open_channel(
+    target: str,
+    *,
+    credentials: grpc.ChannelCredentials | None = None,
+    options: Sequence[tuple[str, int | str]] = (),
+) -> grpc.aio.Channel:
+    """An aio channel to `target` ("host:port" or "dns:///name:port") with request-id propagation;
+    `options` are added to (or override) the defaults."""
+    merged = list({**dict(_CHANNEL_OPTIONS), **dict(options)}.items())
     if credentials is None:
-        return grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS, interceptors=propagating_interceptors())
-    return grpc.aio.secure_channel(
-        target, credentials, options=_CHANNEL_OPTIONS, interceptors=propagating_interceptors()
-    )
+        return grpc.aio.insecure_channel(target, options=merged, interceptors=propagating_interceptors())
+    return grpc.aio.secure_channel(target, credentials, options=merged, interceptors=propagating_interceptors())

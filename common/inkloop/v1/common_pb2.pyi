@@ -159,10 +159,12 @@ class GenerationResult(_message.Message):
     def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., model_id: _Optional[str] = ..., model_revision: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., batch_size: _Optional[int] = ..., effective_negative_prompt: _Optional[str] = ..., true_cfg_scale: _Optional[float] = ..., steps: _Optional[int] = ...) -> None: ...
 
 class Queued(_message.Message):
-    __slots__ = ("position",)
+    __slots__ = ("position", "reason")
     POSITION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     position: int
-    def __init__(self, position: _Optional[int] = ...) -> None: ...
+    reason: str
+    def __init__(self, position: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class StepProgress(_message.Message):
     __slots__ = ("step", "total_steps", "elapsed_s")

@@ -8,11 +8,20 @@ variant's inference target on the least-loaded healthy replica and streams the s
 replica's watchers through the hub; the store gets the newest progress at most every
 `progress_persist_s`, in the background, so that watchers on other replicas see it too (a job
 shorter than that never writes progress before it ends, and its end records the last step).
-UNAVAILABLE moves the job to another replica, a bounded number of times; the job's deadline bounds
-the call. A heartbeat keeps this replica's leases alive, learns of cancellations requested through
-other replicas, and recovers jobs whose replica died. Cancelling a job cancels its inference call,
-which stops the denoising loop at the next step. On stop, running jobs go back to the queue for the
-next replica or restart.
+
+Inference outages are waited out within the job's deadline. UNAVAILABLE (or a call the server
+cancelled) marks the replica down and moves the job to another healthy one at once; when there is
+none, or inference answers RESOURCE_EXHAUSTED, the job goes back to the queue held by its worker
+(`JobStore.wait`: QUEUED with the reason, counted in queue positions) and tries again after an
+exponential backoff with jitter, or after the delay inference's RetryInfo asks for, or as soon as a
+replica comes back (the pool's probes see it). A job that loses its replica mid-run goes back to the
+queue too and reruns from the start: its task holds its seed, so the images are the same bytes. Only
+the deadline (the failure says what it waited for), cancellation, or another status ends it.
+
+A heartbeat keeps this replica's leases alive, learns of cancellations requested through other
+replicas, and recovers jobs whose replica died. Cancelling a job cancels its inference call, which
+stops the denoising loop at the next step. On stop, running and waiting jobs go back to the queue for
+the next replica or restart.
 """
 
 from __future__ import annotations
@@ -20,23 +29,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
 from inkloop.logs import request_id_var
-from inkloop.rpc.status import field_violations
+from inkloop.rpc.status import field_violations, retry_delay_s
 from inkloop.v1 import common_pb2
 from inkloop_gateway import metrics
 from inkloop_gateway.events import EventFacts, EventSender, EventType
 from inkloop_gateway.images import ImageStore
 from inkloop_gateway.jobs import Failure, Job, JobState, JobStore, Lease
-from inkloop_gateway.replicas import Pools, ReplicaPool
+from inkloop_gateway.replicas import Pools, Replica, ReplicaPool
 from inkloop_gateway.watch import Hub
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+#: Why a job waits in the queue (the reason its `Queued` events carry), and its metrics label.
+NO_REPLICA = "waiting for an inference replica"
+BUSY = "waiting for inference capacity (inference is busy)"
+_REASON_LABELS = {NO_REPLICA: "no_replica", BUSY: "busy"}
+_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED)
 
 
 class ResultSink(Protocol):
@@ -47,6 +66,39 @@ class _Failed(Exception):
     def __init__(self, failure: Failure) -> None:
         super().__init__(failure.message)
         self.failure = failure
+
+
+class _Lost(Exception):
+    """The store no longer has the job as this replica's (cancelled while queued, or recovered elsewhere)."""
+
+
+@dataclass
+class _Retry:
+    """A call to inference that the job makes again."""
+
+    code: grpc.StatusCode
+    message: str
+    #: What inference's RetryInfo asked for, if it did.
+    retry_after_s: float | None
+
+
+@dataclass
+class Backoff:
+    """Waits between a job's tries: exponential with jitter, or what inference asked for."""
+
+    initial_s: float
+    max_s: float
+    tries: int = 0
+
+    def next_s(self, asked_s: float | None = None) -> float:
+        if asked_s is not None:
+            # As gRPC's own retries do with server pushback: follow it, and start the exponential over.
+            self.tries = 0
+            return max(asked_s, self.initial_s) * random.uniform(1.0, 1.25)
+        ceiling = min(self.max_s, self.initial_s * 2**self.tries)
+        self.tries += 1
+        # Equal jitter: jobs that failed together (a replica died under them) spread out, none retries at 0.
+        return random.uniform(ceiling / 2, ceiling)
 
 
 @dataclass
@@ -60,6 +112,15 @@ class _Running:
     persister: asyncio.Task[None] | None = None
     #: Announces the newest step to other replicas (one announcement in flight at a time).
     announcer: asyncio.Task[None] | None = None
+    #: Set by a cancellation or a replica coming up: a waiting job looks again at once.
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Why the job waits in the queue, held by this worker ("": it runs).
+    held: str = ""
+    #: time.monotonic() since inference last served the job (a step), while it is not served.
+    unserved_since: float | None = None
+    #: The last status inference answered this job with, for the failure at its deadline.
+    last_error: str = ""
+    last_code: grpc.StatusCode | None = None
 
 
 @dataclass
@@ -67,8 +128,10 @@ class DispatchSettings:
     workers: int
     lease_s: float
     poll_interval_s: float
-    inference_retries: int
     max_attempts: int
+    #: First wait before a job tries inference again; doubles per try up to `retry_max_s`.
+    retry_initial_s: float = 0.2
+    retry_max_s: float = 10.0
     #: Single replica on its own store (SQLite): at start every running job is an orphan.
     sole_replica: bool = False
     #: Seconds between writes of a running job's progress to the store (for other replicas' watchers).
@@ -122,7 +185,7 @@ class Dispatcher:
         queued before it, the store starts it at once under this replica's lease and it runs here
         without a claim round trip; otherwise it is queued and a worker is woken."""
         lease = None
-        if self._free_slots() > 0:
+        if self._free_slots() > 0 and self._can_start(job.target):
             self._reserved += 1
             lease = Lease(self.settings.owner, self.settings.lease_s)
         try:
@@ -141,20 +204,36 @@ class Dispatcher:
         self._wake.set()
 
     def cancel_local(self, job_id: str) -> bool:
-        """Stops the inference call of a job running on this replica; False when it runs elsewhere."""
+        """Stops the inference call of a job running (or waiting) on this replica; False when it runs elsewhere."""
         running = self._running.get(job_id)
         if running is None:
             return False
         running.cancelled = True
+        running.wake.set()
         if running.call is not None:
             running.call.cancel()
         return True
 
+    def queue_reason(self, job: Job) -> str:
+        """Why a queued job waits, for its `Queued` events: what its worker waits for, else no healthy replica
+        of its variant (as this replica sees it); "" when it only waits for its turn."""
+        if job.waiting:
+            return job.waiting
+        pool = self.pools.known(job.target)
+        return NO_REPLICA if pool is not None and not pool.any_healthy else ""
+
     def _free_slots(self) -> int:
         return self.settings.workers - len(self._running) - self._reserved
 
+    def _can_start(self, target: str) -> bool:
+        """Whether a job for `target` may start at submission: not while no replica of it is healthy (it
+        would only wait; queued, it says so from the start)."""
+        pool = self.pools.known(target)
+        return pool is None or pool.any_healthy
+
     async def _claim_loop(self) -> None:
         """Claims queued jobs from the store while this replica has free worker slots."""
+        outage = Backoff(self.settings.poll_interval_s, max(self.settings.poll_interval_s, 2.0))
         while True:
             self._wake.clear()
             job = None
@@ -162,8 +241,10 @@ class Dispatcher:
                 self._reserved += 1
                 try:
                     job = await self.store.claim(self.settings.owner, self.settings.lease_s)
-                except Exception:  # the store is down: try again shortly
-                    log.exception("claiming a job failed")
+                    outage.tries = 0
+                except Exception:  # the store is down (a Redis restart): try again, less and less often
+                    log.warning("claiming a job failed", exc_info=outage.tries == 0)
+                    await asyncio.sleep(outage.next_s())
                 finally:
                     self._reserved -= 1
             if job is None:
@@ -196,6 +277,9 @@ class Dispatcher:
             await self._succeed(job, result, facts)
         except _Failed as failed:
             await self._end(job, JobState.FAILED, facts, failure=failed.failure)
+        except _Lost:
+            self.hub.untrack(job.job_id)  # its watchers read the outcome from the store from now on
+            self.hub.publish(job.job_id)
         except asyncio.CancelledError:
             if not running.cancelled:  # this replica is stopping: another run picks it up
                 with contextlib.suppress(Exception):
@@ -208,44 +292,111 @@ class Dispatcher:
         finally:
             self._stop_persisting(running)
             self._running.pop(job.job_id, None)
-            metrics.JOBS_RUNNING.dec()
+            _gauge(running.held).dec()
             self.hub.untrack(job.job_id)
             self._wake.set()  # a worker slot is free
             request_id_var.reset(token)
 
     async def _attempts(self, job: Job, running: _Running) -> common_pb2.GenerationResult:
+        """Runs the job on inference until it succeeds, waiting out outages and full queues (see above)."""
         pool = await self.pools.get(job.target)
+        backoff = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)
         tried: set[str] = set()
-        for attempt in range(self.settings.inference_retries + 1):
-            if running.cancelled:
-                raise asyncio.CancelledError
-            remaining = job.remaining_s()
-            if remaining is not None and remaining <= 0:
-                raise _Failed(Failure("DEADLINE_EXCEEDED", "the job's deadline passed before it finished"))
+        while True:
+            self._check_live(job, running, pool)
             replica = pool.pick(tried)
-            tried.add(replica.address)
+            if replica is None:
+                tried.clear()
+                if not pool.any_healthy:
+                    await self._wait(job, running, NO_REPLICA, backoff.next_s(), pool)
+                continue
             try:
-                return await self._call(pool, replica.address, job, running, remaining)
+                await self._resume(job, running)
+                return await self._call(replica, job, running)
             except grpc.aio.AioRpcError as error:
-                code = error.code()
-                if code == grpc.StatusCode.CANCELLED and running.cancelled:
-                    raise asyncio.CancelledError from None
-                retryable = code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
-                if code == grpc.StatusCode.UNAVAILABLE:
-                    pool.mark_down(replica)
-                if retryable and attempt < self.settings.inference_retries:
-                    log.info("retrying job on another replica", extra={"job_id": job.job_id, "code": code.name})
-                    continue
-                fields = field_violations(error)
-                raise _Failed(
-                    Failure(code.name, error.details() or code.name, fields[0][0] if fields else "")
-                ) from None
-        raise AssertionError("unreachable")
+                retry = self._retry_of(error, running)
+            tried.add(replica.address)
+            self._note_retry(job, running, pool, replica, retry)
+            if pool.pick(tried) is not None:  # another replica may take it now
+                if running.steps:
+                    # It lost its replica mid-run: back to the queue, to run from the start after a jittered
+                    # pause, so the jobs of a replica that died do not all land on the next one at once.
+                    await self._wait(job, running, NO_REPLICA, backoff.next_s(), pool)
+                continue
+            tried.clear()
+            reason = BUSY if retry.code == grpc.StatusCode.RESOURCE_EXHAUSTED else NO_REPLICA
+            await self._wait(job, running, reason, backoff.next_s(retry.retry_after_s), pool)
 
-    async def _call(
-        self, pool: ReplicaPool, address: str, job: Job, running: _Running, remaining_s: float | None
-    ) -> common_pb2.GenerationResult:
-        replica = pool.replicas[address]
+    def _check_live(self, job: Job, running: _Running, pool: ReplicaPool) -> None:
+        """Raises when the job must not try again: cancelled, or its deadline passed."""
+        if running.cancelled:
+            raise asyncio.CancelledError
+        remaining = job.remaining_s()
+        if remaining is not None and remaining <= 0:
+            raise _Failed(Failure("DEADLINE_EXCEEDED", _deadline_message(job, running, pool)))
+
+    @staticmethod
+    def _retry_of(error: grpc.aio.AioRpcError, running: _Running) -> _Retry:
+        """The retry a failed call calls for; raises when it ends the job instead."""
+        code = error.code()
+        if code == grpc.StatusCode.CANCELLED and running.cancelled:
+            raise asyncio.CancelledError from None
+        if code not in _RETRYABLE:  # CANCELLED not by us: the server stopped under the call
+            raise _Failed(_failure_of(error)) from None
+        asked = retry_delay_s(error) if code == grpc.StatusCode.RESOURCE_EXHAUSTED else None
+        return _Retry(code, error.details() or code.name, asked)
+
+    @staticmethod
+    def _note_retry(job: Job, running: _Running, pool: ReplicaPool, replica: Replica, retry: _Retry) -> None:
+        metrics.INFERENCE_RETRIES.labels(retry.code.name).inc()
+        running.last_error = f"{retry.code.name}: {retry.message}"
+        running.last_code = retry.code
+        if running.unserved_since is None:
+            running.unserved_since = time.monotonic()
+        if retry.code != grpc.StatusCode.RESOURCE_EXHAUSTED:  # a full queue is a healthy replica
+            pool.mark_down(replica)
+        log.info(
+            "job will try inference again",
+            extra={"job_id": job.job_id, "code": retry.code.name, "replica": replica.address},
+        )
+
+    async def _wait(self, job: Job, running: _Running, reason: str, delay_s: float, pool: ReplicaPool) -> None:
+        """Holds the job in the queue for `reason` (see `JobStore.wait`) for up to `delay_s`: less when its
+        deadline comes first, a replica comes up or it is cancelled."""
+        if running.held != reason:
+            waiting = await self._durably(job, lambda: self.store.wait(job.job_id, self.settings.owner, reason))
+            if waiting is None:
+                raise _Lost
+            self._stop_persisting(running)
+            running.steps = running.total_steps = 0
+            self.hub.track(waiting)
+            self.hub.publish_all()  # queue positions moved
+            _move_gauge(running, reason)
+            log.info("job waits in the queue", extra={"job_id": job.job_id, "reason": reason})
+        if running.unserved_since is None:
+            running.unserved_since = time.monotonic()
+        remaining = job.remaining_s()
+        if remaining is not None:
+            delay_s = min(delay_s, max(remaining, 0.0))
+        running.wake.clear()
+        if delay_s <= 0 or running.cancelled:
+            return
+        with pool.wakes(running.wake), contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay_s):
+                await running.wake.wait()
+
+    async def _resume(self, job: Job, running: _Running) -> None:
+        """A job held in the queue is RUNNING again, about to call inference."""
+        if not running.held:
+            return
+        resumed = await self._durably(job, lambda: self.store.resume(job.job_id, self.settings.owner))
+        if resumed is None:
+            raise _Lost
+        self.hub.track(resumed)
+        self.hub.publish_all()  # queue positions moved
+        _move_gauge(running, "")
+
+    async def _call(self, replica: Replica, job: Job, running: _Running) -> common_pb2.GenerationResult:
         task = common_pb2.GenerationTask.FromString(job.task)
         which = task.WhichOneof("kind")
         method = {"text_to_image": replica.stub.TextToImage, "inpaint": replica.stub.Inpaint}.get(
@@ -253,10 +404,11 @@ class Dispatcher:
         )
         replica.in_flight += 1
         try:
-            call = method(getattr(task, which or "outpaint"), timeout=remaining_s)
+            call = method(getattr(task, which or "outpaint"), timeout=job.remaining_s())
             running.call = call
             async for event in call:
                 if event.HasField("step"):
+                    running.unserved_since = None
                     running.steps = event.step.step
                     running.total_steps = event.step.total_steps
                     self.hub.progress(job.job_id, running.steps, running.total_steps)
@@ -328,15 +480,38 @@ class Dispatcher:
             self._stop_persisting(running)  # no progress write after the end
             if running.steps:
                 progress = (running.steps, running.total_steps)
-        ended = await self.store.finish(
-            job.job_id, self.settings.owner, state, result=result, failure=failure, progress=progress
-        )
+        try:
+            ended = await self._durably(
+                job,
+                lambda: self.store.finish(
+                    job.job_id, self.settings.owner, state, result=result, failure=failure, progress=progress
+                ),
+            )
+        except _Lost:
+            ended = None  # its lease ran out while the store was down: whoever recovers it runs it again
         if ended is None:
             self.hub.untrack(job.job_id)  # its watchers read the outcome from the store from now on
             self.hub.publish(job.job_id)
             return  # the job was recovered by another replica meanwhile: its outcome is theirs
         self.hub.ended(ended)
         self._announce([ended])
+
+    async def _durably(self, job: Job, write: Callable[[], Awaitable[_T]]) -> _T:
+        """A store write about a job this replica holds, tried again while the store does not take it (a
+        Redis restart), for as long as the job's lease lasts; `_Lost` after that: the lease is over, and
+        the job another replica's (or this one's) to recover and run again."""
+        give_up_at = time.monotonic() + self.settings.lease_s
+        backoff = Backoff(0.05, 1.0)
+        while True:
+            try:
+                return await write()
+            except Exception:
+                delay_s = backoff.next_s()
+                if time.monotonic() + delay_s > give_up_at:
+                    log.exception("the job store did not take a write; leaving the job", extra={"job_id": job.job_id})
+                    raise _Lost from None
+                log.warning("the job store did not take a write; trying again", extra={"job_id": job.job_id})
+                await asyncio.sleep(delay_s)
 
     def _announce(self, jobs: list[Job]) -> None:
         """Events and wake-ups for jobs that reached their end."""
@@ -362,3 +537,39 @@ class Dispatcher:
                 self._announce(await self.store.recover(s.max_attempts))
             except Exception:
                 log.exception("heartbeat failed")
+
+
+def _gauge(held: str) -> Any:
+    """The gauge a job of this replica counts in: running, or waiting for its reason."""
+    return metrics.JOBS_WAITING.labels(_REASON_LABELS[held]) if held else metrics.JOBS_RUNNING
+
+
+def _move_gauge(running: _Running, held: str) -> None:
+    _gauge(running.held).dec()
+    _gauge(held).inc()
+    running.held = held
+
+
+def _failure_of(error: grpc.aio.AioRpcError) -> Failure:
+    """The failure a status inference ended a job's call with stands for."""
+    code = error.code()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:  # the call's timeout is the job's remaining time
+        return Failure(code.name, "the job's deadline passed while inference ran it")
+    fields = field_violations(error)
+    return Failure(code.name, error.details() or code.name, fields[0][0] if fields else "")
+
+
+def _deadline_message(job: Job, running: _Running, pool: ReplicaPool) -> str:
+    """What a job whose deadline passed was waiting for, and for how long."""
+    now = time.monotonic()
+    if pool.down_since is not None:  # also for a job that waited for a worker all along
+        age_s = max(time.time() - job.created_at, 0.0)
+        what = f"no inference replica for {min(now - pool.down_since, age_s):.0f} s"
+    elif running.unserved_since is not None:
+        waited = now - running.unserved_since
+        busy = running.last_code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        what = f"inference {'stayed busy' if busy else 'could not run it'} for {waited:.0f} s"
+    else:
+        return "the job's deadline passed before it finished"
+    last = f" (last answer: {running.last_error})" if running.last_error else ""
+    return f"{what}{last}; the job's deadline passed"

@@ -5,6 +5,11 @@ then exactly one of SUCCEEDED, FAILED or CANCELLED. The store is the single sour
 replica's workers claim from it, watchers read from it, and a replica that dies mid-job loses its
 leases, so the job is queued again (or failed once it has used up its attempts) by any other.
 
+A worker that cannot run its job on inference now (no healthy replica, a full inference queue)
+keeps it but puts it back in the QUEUED state with the reason (`waiting`): it counts in queue
+positions, no other worker may claim it, and its lease still guards it, so a replica that dies
+while its jobs wait loses them to the others like running ones. `resume` makes it RUNNING again.
+
 Backends: `SqliteJobStore` (one gateway, `data_dir/jobs.db`) and `RedisJobStore` (several replicas).
 """
 
@@ -56,6 +61,7 @@ class Lease:
             lease_until=now + self.lease_s,
             started_at=now,
             attempts=job.attempts + 1,
+            waiting="",
         )
 
 
@@ -93,6 +99,13 @@ class Job:
     seq: int = 0
     #: time.time() after which the job fails with DEADLINE_EXCEEDED (0 = none).
     deadline_at: float = 0.0
+    #: Why a QUEUED job its worker holds waits (e.g. "waiting for an inference replica"); "" otherwise.
+    waiting: str = ""
+
+    @property
+    def held(self) -> bool:
+        """QUEUED but kept by the worker that claimed it, waiting for inference (see `JobStore.wait`)."""
+        return self.state == JobState.QUEUED and bool(self.owner)
 
     def remaining_s(self) -> float | None:
         return None if not self.deadline_at else self.deadline_at - time.time()
@@ -141,6 +154,7 @@ class Job:
             lease_until=float(fields.get("lease_until", "0") or 0),
             seq=int(fields.get("seq", "0")),
             deadline_at=float(fields.get("deadline_at", "0") or 0),
+            waiting=fields.get("waiting", ""),
         )
 
     def with_(self, **changes: object) -> Job:
@@ -264,6 +278,17 @@ class JobStore(Protocol):
 
     async def release(self, job_id: str, owner: str) -> None:
         """Puts a job `owner` holds back in the queue (graceful shutdown), keeping its attempts."""
+        ...
+
+    async def wait(self, job_id: str, owner: str, reason: str) -> Job | None:
+        """A job `owner` holds goes back to QUEUED (its progress reset: it reruns from the start) but
+        stays `owner`'s under its lease, nobody else's to claim, waiting for `reason`; None when `owner`
+        no longer holds it (recovered elsewhere, cancelled)."""
+        ...
+
+    async def resume(self, job_id: str, owner: str) -> Job | None:
+        """A job `owner` keeps waiting (see `wait`) is RUNNING again, in the same attempt; None when
+        `owner` no longer holds it."""
         ...
 
     async def cancel(self, job_id: str, tenant_id: str) -> Job:

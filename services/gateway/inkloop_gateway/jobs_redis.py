@@ -5,14 +5,17 @@ idempotency index; `tenant:<tenant>` a sorted set of the tenant's job ids by sub
 (listings); `queued` a sorted set of every queued job (queue positions); `q:<tenant>` the tenant's
 FIFO; `tenants` the round-robin list of tenants with a non-empty FIFO (fair share: a claim pops a
 tenant, takes its oldest job and pushes the tenant back to the end); `running` a sorted set of
-running jobs by lease expiry (recovery of jobs whose replica died).
+running jobs by lease expiry (recovery of jobs whose replica died), which also holds the queued
+jobs a worker keeps waiting for inference (`wait`): those are in `queued` (they count in queue
+positions) but in no FIFO (nobody else claims them).
 
 Every script that changes a job publishes `<change> <job id>` on the channel `changes` in the same
 script, so the notification is atomic with the change: a replica that hears of it and re-reads the
 job sees the change (`notify.ChangeRelay` hands them to the hub and the dispatcher). The changes:
 `submitted` (a new job joined the queue), `requeued` (a job went back to the queue: release,
 recovery), `dequeued` (a job left the queue: claimed or cancelled; queue positions moved),
-`cancelling` (cancellation requested of a running job: its replica stops it) and `changed`
+`cancelling` (cancellation requested of a running job: its replica stops it), `waiting` (a job went
+back to the queue, held by its worker until inference takes it: progress reset) and `changed`
 (anything else a watcher shows: started at submission, progress, end). Lease extensions publish
 nothing. Besides, the replica running a job announces each step as `step <job id> <step>/<total>`
 without storing it (`announce_progress`), so other replicas' watchers follow every step while the
@@ -30,6 +33,8 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 
 from inkloop import errors
 from inkloop_gateway.jobs import (
@@ -87,7 +92,7 @@ while true do
   if redis.call('LLEN', p..'q:'..tenant) > 0 then redis.call('RPUSH', p..'tenants', tenant) end
   if id then
     local key = p..'job:'..id
-    if redis.call('HGET', key, 'state') == 'queued' then
+    if redis.call('HGET', key, 'state') == 'queued' and (redis.call('HGET', key, 'owner') or '') == '' then
       redis.call('ZREM', p..'queued', id)
       local attempts = tonumber(redis.call('HGET', key, 'attempts') or '0') + 1
       redis.call('HSET', key, 'state', 'running', 'owner', owner, 'lease_until', lease_until,
@@ -100,12 +105,22 @@ while true do
 end
 """
 
-HEARTBEAT = """
+# A job `owner` holds: running, or queued while it waits for inference (owner is never '' here).
+HELD = """
+local function held(key, owner)
+  local state = redis.call('HGET', key, 'state')
+  return redis.call('HGET', key, 'owner') == owner and (state == 'running' or state == 'queued')
+end
+"""
+
+HEARTBEAT = (
+    HELD
+    + """
 local p, owner, lease_until = ARGV[1], ARGV[2], ARGV[3]
 local stop = {}
 for i = 4, #ARGV do
   local key = p..'job:'..ARGV[i]
-  if redis.call('HGET', key, 'owner') ~= owner or redis.call('HGET', key, 'state') ~= 'running' then
+  if not held(key, owner) then
     stop[#stop + 1] = ARGV[i]
   else
     redis.call('HSET', key, 'lease_until', lease_until)
@@ -115,14 +130,43 @@ for i = 4, #ARGV do
 end
 return stop
 """
+)
 
-FINISH = """
+FINISH = (
+    HELD
+    + """
 local p, id, owner = ARGV[1], ARGV[2], ARGV[3]
 local key = p..'job:'..id
-if redis.call('HGET', key, 'owner') ~= owner or redis.call('HGET', key, 'state') ~= 'running' then return false end
+if not held(key, owner) then return false end
 redis.call('HSET', key, unpack(ARGV, 4))
 redis.call('ZREM', p..'running', id)
+redis.call('ZREM', p..'queued', id)
 redis.call('PUBLISH', p..'changes', 'changed '..id)
+return redis.call('HGETALL', key)
+"""
+)
+
+# Stays in `running` (its lease is still watched) and joins `queued` (queue positions), in no FIFO.
+WAIT = (
+    HELD
+    + """
+local p, id, owner, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local key = p..'job:'..id
+if not held(key, owner) then return false end
+redis.call('HSET', key, 'state', 'queued', 'step', '0', 'total_steps', '0', 'waiting', reason)
+redis.call('ZADD', p..'queued', redis.call('HGET', key, 'seq'), id)
+redis.call('PUBLISH', p..'changes', 'waiting '..id)
+return redis.call('HGETALL', key)
+"""
+)
+
+RESUME = """
+local p, id, owner, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local key = p..'job:'..id
+if redis.call('HGET', key, 'owner') ~= owner or redis.call('HGET', key, 'state') ~= 'queued' then return false end
+redis.call('HSET', key, 'state', 'running', 'started_at', now, 'waiting', '')
+redis.call('ZREM', p..'queued', id)
+redis.call('PUBLISH', p..'changes', 'dequeued '..id)
 return redis.call('HGETALL', key)
 """
 
@@ -130,7 +174,8 @@ return redis.call('HGETALL', key)
 REQUEUE_FRONT = """
 local function requeue(p, id, key)
   local tenant = redis.call('HGET', key, 'tenant_id')
-  redis.call('HSET', key, 'state', 'queued', 'owner', '', 'lease_until', '0', 'step', '0', 'total_steps', '0')
+  redis.call('HSET', key, 'state', 'queued', 'owner', '', 'lease_until', '0', 'step', '0', 'total_steps', '0',
+             'waiting', '')
   redis.call('ZREM', p..'running', id)
   redis.call('ZADD', p..'queued', redis.call('HGET', key, 'seq'), id)
   if redis.call('LPUSH', p..'q:'..tenant, id) == 1 then redis.call('RPUSH', p..'tenants', tenant) end
@@ -140,10 +185,11 @@ end
 
 RELEASE = (
     REQUEUE_FRONT
+    + HELD
     + """
 local p, id, owner = ARGV[1], ARGV[2], ARGV[3]
 local key = p..'job:'..id
-if redis.call('HGET', key, 'owner') == owner and redis.call('HGET', key, 'state') == 'running' then
+if held(key, owner) then
   requeue(p, id, key)
 end
 return 1
@@ -166,7 +212,7 @@ local key = p..'job:'..id
 if redis.call('HGET', key, 'tenant_id') ~= tenant then return {'not_found'} end
 local state = redis.call('HGET', key, 'state')
 if state == 'queued' then
-  redis.call('HSET', key, 'state', 'cancelled', 'cancel_requested', '1', 'finished_at', now)
+  redis.call('HSET', key, 'state', 'cancelled', 'cancel_requested', '1', 'finished_at', now, 'waiting', '')
   redis.call('ZREM', p..'queued', id)
   redis.call('PUBLISH', p..'changes', 'dequeued '..id)
 elseif state == 'running' then
@@ -186,7 +232,9 @@ local ended = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', p..'running', '-inf', now)) do
   local key = p..'job:'..id
   redis.call('ZREM', p..'running', id)
-  if redis.call('HGET', key, 'state') == 'running' then
+  local state = redis.call('HGET', key, 'state')
+  if state == 'running' or (state == 'queued' and (redis.call('HGET', key, 'owner') or '') ~= '') then
+    redis.call('ZREM', p..'queued', id)
     if redis.call('HGET', key, 'cancel_requested') == '1' then
       redis.call('HSET', key, 'state', 'cancelled', 'owner', '', 'finished_at', now)
       redis.call('PUBLISH', p..'changes', 'changed '..id)
@@ -216,7 +264,15 @@ def _flat(fields: dict[str, str]) -> list[str]:
 
 class RedisJobStore:
     def __init__(self, url: str, prefix: str = PREFIX) -> None:
-        self._redis = aioredis.Redis.from_url(url)
+        # Bounded waits: a Redis that stops answering (not just refusing) must fail calls, never hang them.
+        # After a Redis restart every pooled connection is dead: a command that meets one is sent again
+        # on a new connection (each script is safe to run twice: its checks see the first run's change).
+        self._redis = aioredis.Redis.from_url(
+            url,
+            socket_connect_timeout=5.0,
+            socket_timeout=10.0,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=3),
+        )
         self._p = prefix
         self._submit = self._redis.register_script(SUBMIT)
         self._claim = self._redis.register_script(CLAIM)
@@ -226,6 +282,8 @@ class RedisJobStore:
         self._progress = self._redis.register_script(PROGRESS)
         self._cancel = self._redis.register_script(CANCEL)
         self._recover = self._redis.register_script(RECOVER)
+        self._wait = self._redis.register_script(WAIT)
+        self._resume = self._redis.register_script(RESUME)
 
     async def _load(self, job_id: str) -> Job | None:
         reply = await self._redis.hgetall(f"{self._p}job:{job_id}")
@@ -312,7 +370,7 @@ class RedisJobStore:
         progress: tuple[int, int] | None = None,
     ) -> Job | None:
         changes = Job.to_fields_of(state=state, result=result, failure=failure, finished_at=time.time())
-        changes["lease_until"] = "0"
+        changes["lease_until"], changes["waiting"] = "0", ""
         if progress is not None:
             changes["step"], changes["total_steps"] = str(progress[0]), str(progress[1])
         reply = await self._finish(args=[self._p, job_id, owner, *_flat(changes)])
@@ -320,6 +378,14 @@ class RedisJobStore:
 
     async def release(self, job_id: str, owner: str) -> None:
         await self._release(args=[self._p, job_id, owner])
+
+    async def wait(self, job_id: str, owner: str, reason: str) -> Job | None:
+        reply = await self._wait(args=[self._p, job_id, owner, reason])
+        return Job.from_fields(_fields(reply)) if reply else None
+
+    async def resume(self, job_id: str, owner: str) -> Job | None:
+        reply = await self._resume(args=[self._p, job_id, owner, repr(time.time())])
+        return Job.from_fields(_fields(reply)) if reply else None
 
     async def cancel(self, job_id: str, tenant_id: str) -> Job:
         outcome = [item.decode() for item in await self._cancel(args=[self._p, job_id, tenant_id, repr(time.time())])]

@@ -64,15 +64,18 @@ UPDATE_JOB = "UPDATE jobs SET state = ?, owner = ?, lease_until = ?, data = ? WH
 TAKE_TURN = (
     "INSERT INTO tenant_turns VALUES (?, ?) ON CONFLICT (tenant_id) DO UPDATE SET last_claim = excluded.last_claim"
 )
-# Fair share: the tenant served longest ago goes first, then its oldest queued job.
+# Fair share: the tenant served longest ago goes first, then its oldest queued job (not one a worker
+# keeps waiting for inference).
 NEXT_QUEUED = """
 SELECT q.seq, q.data FROM jobs q
 LEFT JOIN tenant_turns t ON t.tenant_id = q.tenant_id
-WHERE q.state = 'queued'
+WHERE q.state = 'queued' AND q.owner = ''
 ORDER BY COALESCE(t.last_claim, -1), q.seq
 LIMIT 1
 """
 ANY_QUEUED = "SELECT 1 FROM jobs WHERE state = 'queued' LIMIT 1"
+# A job `owner` holds: running, or queued while it waits for inference (owner is never '' here).
+HELD_BY = "job_id = ? AND owner = ? AND state IN ('running', 'queued')"
 
 
 class SqliteJobStore:
@@ -202,7 +205,7 @@ class SqliteJobStore:
         with self._transaction() as db:
             for job_id in job_ids:
                 job = self._one(db, "job_id = ?", job_id)
-                if job is None or job.owner != owner or job.state != JobState.RUNNING:
+                if job is None or job.owner != owner or job.state not in (JobState.RUNNING, JobState.QUEUED):
                     stop.add(job_id)  # lost: recovered elsewhere or ended
                     continue
                 self._write(db, job.with_(lease_until=time.time() + lease_s))
@@ -233,10 +236,12 @@ class SqliteJobStore:
         progress: tuple[int, int] | None = None,
     ) -> Job | None:
         with self._transaction() as db:
-            job = self._one(db, "job_id = ? AND owner = ? AND state = 'running'", job_id, owner)
+            job = self._one(db, HELD_BY, job_id, owner)
             if job is None:
                 return None
-            job = job.with_(state=state, result=result, failure=failure, finished_at=time.time(), lease_until=0.0)
+            job = job.with_(
+                state=state, result=result, failure=failure, finished_at=time.time(), lease_until=0.0, waiting=""
+            )
             if progress is not None:
                 job = job.with_(step=progress[0], total_steps=progress[1])
             self._write(db, job)
@@ -244,9 +249,27 @@ class SqliteJobStore:
 
     async def release(self, job_id: str, owner: str) -> None:
         with self._transaction() as db:
-            job = self._one(db, "job_id = ? AND owner = ? AND state = 'running'", job_id, owner)
+            job = self._one(db, HELD_BY, job_id, owner)
             if job is not None:
-                self._write(db, job.with_(state=JobState.QUEUED, owner="", lease_until=0.0, step=0, total_steps=0))
+                self._write(db, _requeued(job))
+
+    async def wait(self, job_id: str, owner: str, reason: str) -> Job | None:
+        with self._transaction() as db:
+            job = self._one(db, HELD_BY, job_id, owner)
+            if job is None:
+                return None
+            job = job.with_(state=JobState.QUEUED, step=0, total_steps=0, waiting=reason)
+            self._write(db, job)
+            return job
+
+    async def resume(self, job_id: str, owner: str) -> Job | None:
+        with self._transaction() as db:
+            job = self._one(db, "job_id = ? AND owner = ? AND state = 'queued'", job_id, owner)
+            if job is None:
+                return None
+            job = job.with_(state=JobState.RUNNING, started_at=time.time(), waiting="")
+            self._write(db, job)
+            return job
 
     async def cancel(self, job_id: str, tenant_id: str) -> Job:
         with self._transaction() as db:
@@ -256,7 +279,7 @@ class SqliteJobStore:
             if job.state.terminal:
                 raise errors.FailedPrecondition(f"job {job_id!r} already ended ({job.state.value})")
             if job.state == JobState.QUEUED:
-                job = job.with_(state=JobState.CANCELLED, cancel_requested=True, finished_at=time.time())
+                job = job.with_(state=JobState.CANCELLED, cancel_requested=True, finished_at=time.time(), waiting="")
             else:
                 job = job.with_(cancel_requested=True)
             self._write(db, job)
@@ -265,10 +288,12 @@ class SqliteJobStore:
     async def recover(self, max_attempts: int, *, all_running_except: str | None = None) -> JobList:
         ended: JobList = []
         with self._transaction() as db:
+            # Held jobs: running ones, and queued ones a worker keeps waiting for inference.
+            held = "state IN ('running', 'queued') AND owner != ''"
             if all_running_except is not None:
-                rows = db.execute(f"{_SELECT} WHERE state = 'running' AND owner != ?", (all_running_except,))
+                rows = db.execute(f"{_SELECT} WHERE {held} AND owner != ?", (all_running_except,))
             else:
-                rows = db.execute(f"{_SELECT} WHERE state = 'running' AND lease_until < ?", (time.time(),))
+                rows = db.execute(f"{_SELECT} WHERE {held} AND lease_until < ?", (time.time(),))
             for job in [self._job(row) for row in rows.fetchall()]:
                 if job.cancel_requested:
                     job = job.with_(state=JobState.CANCELLED, finished_at=time.time(), owner="")
@@ -279,7 +304,7 @@ class SqliteJobStore:
                     )
                     ended.append(job)
                 else:
-                    job = job.with_(state=JobState.QUEUED, owner="", lease_until=0.0, step=0, total_steps=0)
+                    job = _requeued(job)
                 self._write(db, job)
         return ended
 
@@ -301,3 +326,8 @@ class SqliteJobStore:
         with self._lock:
             self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
             self._db.close()
+
+
+def _requeued(job: Job) -> Job:
+    """`job` back in the queue for any worker, to run from the start."""
+    return job.with_(state=JobState.QUEUED, owner="", lease_until=0.0, step=0, total_steps=0, waiting="")

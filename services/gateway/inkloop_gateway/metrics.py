@@ -27,6 +27,23 @@ JOB_SECONDS = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 600),
 )
 JOBS_RUNNING = Gauge("inkloop_gateway_jobs_running", "Jobs this replica runs on inference now.")
+JOBS_WAITING = Gauge(
+    "inkloop_gateway_jobs_waiting",
+    "Jobs this replica holds back in the queue until inference can take them, by reason: no_replica (no "
+    "healthy inference replica) or busy (inference answered RESOURCE_EXHAUSTED).",
+    ["reason"],
+)
+INFERENCE_RETRIES = Counter(
+    "inkloop_gateway_inference_retries_total",
+    "Calls to inference that ended in a status the job tries again after (UNAVAILABLE, RESOURCE_EXHAUSTED, "
+    "CANCELLED by the server), by status.",
+    ["code"],
+)
+INFERENCE_REPLICAS = Gauge(
+    "inkloop_gateway_inference_replicas",
+    "Inference replicas behind each target, by health: up (takes jobs) or down (probed until it answers).",
+    ["target", "health"],
+)
 EVENTS_SENT = Counter("inkloop_gateway_events_sent_total", "Back-end events analytics acknowledged.")
 EVENTS_SPOOLED = Counter(
     "inkloop_gateway_events_spooled_total", "Back-end events written to the spool because analytics did not take them."

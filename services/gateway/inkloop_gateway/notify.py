@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 #: Changes that put a job in the queue (the claim loop looks for it) ...
 _QUEUED = frozenset({"submitted", "requeued"})
 #: ... and those that move other queued jobs' positions (their watchers re-read them).
-_POSITIONS_MOVED = frozenset({"requeued", "dequeued"})
+_POSITIONS_MOVED = frozenset({"requeued", "dequeued", "waiting"})
+# The job runs from the start again: steps announced so far are stale.
+_RESTARTED = frozenset({"requeued", "waiting"})
 
 
 class Claims(Protocol):
@@ -128,7 +130,7 @@ class ChangeRelay:
             if step.isdigit() and total.isdigit():
                 self.hub.announced(job_id, int(step), int(total))
             return
-        if change == "requeued":
+        if change in _RESTARTED:
             self.hub.requeued(job_id)
         if change in _POSITIONS_MOVED:
             self.hub.publish_all()

@@ -97,12 +97,13 @@ def _progress(job: Job) -> common_pb2.StepProgress:
 
 
 def job_event(
-    job: Job, *, queue_position: int = 0, result: common_pb2.GenerationResult | None = None
+    job: Job, *, queue_position: int = 0, queue_reason: str = "", result: common_pb2.GenerationResult | None = None
 ) -> gateway_pb2.JobEvent:
     """The event that describes the job's current state (terminal ones carry the result or failure)."""
     event = gateway_pb2.JobEvent(job_id=job.job_id, variant=job.variant, time=timestamp(_now()))
     if job.state == JobState.QUEUED:
         event.queued.position = queue_position
+        event.queued.reason = queue_reason
     elif job.state == JobState.RUNNING:
         event.running.CopyFrom(_progress(job))
     elif job.state == JobState.SUCCEEDED:

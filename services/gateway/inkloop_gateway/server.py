@@ -27,6 +27,7 @@ from inkloop_gateway.jobs_redis import RedisJobStore
 from inkloop_gateway.jobs_sqlite import SqliteJobStore
 from inkloop_gateway.keys import KeyStore, key_store_from_settings
 from inkloop_gateway.notify import ChangeRelay
+from inkloop_gateway.outages import StoreOutageInterceptor
 from inkloop_gateway.ratelimit import RateLimitPolicy, RateLimits, limiter_from_url
 from inkloop_gateway.replicas import Pools
 from inkloop_gateway.safety import SafetyFilter
@@ -193,7 +194,11 @@ class GatewayApp:
         self.ready = False
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self.keys = key_store_from_settings(s)
-        self.interceptors: Sequence[grpc.aio.ServerInterceptor] = (AuthInterceptor(self.keys),)
+        # With Redis, calls during its outage answer UNAVAILABLE (the outage interceptor wraps auth too).
+        auth = AuthInterceptor(self.keys)
+        self.interceptors: Sequence[grpc.aio.ServerInterceptor] = (
+            (StoreOutageInterceptor(), auth) if s.redis_url else (auth,)
+        )
         self.store: JobStore = RedisJobStore(s.redis_url) if s.redis_url else SqliteJobStore(s.data_dir / "jobs.db")
         self.variants = variant_store_from_settings(
             s.redis_url or None, s.data_dir, [Variant("default", s.inference_target, 1)]

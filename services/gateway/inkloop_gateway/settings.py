@@ -39,8 +39,19 @@ class GatewaySettings(ServiceSettings):
     )
     workers: int = Field(4, ge=1, le=256, description="Jobs one gateway replica runs on inference at once.")
     job_deadline_s: float = Field(600.0, gt=0, description="Seconds from acceptance after which a job fails.")
-    inference_retries: int = Field(
-        2, ge=0, le=10, description="Retries of a job on another inference replica after UNAVAILABLE."
+    retry_initial_s: float = Field(
+        0.2,
+        gt=0,
+        description="First wait before a job tries inference again while no replica is healthy or inference is "
+        "busy; doubles per try (with jitter) up to retry_max_s; RetryInfo from inference overrides it. Jobs "
+        "wait so until their deadline.",
+    )
+    retry_max_s: float = Field(10.0, gt=0, description="Longest wait between a job's tries of inference.")
+    down_probe_interval_s: float = Field(
+        0.5,
+        gt=0,
+        description="Seconds between health probes of an inference replica marked down (it takes jobs again "
+        "once it answers SERVING).",
     )
     max_attempts: int = Field(3, ge=1, le=20, description="Runs of one job (restarts included) before it fails.")
     lease_s: float = Field(15.0, gt=0, description="A job whose replica stops heart-beating is requeued after this.")

@@ -9,7 +9,7 @@ replicas (Redis) reach the hub through the store's change notifications (`notify
 watcher on any replica follows any job at once. Polling is the safety net for notifications lost while
 the relay was not subscribed: every `poll_interval_s` while notifications do not flow (and with SQLite),
 every `notified_poll_interval_s` while they do. A watcher emits an event whenever the state, the step
-or the queue position changes, and stops after the terminal event.
+the queue position or the reason a queued job waits changes, and stops after the terminal event.
 """
 
 from __future__ import annotations
@@ -147,19 +147,23 @@ async def watch(
     job: Job,
     result_of: Callable[[Job], Awaitable[common_pb2.GenerationResult]],
     poll_interval_s: float,
+    queue_reason: Callable[[Job], str] = lambda job: job.waiting,
 ) -> AsyncIterator[gateway_pb2.JobEvent]:
-    """Events of `job` from its current state to its end; `result_of` gives the result with images."""
+    """Events of `job` from its current state to its end; `result_of` gives the result with images,
+    `queue_reason` why a queued job waits."""
     last: tuple[object, ...] | None = None
     with hub.subscribe(job.job_id) as changed:
         while True:
-            position = await store.queue_position(job) if job.state == JobState.QUEUED else 0
-            key = (job.state, job.step, position)
+            queued = job.state == JobState.QUEUED
+            position = await store.queue_position(job) if queued else 0
+            reason = queue_reason(job) if queued else ""
+            key = (job.state, job.step, position, reason)
             if key != last:
                 last = key
                 if job.state == JobState.SUCCEEDED:
                     yield job_event(job, result=await result_of(job))
                 elif job.state != JobState.RUNNING or job.step > 0:
-                    yield job_event(job, queue_position=position)
+                    yield job_event(job, queue_position=position, queue_reason=reason)
             if job.state.terminal:
                 return
             # asyncio.timeout, not wait_for: no extra task, so a wake-up is not a loop turn late.
