@@ -64,7 +64,7 @@ _RAISED_LIMITS = {
 
 def _serve(service: str, data_dir: Path, port: int, metrics_port: int, *flags: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, f"INKLOOP_{service.upper()}_LOG_LEVEL": "error"}
-    command = [sys.executable, "-m", "inkloop", "serve", service, "--port", str(port)]
+    command = [sys.executable, "-m", "inkloop_cli", "serve", service, "--port", str(port)]
     command += ["--metrics-port", str(metrics_port), "--data-dir", str(data_dir / service), *flags]
     return subprocess.Popen(command, env=env)
 

@@ -36,7 +36,7 @@ def start_stack(data_dir: Path, **gateway_flags: str) -> tuple[list[subprocess.P
     """Inference and gateway processes on free ports; returns them, the gateway address and an API key."""
     gateway_port, inference_port, m1, m2, http_port, analytics_port = free_ports(6)
     env = {**os.environ, "INKLOOP_GATEWAY_LOG_LEVEL": "warning", "INKLOOP_INFERENCE_LOG_LEVEL": "warning"}
-    run = [sys.executable, "-m", "inkloop", "serve"]
+    run = [sys.executable, "-m", "inkloop_cli", "serve"]
     inference = subprocess.Popen(
         [
             *run,

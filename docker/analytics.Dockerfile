@@ -11,6 +11,7 @@ RUN python -m venv /opt/venv
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 COPY common common
+COPY cli cli
 COPY services services
 RUN /opt/venv/bin/pip install --no-cache-dir -c constraints.txt .
 

@@ -20,6 +20,7 @@ RUN python -m venv /opt/venv
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 COPY common common
+COPY cli cli
 COPY services services
 RUN /opt/venv/bin/pip install --no-cache-dir --index-url "${TORCH_CPU_INDEX}" torch==2.13.0 \
     && /opt/venv/bin/pip install --no-cache-dir -c constraints.txt ".[inference]"
@@ -66,6 +67,7 @@ RUN python3 -m venv /opt/venv
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 COPY common common
+COPY cli cli
 COPY services services
 RUN /opt/venv/bin/pip install --no-cache-dir --index-url "${TORCH_CUDA_INDEX}" torch==2.13.0 \
     && /opt/venv/bin/pip install --no-cache-dir -c constraints.txt ".[inference]"

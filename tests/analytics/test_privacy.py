@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from inkloop.v1 import analytics_pb2 as pb
+from inkloop.visitors import daily_visitor_id
 from inkloop_analytics.service import Analytics
 from inkloop_analytics.storage import ClickHouse
-from inkloop_analytics.visitors import daily_visitor_id
 
 from .builders import backend, page_view, track
 from .generator import T0

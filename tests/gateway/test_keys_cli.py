@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from inkloop import errors
-from inkloop.cli.keys import app
+from inkloop_cli.keys import app
 from inkloop_gateway.keys import KeyStore, Role, hash_secret, key_id_of
 from inkloop_gateway.keys_file import KeyFile, parse_keys
 from inkloop_gateway.keys_redis import RedisKeyStorage

@@ -18,11 +18,11 @@ from analytics.builders import backend
 from google.protobuf.timestamp_pb2 import Timestamp
 from typer.testing import CliRunner
 
-from inkloop.cli import app as cli
-from inkloop.cli.analytics import UNDEFINED, cell
 from inkloop.rpc.status import field_violations
 from inkloop.v1 import analytics_pb2 as pb
 from inkloop.v1 import gateway_pb2_grpc
+from inkloop_cli import app as cli
+from inkloop_cli.analytics import UNDEFINED, cell
 from inkloop_gateway.keys import Role
 
 from .conftest import StartWebGateway, System

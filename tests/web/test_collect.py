@@ -14,7 +14,7 @@ import pytest
 
 from inkloop import errors
 from inkloop.v1 import analytics_pb2 as pb
-from inkloop_analytics.visitors import daily_visitor_id
+from inkloop.visitors import daily_visitor_id
 from inkloop_gateway.collect import Visitor, parse_batch
 
 from .conftest import StartWebGateway, System

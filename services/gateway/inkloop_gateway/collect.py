@@ -26,7 +26,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from inkloop import errors
 from inkloop.v1 import analytics_pb2, analytics_pb2_grpc
-from inkloop_analytics.visitors import daily_visitor_id
+from inkloop.visitors import daily_visitor_id
 
 log = logging.getLogger(__name__)
 

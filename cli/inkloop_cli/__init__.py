@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from inkloop.cli import analytics, client_commands, keys, serve, up
+from inkloop_cli import analytics, client_commands, keys, serve, up
 
 app = typer.Typer(
     name="inkloop",

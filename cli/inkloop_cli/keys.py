@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from inkloop.cli.client import console
+from inkloop_cli.client import console
 
 if TYPE_CHECKING:
     from inkloop_gateway.keys import KeyStore, Role

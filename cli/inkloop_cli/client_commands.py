@@ -9,8 +9,8 @@ import grpc
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from inkloop.cli.client import ClientSettings, console, fail
 from inkloop.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from inkloop_cli.client import ClientSettings, console, fail
 
 _FORMATS = {
     ".png": common_pb2.IMAGE_FORMAT_PNG,

@@ -23,9 +23,9 @@ from google.protobuf.message import Message
 from rich.console import Console
 from rich.table import Table
 
-from inkloop.cli.client import ClientSettings, console, fail
 from inkloop.v1 import analytics_pb2 as pb
 from inkloop.v1 import gateway_pb2_grpc
+from inkloop_cli.client import ClientSettings, console, fail
 
 app = typer.Typer(
     help="Query analytics through the gateway (funnel, discrepancy, prompts, adoption, variants, alerts).",

@@ -74,7 +74,7 @@ class Child:
     restarts: int = 0
 
     def start(self) -> None:
-        command = [sys.executable, "-m", "inkloop", "serve", self.name, *self.args]
+        command = [sys.executable, "-m", "inkloop_cli", "serve", self.name, *self.args]
         self.process = subprocess.Popen(
             command, start_new_session=True, preexec_fn=_die_with_parent, env={**os.environ, **self.env}
         )

@@ -1,0 +1,3 @@
+from inkloop_cli import main
+
+main()

@@ -1,3 +1,0 @@
-from inkloop.cli import main
-
-main()
