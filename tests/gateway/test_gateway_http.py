@@ -61,7 +61,8 @@ async def test_signed_url_works_without_a_key_until_tampered_with(gateway: Gatew
 
 async def test_each_download_is_a_back_end_event(gateway: Gateway) -> None:
     image = (await _image(gateway)).succeeded.images[0]
-    async with aiohttp.ClientSession(gateway.http_url) as http, http.get(image.download_url) as reply:
+    # The attachment link is a download (a display of the signed URL alone is a view: test_downloads).
+    async with aiohttp.ClientSession(gateway.http_url) as http, http.get(image.download_url + "&download=1") as reply:
         assert reply.status == 200
     spool = gateway.app.events.spool
     for _ in range(100):
