@@ -136,8 +136,31 @@ def _wrap_stream_response(
     return handle
 
 
-class ServerInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every handler with `_CallScope`; one instance serves all methods.
+UnaryBehavior = Callable[..., Awaitable[Any]]
+StreamBehavior = Callable[..., AsyncIterator[Any]]
+
+
+def wrap_handler(
+    handler: grpc.RpcMethodHandler,
+    unary: Callable[[UnaryBehavior], UnaryBehavior],
+    stream: Callable[[StreamBehavior], StreamBehavior],
+) -> grpc.RpcMethodHandler:
+    """The handler with its behaviour wrapped: by `unary` where it answers once, by `stream` where it streams."""
+    serializers = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **serializers)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **serializers)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(stream(handler.unary_stream), **serializers)
+    return grpc.stream_stream_rpc_method_handler(stream(handler.stream_stream), **serializers)
+
+
+class HandlerWrappingInterceptor(grpc.aio.ServerInterceptor):
+    """A server interceptor that wraps each method's handler (`wrap`) once.
 
     grpc.aio asks the interceptors for a handler on every call; the wrapped handler of a method is
     built once and reused while the handler underneath stays the same object.
@@ -145,6 +168,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self) -> None:
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        raise NotImplementedError
 
     async def intercept_service(
         self,
@@ -158,23 +184,20 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         known = self._wrapped.get(method)
         if known is not None and known[0] is handler:
             return known[1]
-        wrapped = _wrap(method, handler)
+        wrapped = self.wrap(method, handler)
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
 
-def _wrap(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    serializers = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(_wrap_unary_response(method, handler.unary_unary), **serializers)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(_wrap_unary_response(method, handler.stream_unary), **serializers)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(_wrap_stream_response(method, handler.unary_stream), **serializers)
-    return grpc.stream_stream_rpc_method_handler(_wrap_stream_response(method, handler.stream_stream), **serializers)
+class ServerInterceptor(HandlerWrappingInterceptor):
+    """Wraps every handler with `_CallScope`; one instance serves all methods."""
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        return wrap_handler(
+            handler,
+            lambda behavior: _wrap_unary_response(method, behavior),
+            lambda behavior: _wrap_stream_response(method, behavior),
+        )
 
 
 def _outgoing(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:

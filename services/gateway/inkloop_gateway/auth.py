@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 
 from inkloop import errors
+from inkloop.rpc.interceptors import HandlerWrappingInterceptor, wrap_handler
 from inkloop_gateway.keys import KeyStore, Role
 
 AUTHORIZATION_KEY = "authorization"
@@ -91,7 +92,7 @@ def _header(metadata: Any) -> str | None:
     return None
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(HandlerWrappingInterceptor):
     """Authenticates every call except the public ones and sets `principal_var` while it runs."""
 
     def __init__(
@@ -101,10 +102,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         public_prefixes: tuple[str, ...] = PUBLIC_PREFIXES,
         role_prefixes: Mapping[str, Role] = ROLE_PREFIXES,
     ) -> None:
+        super().__init__()
         self._store = store
         self._public_prefixes = public_prefixes
         self._role_prefixes = dict(role_prefixes)
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def required_role(self, method: str) -> Role:
         for prefix, role in self._role_prefixes.items():
@@ -112,37 +113,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 return role
         return Role.USER
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or method.startswith(self._public_prefixes):
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if method.startswith(self._public_prefixes):
             return handler
-        # grpc.aio asks for a handler on every call: the wrapped one of each method is built once.
-        known = self._wrapped.get(method)
-        if known is not None and known[0] is handler:
-            return known[1]
-        wrapped = self._wrap(handler, self.required_role(method))
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
-
-    def _wrap(self, handler: grpc.RpcMethodHandler, role: Role) -> grpc.RpcMethodHandler:
+        role = self.required_role(method)
         # The check runs inside the wrapped handler, not in intercept_service: an exception raised
         # there would bypass the common interceptor's error mapping.
-        serializers = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(self._unary(handler.unary_unary, role), **serializers)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(self._unary(handler.stream_unary, role), **serializers)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(self._stream(handler.unary_stream, role), **serializers)
-        return grpc.stream_stream_rpc_method_handler(self._stream(handler.stream_stream, role), **serializers)
+        return wrap_handler(
+            handler, lambda behavior: self._unary(behavior, role), lambda behavior: self._stream(behavior, role)
+        )
 
     async def _authenticate(self, context: grpc.aio.ServicerContext, role: Role) -> Principal:
         return await authenticate_header(self._store, _header(context.invocation_metadata()), required=role)

@@ -18,48 +18,18 @@ import grpc
 from redis import exceptions as redis_errors
 
 from inkloop import errors
+from inkloop.rpc.interceptors import HandlerWrappingInterceptor, wrap_handler
 
 #: What redis-py raises while the server is unreachable, restarting or loading its data.
 OUTAGE_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError)
 MESSAGE = "the gateway's shared store (Redis) is unreachable or restarting; try again shortly"
 
 
-class StoreOutageInterceptor(grpc.aio.ServerInterceptor):
+class StoreOutageInterceptor(HandlerWrappingInterceptor):
     """Maps Redis connection errors raised by any handler (or the interceptors after this one) to UNAVAILABLE."""
 
-    def __init__(self) -> None:
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        # grpc.aio asks for a handler on every call: the wrapped one of each method is built once.
-        method = handler_call_details.method
-        known = self._wrapped.get(method)
-        if known is not None and known[0] is handler:
-            return known[1]
-        wrapped = _wrap(handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
-
-
-def _wrap(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    serializers = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(_unary(handler.unary_unary), **serializers)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(_unary(handler.stream_unary), **serializers)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(_stream(handler.unary_stream), **serializers)
-    return grpc.stream_stream_rpc_method_handler(_stream(handler.stream_stream), **serializers)
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        return wrap_handler(handler, _unary, _stream)
 
 
 def _unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
