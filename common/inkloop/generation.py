@@ -43,7 +43,6 @@ SIZE_MULTIPLE = 16
 #: of spaces or dashes, are 128): so a prompt longer than max tokens × this cannot fit, whatever it says.
 MAX_CHARS_PER_TOKEN = 128
 
-KIND_OF_PB: dict[str, Kind] = {"text_to_image": "text_to_image", "inpaint": "inpaint", "outpaint": "outpaint"}
 FORMAT_OF_PB: dict[int, OutputFormat] = {
     common_pb2.IMAGE_FORMAT_UNSPECIFIED: "png",
     common_pb2.IMAGE_FORMAT_PNG: "png",

@@ -3,17 +3,15 @@ of the ClickHouse server, and a gateway wired to both, all in this process on fr
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from gateway.conftest import TEST_SETTINGS, Inference, inference, tiny_model_dir  # noqa: F401  (fixtures)
+from web.conftest import running_analytics
 
 from harness.clickhouse import ClickHouseServer, database_url, fresh_database
 from inkloop.rpc.server import RunningServer, start_server
-from inkloop_analytics.server import AnalyticsApp
-from inkloop_analytics.settings import AnalyticsSettings
 from inkloop_gateway.keys import KeyStore, Role
 from inkloop_gateway.server import GatewayApp
 from inkloop_gateway.settings import GatewaySettings
@@ -30,21 +28,8 @@ def fuzz_database(clickhouse_server: ClickHouseServer) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 async def fuzz_analytics(fuzz_database: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningServer]:
-    settings = AnalyticsSettings(
-        clickhouse_url=fuzz_database,
-        data_dir=tmp_path_factory.mktemp("fuzz-analytics"),
-        flush_interval_s=0.02,
-        retry_interval_s=0.1,
-        privacy_salt="test-salt",
-        alert_interval_s=3600,
-    )
-    app = AnalyticsApp(settings)
-    running = await start_server(app, "127.0.0.1", 0)
-    await asyncio.wait_for(app.start(), 60)
-    await running.set_serving(True)
-    yield running
-    await running.server.stop(0)
-    await app.stop()
+    async with running_analytics(fuzz_database, tmp_path_factory.mktemp("fuzz-analytics")) as service:
+        yield service.running
 
 
 def _keys(data_dir: Path) -> dict[str, str]:

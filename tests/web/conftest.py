@@ -5,6 +5,7 @@ the collect endpoint and the dashboard; plus headless Chromium driven by playwri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -77,11 +78,12 @@ def clickhouse_db(clickhouse_server: ClickHouseServer) -> Iterator[str]:
         yield database_url(clickhouse_server.url, ch.database)
 
 
-@pytest.fixture
-async def analytics_service(clickhouse_db: str, tmp_path: Path) -> AsyncIterator[Analytics]:
+@contextlib.asynccontextmanager
+async def running_analytics(clickhouse_url: str, data_dir: Path) -> AsyncIterator[Analytics]:
+    """A real analytics service on `clickhouse_url`, on a free port, until the block ends."""
     settings = AnalyticsSettings(
-        clickhouse_url=clickhouse_db,
-        data_dir=tmp_path / "analytics",
+        clickhouse_url=clickhouse_url,
+        data_dir=data_dir,
         flush_interval_s=0.02,
         retry_interval_s=0.1,
         privacy_salt="test-salt",
@@ -92,10 +94,18 @@ async def analytics_service(clickhouse_db: str, tmp_path: Path) -> AsyncIterator
     await asyncio.wait_for(app.start(), 60)
     await running.set_serving(True)
     service = Analytics(app, running, grpc.aio.insecure_channel(f"127.0.0.1:{running.port}"))
-    yield service
-    await service.channel.close()
-    await running.server.stop(0)
-    await app.stop()
+    try:
+        yield service
+    finally:
+        await service.channel.close()
+        await running.server.stop(0)
+        await app.stop()
+
+
+@pytest.fixture
+async def analytics_service(clickhouse_db: str, tmp_path: Path) -> AsyncIterator[Analytics]:
+    async with running_analytics(clickhouse_db, tmp_path / "analytics") as service:
+        yield service
 
 
 StartWebGateway = Callable[..., Awaitable[System]]

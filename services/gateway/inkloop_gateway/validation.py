@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
+from typing import cast
 
 from inkloop import generation
 from inkloop.errors import InvalidArgument
-from inkloop.generation import KIND_OF_PB, PB_OF_FORMAT, defaults_from_pb, limits_from_pb, request_from_pb
+from inkloop.generation import PB_OF_FORMAT, Kind, defaults_from_pb, limits_from_pb, request_from_pb
 from inkloop.v1 import common_pb2, inference_pb2
 from inkloop_gateway.ratelimit import request_cost
 
@@ -146,7 +147,7 @@ def validate_task(task: common_pb2.GenerationTask, info: inference_pb2.GetModelI
     if info.kinds and kind not in info.kinds:
         raise InvalidArgument("task", f"{kind_name} is not served by model {info.model_id!r}")
     message = getattr(task, kind_name)
-    request = request_from_pb(message, KIND_OF_PB[kind_name], defaults_from_pb(info.defaults))
+    request = request_from_pb(message, cast(Kind, kind_name), defaults_from_pb(info.defaults))
     generation.validate(request, limits_from_pb(info.limits), prefix=f"task.{kind_name}.")
     width, height = request.output_size()
     extension = None

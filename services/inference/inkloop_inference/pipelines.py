@@ -37,6 +37,7 @@ from inkloop.errors import Cancelled
 from inkloop.generation import (
     INPUT_FORMATS,
     KINDS,
+    MASK_WHITE,
     OUTPUT_FORMATS,
     SEED_SPACE,
     GenerationRequest,
@@ -347,5 +348,5 @@ def _composite(paint: _Paint, generated: Image.Image) -> Image.Image:
 
 
 def _binary_mask(mask: Image.Image) -> np.ndarray:
-    """White (>= 128 in grey) = repaint."""
-    return np.asarray(mask.convert("L")) >= 128
+    """White (>= MASK_WHITE in grey) = repaint: the contract's rule, which validation checks too."""
+    return np.asarray(mask.convert("L")) >= MASK_WHITE

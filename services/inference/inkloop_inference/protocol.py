@@ -18,9 +18,6 @@ from inkloop_inference.batching import Done, Event, Queued, Step
 from inkloop_inference.loading import LoadedModel
 from inkloop_inference.pipelines import GenerationResult
 
-_FORMAT_PB = PB_OF_FORMAT
-
-
 #: Qwen-Image's published sizes per aspect ratio (its model card), for a 1328×1328 square.
 QWEN_IMAGE_SIZES = (
     ("1:1", 1328, 1328),
@@ -94,7 +91,7 @@ def result_to_pb(
     done: Done[GenerationResult], request: GenerationRequest, model: LoadedModel, accepted_at: float
 ) -> common_pb2.GenerationResult:
     result = done.result
-    image_format = _FORMAT_PB[result.output_format]
+    image_format = PB_OF_FORMAT[result.output_format]
     timings = result.timings
     return common_pb2.GenerationResult(
         images=[
