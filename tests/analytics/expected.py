@@ -22,6 +22,7 @@ def funnel(day: Day, breakdown: str = "") -> dict[str, list[tuple[int, float]]]:
         if click is not None and click.at <= limit:
             times.append(click.at)
             request = requests.get(click.request_id)
+            # In the click's second too: within a second, events are taken in step order.
             if request is not None and click.at <= request.at <= limit:
                 times.append(request.at)
                 if request.succeeded_at is not None and request.succeeded_at <= limit:

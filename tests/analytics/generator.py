@@ -100,9 +100,9 @@ def generate(seed: int = 7, visitors: int = 80) -> Day:
         click = Click(request_id, visitor_id, click_at, click_ids, dwell)
         visitor.click = click
         day.clicks.append(click)
-        if rng.random() < 0.85:
+        if rng.random() < 0.85:  # the request often in the click's second: funnels must take the click first
             day.requests.append(
-                _request(rng, day, request_id, click_at + timedelta(seconds=rng.randrange(1, 4)), visitor_id)
+                _request(rng, day, request_id, click_at + timedelta(seconds=rng.randrange(0, 4)), visitor_id)
             )
     for number in range(6):  # tracker blocked: requests no front-end event knows
         at = T0 + timedelta(seconds=rng.randrange(0, 7000))
