@@ -204,14 +204,16 @@ async def test_blocked_tracker_shows_requests_as_back_only(system: System, brows
     await page.context.close()
 
 
-async def _downloads(system: System) -> int:
-    """Downloads as the analyst sees them on the dashboard's A/B panel (CompareVariants)."""
-    async with (
-        aiohttp.ClientSession(system.url) as http,
-        http.get("/v1/analytics/variants", headers=system.auth("analyst")) as reply,
-    ):
-        variants = await reply.json()
-    return sum(int(v.get("downloads", 0)) for v in variants.get("variants", []))
+async def _downloads(system: System) -> tuple[int, int]:
+    """Downloads as the analyst sees them: the dashboard funnel's last step and the A/B panel's count."""
+    async with aiohttp.ClientSession(system.url) as http:
+        async with http.get("/v1/analytics/funnel", headers=system.auth("analyst")) as reply:
+            funnel = await reply.json()
+        async with http.get("/v1/analytics/variants", headers=system.auth("analyst")) as reply:
+            variants = await reply.json()
+    series = funnel.get("series", [])
+    last_step = int(series[0]["steps"][-1].get("count", 0)) if series else 0
+    return last_step, sum(int(v.get("downloads", 0)) for v in variants.get("variants", []))
 
 
 def _stored(system: System, kind: str) -> int:
@@ -230,8 +232,8 @@ async def _page_views(system: System) -> int:
 
 
 async def test_a_shown_image_is_not_a_download_until_the_user_downloads_it(system: System, browser: Any) -> None:
-    """Generate and look: 0 downloads; click download: exactly 1; reload the page: still 1 (the
-    dashboard's A/B figure, and the events stored)."""
+    """Generate and look: 0 downloads; click download: exactly 1; reload the page: still 1 — in the
+    dashboard funnel's last step, in its A/B figure, and in the events stored."""
     page = await _open(browser, system, [])
     await _login_and_generate(page, system)
     await _history(page, 1)
@@ -241,14 +243,14 @@ async def test_a_shown_image_is_not_a_download_until_the_user_downloads_it(syste
         return await asyncio.to_thread(_stored, system, "viewed") >= 1
 
     assert await _until(shown, 90), "the display never reached analytics"
-    assert await _downloads(system) == 0
+    assert await _downloads(system) == (0, 0)
 
     async with page.expect_download() as download_info:
         await page.click("#download")
     await (await download_info.value).path()
 
     async def downloaded_once() -> bool:
-        return await _downloads(system) == 1
+        return await _downloads(system) == (1, 1)
 
     assert await _until(downloaded_once, 90), await _downloads(system)
 
@@ -260,7 +262,7 @@ async def test_a_shown_image_is_not_a_download_until_the_user_downloads_it(syste
         return await _page_views(system) >= 2
 
     assert await _until(reload_seen, 90), "the reload's page view never reached analytics"
-    assert await _downloads(system) == 1
+    assert await _downloads(system) == (1, 1)
     assert await asyncio.to_thread(_stored, system, "downloaded") == 1
     await page.screenshot(path=SHOTS / "6-after-download-and-reload.png", full_page=True)
     await page.context.close()
