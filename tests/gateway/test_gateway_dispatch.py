@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from inkloop.v1 import gateway_pb2
 from inkloop_gateway.variants import Variant, assign
@@ -76,6 +77,28 @@ async def test_unavailable_replica_is_skipped_for_another(start_gateway: StartGa
     end = await finished(gateway, job.job_id)
     assert end.WhichOneof("event") == "succeeded"
     assert pool.replicas[dead].failures >= 1 and not pool.replicas[dead].healthy
+
+
+async def test_a_target_no_variant_names_any_more_is_closed(gateway: Gateway, inference: Inference) -> None:
+    retired = dead_address()
+    admin = gateway.auth("admin")
+    variants = [
+        gateway_pb2.ModelVariant(name="control", target=inference.target, weight=1),
+        gateway_pb2.ModelVariant(name="old", target=retired, weight=1),
+    ]
+    await gateway.admin.SetVariants(gateway_pb2.SetVariantsRequest(variants=variants), metadata=admin)
+    old_pool = await gateway.app.pools.get(retired)  # as a submission assigned to "old" makes it
+    kept_pool = await gateway.app.pools.get(inference.target)
+    await gateway.admin.SetVariants(gateway_pb2.SetVariantsRequest(variants=variants[:1]), metadata=admin)
+    assert gateway.app.pools.known(retired) is None and old_pool._task is not None and old_pool._task.done()
+    assert gateway.app.pools.known(inference.target) is kept_pool
+    replicas = [
+        REGISTRY.get_sample_value("inkloop_gateway_inference_replicas", {"target": retired, "health": h})
+        for h in ("up", "down")
+    ]
+    assert replicas == [0.0, 0.0]
+    # A job still queued for it would make it again: retiring never strands work.
+    assert (await gateway.app.pools.get(retired)).target == retired
 
 
 async def test_all_replicas_down_fails_the_job_with_unavailable(start_gateway: StartGateway) -> None:

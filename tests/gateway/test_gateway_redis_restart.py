@@ -8,8 +8,10 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import aiohttp
 import grpc
 import pytest
+from google.protobuf import json_format
 from prometheus_client import REGISTRY
 
 from harness.redis import RedisServer
@@ -76,6 +78,13 @@ async def test_a_redis_restart_mid_load_loses_no_job_and_ends_none_twice(
         except grpc.aio.AioRpcError as error:
             refused.append((error.code(), error.details() or ""))
         await asyncio.sleep(0.05)
+    # The page's bridge meets the same outage: a 503 to retry after, never a 500.
+    body = {"requestId": "kite-over-http", "task": json_format.MessageToDict(text_task("a kite over http", seed=7))}
+    async with (
+        aiohttp.ClientSession(gateway.http_url) as http,
+        http.post("/v1/jobs", json=body, headers=dict(gateway.auth())) as reply,
+    ):
+        http_refusal = (reply.status, (await reply.json())["code"], reply.headers.get("Retry-After"))
     await asyncio.to_thread(persistent_redis.start)  # same port, same data directory
     restarted.set()
     await asyncio.wait_for(loader, PATIENCE_S)
@@ -92,6 +101,7 @@ async def test_a_redis_restart_mid_load_loses_no_job_and_ends_none_twice(
     ends = await asyncio.wait_for(asyncio.gather(*(end_of(job_id) for job_id in accepted.values())), PATIENCE_S)
     assert [end.WhichOneof("event") for end in ends] == ["succeeded"] * len(accepted)
     assert refused and {code for code, _ in refused} == {grpc.StatusCode.UNAVAILABLE}
+    assert http_refusal == (503, "UNAVAILABLE", "2")
     # Each says what is missing (the store, or the rate limiter that lives in it).
     assert all("Redis" in details or "unavailable" in details for _, details in refused), refused
     # None lost, none made twice: one job per request id, each ended once.

@@ -27,6 +27,7 @@ USERS = [f"user-{i}" for i in range(10_000)]
 CONTROL = Variant("control", "10.0.0.1:50052", 90)
 CANDIDATE = Variant("candidate", "10.0.0.2:50052", 10)
 DEFAULT = [Variant("default", "127.0.0.1:50052", 1)]
+T = "inference:50052"
 
 
 def shares(variants: list[Variant]) -> dict[str, float]:
@@ -35,7 +36,7 @@ def shares(variants: list[Variant]) -> dict[str, float]:
 
 
 def test_traffic_follows_the_weights() -> None:
-    split = shares([Variant("a", "t", 70), Variant("b", "t", 20), Variant("c", "t", 10)])
+    split = shares([Variant("a", T, 70), Variant("b", T, 20), Variant("c", T, 10)])
     # 10k users: the binomial standard deviation of a share is at most 0.5%; allow 4 of them.
     assert split["a"] == pytest.approx(0.70, abs=0.02)
     assert split["b"] == pytest.approx(0.20, abs=0.02)
@@ -43,7 +44,7 @@ def test_traffic_follows_the_weights() -> None:
 
 
 def test_zero_weight_variants_get_no_traffic() -> None:
-    split = shares([Variant("a", "t", 1), Variant("off", "t", 0), Variant("b", "t", 1)])
+    split = shares([Variant("a", T, 1), Variant("off", T, 0), Variant("b", T, 1)])
     assert "off" not in split
     assert split["a"] == pytest.approx(0.5, abs=0.02)
 
@@ -72,12 +73,41 @@ def test_raising_the_last_variants_weight_only_moves_users_into_it() -> None:
 
 def test_validation_names_each_field() -> None:
     with pytest.raises(errors.InvalidArgument) as caught:
-        validate_variants([Variant("a", "t", 1), Variant("a", "t", 1), Variant("", "t", 1), Variant("c", " ", -1)])
+        validate_variants([Variant("a", T, 1), Variant("a", T, 1), Variant("", T, 1), Variant("c", " ", -1)])
     fields = [v.field for v in caught.value.violations]
     assert fields == ["variants[1].name", "variants[2].name", "variants[3].target", "variants[3].weight"]
 
 
-@pytest.mark.parametrize("variants", [[], [Variant("a", "t", 0)]])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "",
+        "inference",  # no port
+        "inference:0",
+        "inference:65536",
+        "inference:port",
+        "dns:///inference",
+        "dns:///:50052",
+        "10.0.0.1:50052,",  # an empty address in a list
+        "10.0.0.1:50052,inference",
+        "http://inference:50052",
+        "infer ence:50052",
+    ],
+)
+def test_a_target_dispatch_could_not_dial_is_refused(target: str) -> None:
+    with pytest.raises(errors.InvalidArgument) as caught:
+        validate_variants([Variant("a", target, 1)])
+    assert [v.field for v in caught.value.violations] == ["variants[0].target"]
+
+
+@pytest.mark.parametrize(
+    "target", ["inference:50052", "10.0.0.1:50052, 10.0.0.2:50052", "[::1]:50052", "dns:///inference.inkloop:50052"]
+)
+def test_every_target_form_dispatch_serves_is_accepted(target: str) -> None:
+    assert validate_variants([Variant("a", target, 1)])[0].target == target
+
+
+@pytest.mark.parametrize("variants", [[], [Variant("a", T, 0)]])
 def test_at_least_one_variant_needs_weight(variants: list[Variant]) -> None:
     with pytest.raises(errors.InvalidArgument) as caught:
         validate_variants(variants)
@@ -86,7 +116,7 @@ def test_at_least_one_variant_needs_weight(variants: list[Variant]) -> None:
 
 def test_assign_without_weight_is_a_failed_precondition() -> None:
     with pytest.raises(errors.FailedPrecondition):
-        assign([Variant("a", "t", 0)], "user")
+        assign([Variant("a", T, 0)], "user")
 
 
 StoreFactory = Callable[[float], VariantStore]
@@ -136,7 +166,7 @@ async def test_store_rejects_invalid_variants_and_keeps_the_old_ones(make_store:
     store = make_store(0.0)
     await store.set([CONTROL])
     with pytest.raises(errors.InvalidArgument):
-        await store.set([Variant("x", "t", 0)])
+        await store.set([Variant("x", T, 0)])
     assert await store.list() == [CONTROL]
 
 

@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from inkloop_gateway import redis_client
 from inkloop_gateway.validation import ValidatedTask
 
 log = logging.getLogger("inkloop.gateway.cache")
@@ -194,7 +194,7 @@ class RedisResultCache:
     KEY_PREFIX = "inkloop:result:"
 
     def __init__(self, url: str, *, ttl_s: float, max_entry_bytes: int) -> None:
-        self._redis = aioredis.Redis.from_url(url)
+        self._redis = redis_client.connect(url)
         self.ttl_ms = max(int(ttl_s * 1000), 1)
         self.max_entry_bytes = max_entry_bytes
 

@@ -32,11 +32,8 @@ import json
 import time
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
-
 from inkloop import errors
+from inkloop_gateway import redis_client
 from inkloop_gateway.jobs import (
     Failure,
     Job,
@@ -264,15 +261,7 @@ def _flat(fields: dict[str, str]) -> list[str]:
 
 class RedisJobStore:
     def __init__(self, url: str, prefix: str = PREFIX) -> None:
-        # Bounded waits: a Redis that stops answering (not just refusing) must fail calls, never hang them.
-        # After a Redis restart every pooled connection is dead: a command that meets one is sent again
-        # on a new connection (each script is safe to run twice: its checks see the first run's change).
-        self._redis = aioredis.Redis.from_url(
-            url,
-            socket_connect_timeout=5.0,
-            socket_timeout=10.0,
-            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=3),
-        )
+        self._redis = redis_client.connect(url)
         self._p = prefix
         self._submit = self._redis.register_script(SUBMIT)
         self._claim = self._redis.register_script(CLAIM)

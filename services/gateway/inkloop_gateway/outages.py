@@ -15,14 +15,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from redis import exceptions as redis_errors
 
 from inkloop import errors
 from inkloop.rpc.interceptors import HandlerWrappingInterceptor, wrap_handler
-
-#: What redis-py raises while the server is unreachable, restarting or loading its data.
-OUTAGE_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError)
-MESSAGE = "the gateway's shared store (Redis) is unreachable or restarting; try again shortly"
+from inkloop_gateway.redis_client import OUTAGE_ERRORS, OUTAGE_MESSAGE
 
 
 class StoreOutageInterceptor(HandlerWrappingInterceptor):
@@ -37,7 +33,7 @@ def _unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[A
         try:
             return await behavior(request, context)
         except OUTAGE_ERRORS:
-            raise errors.Unavailable(MESSAGE) from None
+            raise errors.Unavailable(OUTAGE_MESSAGE) from None
 
     return handle
 
@@ -48,6 +44,6 @@ def _stream(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncI
             async for response in behavior(request, context):
                 yield response
         except OUTAGE_ERRORS:
-            raise errors.Unavailable(MESSAGE) from None
+            raise errors.Unavailable(OUTAGE_MESSAGE) from None
 
     return handle

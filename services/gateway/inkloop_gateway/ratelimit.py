@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from inkloop import errors
+from inkloop_gateway import redis_client
 from inkloop_gateway.auth import Principal
 
 if TYPE_CHECKING:
@@ -191,7 +191,7 @@ class RedisRateLimiter:
     KEY_PREFIX = "inkloop:ratelimit:"
 
     def __init__(self, url: str) -> None:
-        self._redis = aioredis.Redis.from_url(url)
+        self._redis = redis_client.connect(url)
         self._script = self._redis.register_script(_ACQUIRE_LUA)
 
     async def acquire(self, bucket: str, *, cost: float, rate: float, burst: float) -> None:

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 
 import grpc
@@ -66,6 +66,20 @@ class Replica:
         except grpc.aio.AioRpcError:
             return False
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def target_problem(target: str) -> str | None:
+    """Why `target` is not a target this module can serve (see above), or None when it is."""
+    dns = target.startswith("dns:///")
+    addresses = [target.removeprefix("dns:///")] if dns else [a.strip() for a in target.split(",")]
+    for address in addresses:
+        host, colon, port = address.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]") if host.startswith("[") else host
+        if not colon or not host or any(c.isspace() or c in "/,[]" for c in host):
+            return f"{address!r} is not host:port (a target is host:port[,host:port…] or dns:///name:port)"
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            return f"{address!r} has no port in 1-65535"
+    return None
 
 
 def _split_target(target: str) -> tuple[str, int] | None:
@@ -258,6 +272,22 @@ class Pools:
                 await pool.start()
                 self._pools[target] = pool
             return self._pools[target]
+
+    async def retain(self, targets: Collection[str]) -> None:
+        """Stops the pools of targets not in `targets` (no variant names them any more) that run no job:
+        their channels and health checks would otherwise live as long as the gateway. A job queued for
+        a retired target still runs: `get` makes its pool again."""
+        async with self._lock:
+            retired = [
+                pool
+                for target, pool in self._pools.items()
+                if target not in targets and not any(r.in_flight for r in pool.replicas.values())
+            ]
+            for pool in retired:
+                del self._pools[pool.target]
+        for pool in retired:
+            log.info("inference target retired", extra={"target": pool.target})
+            await pool.stop()
 
     async def stop(self) -> None:
         for pool in self._pools.values():

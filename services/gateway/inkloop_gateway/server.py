@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
@@ -33,10 +34,12 @@ from inkloop_gateway.replicas import Pools
 from inkloop_gateway.safety import SafetyFilter
 from inkloop_gateway.service import Admission, JobService
 from inkloop_gateway.settings import GatewaySettings
-from inkloop_gateway.variants import Variant, VariantStore, variant_store_from_settings
+from inkloop_gateway.variants import Variant, variant_store_from_settings
 from inkloop_gateway.watch import Hub
 
 log = logging.getLogger(__name__)
+
+_RETIRE_INTERVAL_S = 30.0
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
@@ -101,9 +104,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 class AdminServicer(gateway_pb2_grpc.AdminServiceServicer):
     """Admin role only: the auth interceptor refuses every other key before these run."""
 
-    def __init__(self, keys: KeyStore, variants: VariantStore) -> None:
+    def __init__(self, keys: KeyStore, jobs: JobService) -> None:
         self.keys = keys
-        self.variants = variants
+        self.jobs = jobs
 
     async def CreateApiKey(
         self, request: gateway_pb2.CreateApiKeyRequest, context: grpc.aio.ServicerContext
@@ -126,14 +129,14 @@ class AdminServicer(gateway_pb2_grpc.AdminServiceServicer):
         self, request: gateway_pb2.ListVariantsRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.ListVariantsResponse:
         return gateway_pb2.ListVariantsResponse(
-            variants=[protocol.variant_to_pb(v) for v in await self.variants.list()]
+            variants=[protocol.variant_to_pb(v) for v in await self.jobs.variants.list()]
         )
 
     async def SetVariants(
         self, request: gateway_pb2.SetVariantsRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.SetVariantsResponse:
-        await self.variants.set([protocol.variant_from_pb(v) for v in request.variants])
-        return gateway_pb2.SetVariantsResponse(variants=[protocol.variant_to_pb(v) for v in await self.variants.list()])
+        in_force = await self.jobs.set_variants([protocol.variant_from_pb(v) for v in request.variants])
+        return gateway_pb2.SetVariantsResponse(variants=[protocol.variant_to_pb(v) for v in in_force])
 
 
 class AnalyticsQueryServicer(gateway_pb2_grpc.AnalyticsQueryServiceServicer):
@@ -192,6 +195,7 @@ class GatewayApp:
         s = settings
         self.settings = s
         self.ready = False
+        self._retirer: asyncio.Task[None] | None = None
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self.keys = key_store_from_settings(s)
         # With Redis, calls during its outage answer UNAVAILABLE (the outage interceptor wraps auth too).
@@ -285,7 +289,7 @@ class GatewayApp:
 
     def register(self, server: grpc.aio.Server) -> None:
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(self.jobs), server)
-        gateway_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(self.keys, self.variants), server)
+        gateway_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(self.keys, self.jobs), server)
         gateway_pb2_grpc.add_AnalyticsQueryServiceServicer_to_server(AnalyticsQueryServicer(self.analytics), server)
 
     async def start(self) -> None:
@@ -294,10 +298,23 @@ class GatewayApp:
         if self.changes is not None:
             await self.changes.start()
         await self.http.start()
+        self._retirer = asyncio.create_task(self._retire_unused_targets(), name="retire-targets")
         self.ready = True
+
+    async def _retire_unused_targets(self) -> None:
+        """Variants another replica changed: their old targets' pools close here within a minute."""
+        while True:
+            await asyncio.sleep(_RETIRE_INTERVAL_S)
+            try:
+                await self.jobs.retire_unused_targets()
+            except Exception:  # Redis down: the variants store keeps its last answer; try next round
+                log.debug("retiring unused inference targets failed", exc_info=True)
 
     async def stop(self) -> None:
         self.ready = False
+        if self._retirer is not None:
+            self._retirer.cancel()
+            await asyncio.gather(self._retirer, return_exceptions=True)
         await self.http.stop()
         if self.changes is not None:
             await self.changes.stop()

@@ -31,7 +31,7 @@ from inkloop_gateway.ratelimit import RateLimitPolicy
 from inkloop_gateway.replicas import Pools
 from inkloop_gateway.safety import PolicyViolation, SafetyFilter
 from inkloop_gateway.validation import ValidatedTask, validate_task
-from inkloop_gateway.variants import VariantStore, assign
+from inkloop_gateway.variants import VariantList, VariantStore, assign
 from inkloop_gateway.watch import Hub, watch
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -181,6 +181,16 @@ class JobService:
         facts = EventFacts.of_download(job.tenant_id, origin)
         for _ in range(images):
             self.events.emit(facts.event(EventType.BACKEND_EVENT_TYPE_DOWNLOADED))
+
+    async def set_variants(self, variants: VariantList) -> VariantList:
+        """Replaces the variants (for every replica sharing the store); the variants in force after it."""
+        await self.variants.set(variants)
+        await self.retire_unused_targets()
+        return await self.variants.list()
+
+    async def retire_unused_targets(self) -> None:
+        """Closes the replica pools of targets no variant names any more (other replicas: periodically)."""
+        await self.pools.retain({variant.target for variant in await self.variants.list()})
 
     async def main_model_info(self) -> inference_pb2.GetModelInfoResponse:
         """ModelInfo of the variant most traffic goes to: what clients take their defaults from."""

@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from inkloop import errors
 from inkloop.errors import FieldViolation, InvalidArgument
+from inkloop_gateway import redis_client
+from inkloop_gateway.replicas import target_problem
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -58,8 +59,9 @@ def validate_variants(variants: Sequence[Variant]) -> list[Variant]:
         elif variant.name in seen:
             problems.append(FieldViolation(f"variants[{i}].name", f"duplicate name {variant.name!r}"))
         seen.add(variant.name)
-        if not variant.target.strip():
-            problems.append(FieldViolation(f"variants[{i}].target", "must not be empty"))
+        target_error = target_problem(variant.target)
+        if target_error is not None:
+            problems.append(FieldViolation(f"variants[{i}].target", target_error))
         if variant.weight < 0:
             problems.append(FieldViolation(f"variants[{i}].weight", f"must be >= 0, got {variant.weight}"))
     if not any(variant.weight > 0 for variant in variants):
@@ -172,7 +174,7 @@ class RedisVariantStore:
 
     def __init__(self, url: str, default: VariantList, *, cache_s: float = 1.0) -> None:
         self.default = validate_variants(default)
-        self._redis = aioredis.Redis.from_url(url)
+        self._redis = redis_client.connect(url)
         self._cache = _Cached(cache_s)
 
     async def list(self) -> VariantList:

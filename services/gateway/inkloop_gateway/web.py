@@ -24,6 +24,7 @@ from inkloop_gateway import protocol
 from inkloop_gateway.auth import Principal, authenticate_header
 from inkloop_gateway.jobs import Job
 from inkloop_gateway.keys import KeyStore, Role
+from inkloop_gateway.redis_client import OUTAGE_ERRORS, OUTAGE_MESSAGE
 from inkloop_gateway.safety import PolicyViolation
 from inkloop_gateway.service import JobService
 
@@ -87,6 +88,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except (errors.InkloopError, json_format.ParseError, json.JSONDecodeError, UnicodeDecodeError) as error:
         return error_response(error)
+    except OUTAGE_ERRORS:  # as StoreOutageInterceptor does for gRPC: a 503 to retry, not a 500
+        return error_response(errors.Unavailable(OUTAGE_MESSAGE))
 
 
 def to_json(message: Message) -> dict[str, Any]:
