@@ -49,7 +49,7 @@ from gateway_cache import wait_serving  # type: ignore[import-not-found]
 
 from harness import free_ports, terminate
 from harness.clickhouse import ClickHouseServer, database_url, fresh_database
-from inkloop_gateway.keys import KeyStore, Role
+from inkloop_gateway.admission.keys import KeyStore, Role
 
 Case = GrpcCase | HttpCase
 _RAISED_LIMITS = {

@@ -26,7 +26,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from inkloop.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
-from inkloop_gateway.keys import KeyStore, Role
+from inkloop_gateway.admission.keys import KeyStore, Role
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from harness import free_ports

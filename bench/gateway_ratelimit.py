@@ -19,9 +19,9 @@ from collections import Counter
 from pathlib import Path
 
 from inkloop import errors
-from inkloop_gateway.auth import Principal
-from inkloop_gateway.keys import Role
-from inkloop_gateway.ratelimit import (
+from inkloop_gateway.admission.auth import Principal
+from inkloop_gateway.admission.keys import Role
+from inkloop_gateway.admission.ratelimit import (
     MemoryRateLimiter,
     RateLimiter,
     RateLimitPolicy,

@@ -24,7 +24,7 @@ RUN groupadd --system --gid 10001 inkloop \
 COPY --from=build /opt/venv /opt/venv
 COPY docker/grpc-health-check.py /opt/inkloop/grpc-health-check.py
 # The shipped safety lexicon at a fixed path, so INKLOOP_GATEWAY_SAFETY_LEXICON_PATHS can extend it.
-COPY services/gateway/inkloop_gateway/lexicon/default.toml /etc/inkloop/lexicon/default.toml
+COPY services/gateway/inkloop_gateway/admission/lexicon/default.toml /etc/inkloop/lexicon/default.toml
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -22,7 +22,7 @@ from rich.table import Table
 from inkloop_cli.client import console
 
 if TYPE_CHECKING:
-    from inkloop_gateway.keys import KeyStore, Role
+    from inkloop_gateway.admission.keys import KeyStore, Role
 
 app = typer.Typer(help="Manage API keys in the gateway's key store (Redis or its data dir).", no_args_is_help=True)
 
@@ -51,7 +51,7 @@ def _reported() -> Iterator[None]:
 @contextmanager
 def _store(data_dir: Path, redis_url: str) -> Iterator[KeyStore]:
     """The gateway's key store, from the same settings (and other INKLOOP_GATEWAY_* variables) as the gateway."""
-    from inkloop_gateway.keys import key_store_from_settings
+    from inkloop_gateway.admission.keys import key_store_from_settings
     from inkloop_gateway.settings import GatewaySettings
 
     with _reported():
@@ -64,7 +64,7 @@ def _store(data_dir: Path, redis_url: str) -> Iterator[KeyStore]:
 
 def _role(value: str) -> Role:
     from inkloop import errors
-    from inkloop_gateway.keys import Role
+    from inkloop_gateway.admission.keys import Role
 
     try:
         return Role(value)
@@ -149,8 +149,16 @@ def hash_key(
     import time
 
     from inkloop import errors
-    from inkloop_gateway.keys import ApiKey, StoredKey, check_tenant_id, hash_secret, key_id_of, new_secret, prefix_of
-    from inkloop_gateway.keys_file import key_line
+    from inkloop_gateway.admission.keys import (
+        ApiKey,
+        StoredKey,
+        check_tenant_id,
+        hash_secret,
+        key_id_of,
+        new_secret,
+        prefix_of,
+    )
+    from inkloop_gateway.admission.keys_file import key_line
 
     with _reported():
         role_ = _role(role)
@@ -176,7 +184,7 @@ def export(
     redis_url: str = _REDIS_URL,
 ) -> None:
     """Print the key-file lines of the store's active keys (hashes only), to move them into the key file."""
-    from inkloop_gateway.keys_file import key_line
+    from inkloop_gateway.admission.keys_file import key_line
 
     with _store(data_dir, redis_url) as store:
         for stored in store.storage.list(tenant, include_revoked=False):

@@ -30,7 +30,7 @@ def serve(
         inference_settings = InferenceSettings.from_args(ctx.args, prog=prog)
         asyncio.run(run(InferenceApp(inference_settings), inference_settings, "inference"))
     elif service is ServiceName.gateway:
-        from inkloop_gateway.server import GatewayApp
+        from inkloop_gateway.app import GatewayApp
         from inkloop_gateway.settings import GatewaySettings
 
         gateway_settings = GatewaySettings.from_args(ctx.args, prog=prog)

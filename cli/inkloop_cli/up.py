@@ -229,7 +229,7 @@ def up(
 ) -> None:
     """Run the whole system on this machine with embedded defaults; a service that exits is restarted;
     Ctrl-C stops all of it."""
-    from inkloop_gateway.keys import ensure_dev_key, ensure_page_key, key_store_from_settings
+    from inkloop_gateway.admission.keys import ensure_dev_key, ensure_page_key, key_store_from_settings
     from inkloop_gateway.settings import GatewaySettings
 
     data_dir = data_dir.resolve()

@@ -23,9 +23,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 from inkloop.prompts import PrivacyPolicy
+from inkloop.spool import Spool
 from inkloop.v1 import analytics_pb2 as pb
 from inkloop_analytics.service import Analytics
-from inkloop_analytics.spool import Spool
+from inkloop_analytics.spooled_rows import encode
 from inkloop_analytics.storage import ClickHouse
 from inkloop_analytics.tables import BACKEND_COLUMNS, FRONTEND_COLUMNS, Row, Rows
 from inkloop_analytics.validation import Limits, backend_row, frontend_row
@@ -108,9 +109,8 @@ async def test_a_poison_record_in_the_middle_of_a_spooled_batch_is_dead_lettered
         Rows(frontend=[good_frontend()], backend=[good_backend()]),
     ]
     settings = make_settings(clickhouse_url)
-    spool = Spool(settings.resolved_spool_dir(), settings.spool_max_bytes)
-    for record in records:
-        spool.append(record)
+    spool = Spool(settings.resolved_spool_dir(), name="analytics-rows", max_bytes=settings.spool_max_bytes)
+    spool.append_many([encode(record) for record in records])
     spool.close()
     counted = poison_count("frontend_events"), poison_count("backend_events")
 

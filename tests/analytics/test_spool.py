@@ -1,14 +1,13 @@
-"""The spool on its own, and the writer's spool-and-replay with the 18.16 server stopped mid-ingest."""
+"""Rows as spool records, and the writer's spool-and-replay with the 18.16 server stopped mid-ingest.
+
+The spool itself (order, framing, bounds) is tested in tests/test_spool.py."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import pickle
-import struct
 import time
 import uuid
-import zlib
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -19,9 +18,10 @@ from harness import free_ports
 from harness.clickhouse import ClickHouseServer, database_url, fresh_database
 from inkloop.errors import ResourceExhausted
 from inkloop.prompts import PrivacyPolicy
+from inkloop.spool import Spool
 from inkloop.v1 import analytics_pb2 as pb
 from inkloop_analytics.service import Analytics
-from inkloop_analytics.spool import Spool, SpoolFormatError, decode
+from inkloop_analytics.spooled_rows import SpoolFormatError, decode, encode
 from inkloop_analytics.tables import BACKEND_COLUMNS, FRONTEND_COLUMNS, REJECTED_COLUMNS, Rows
 from inkloop_analytics.validation import Limits, Rejection, backend_row, frontend_row, rejected_row
 
@@ -46,34 +46,25 @@ def value_of(record: Rows) -> int:
     return record.frontend[0][FRONTEND_COLUMNS.index("value")]
 
 
+def spool_at(directory: Path) -> Spool:
+    return Spool(directory, name="analytics-rows", max_bytes=10_000_000)
+
+
 def replay(spool: Spool) -> list[Rows]:
     """What the writer's replayer does: oldest segment first, each removed once read."""
     records = []
     while (segment := spool.oldest()) is not None:
-        records.extend(spool.read(segment))
+        records.extend(decode(record) for record in spool.read(segment))
         spool.remove(segment)
     return records
-
-
-def test_records_come_back_in_order_and_survive_a_reopen(tmp_path: Path) -> None:
-    spool = Spool(tmp_path, max_bytes=10_000_000, segment_bytes=3000)
-    assert spool.empty()
-    for number in range(10):
-        spool.append(rows(number))
-    assert not spool.empty() and spool.size_bytes > 0
-    spool.close()
-    assert len(list(tmp_path.iterdir())) > 1  # several segments, replayed in order
-    reopened = Spool(tmp_path, max_bytes=10_000_000)
-    assert [value_of(record) for record in replay(reopened)] == list(range(10))
-    assert reopened.empty() and reopened.size_bytes == 0 and list(tmp_path.iterdir()) == []
 
 
 def test_rows_come_back_equal_with_their_types(tmp_path: Path) -> None:
     written = rows(7)
     value = FRONTEND_COLUMNS.index("value")
     written.frontend.append((*written.frontend[0][:value], None, *written.frontend[0][value + 1 :]))
-    spool = Spool(tmp_path, max_bytes=10_000_000)
-    spool.append(written)
+    spool = spool_at(tmp_path)
+    spool.append(encode(written))
     [record] = replay(spool)
     assert record == written
     for replayed, original in zip(
@@ -87,16 +78,9 @@ def test_rows_come_back_equal_with_their_types(tmp_path: Path) -> None:
     assert replayed_time == T0 and replayed_time.tzinfo is not None
 
 
-def test_records_are_lines_of_checksummed_json_with_tagged_types(tmp_path: Path) -> None:
+def test_records_are_json_documents_with_tagged_types() -> None:
     written = rows(3)
-    spool = Spool(tmp_path, max_bytes=10_000_000)
-    spool.append(written)
-    spool.close()
-    [segment] = tmp_path.iterdir()
-    [line] = segment.read_bytes().splitlines()
-    crc, payload = line.split(b" ", 1)
-    assert int(crc, 16) == zlib.crc32(payload)
-    document = json.loads(payload)
+    document = json.loads(encode(written))
     front = document["frontend_events"]
     assert front["columns"] == list(FRONTEND_COLUMNS)
     [row] = front["rows"]
@@ -118,69 +102,20 @@ def test_rows_written_with_another_column_order_are_reordered_by_name() -> None:
         decode(payload)
 
 
-def test_a_torn_last_record_is_skipped(tmp_path: Path) -> None:
-    spool = Spool(tmp_path, max_bytes=10_000_000)
-    spool.append(rows(1))
-    spool.append(rows(2))
-    spool.close()
-    [segment] = tmp_path.iterdir()
-    data = segment.read_bytes()
-    for cut in (1, 5, len(data) // 4):  # a crash in the middle of the second append
-        segment.write_bytes(data[:-cut])
-        assert [value_of(record) for record in Spool(tmp_path, 10_000_000).read(segment)] == [1]
-
-
-def test_reading_stops_at_a_corrupt_record(tmp_path: Path) -> None:
-    spool = Spool(tmp_path, max_bytes=10_000_000)
-    for number in range(3):
-        spool.append(rows(number))
-    spool.close()
-    [segment] = tmp_path.iterdir()
-    data = bytearray(segment.read_bytes())
-    second = data.index(b"\n") + 1
-    data[second + 40] ^= 0x01  # a flipped bit inside the second record
-    segment.write_bytes(bytes(data))
-    assert [value_of(record) for record in Spool(tmp_path, 10_000_000).read(segment)] == [0]
-
-
-def legacy_record(payload: bytes) -> bytes:
-    """A record as the pickle spool wrote it: magic, length, CRC-32, payload."""
-    return struct.pack(">4sII", b"INKS", len(payload), zlib.crc32(payload)) + payload
-
-
-def test_pickle_segments_of_the_previous_version_are_replayed_once_first(tmp_path: Path) -> None:
-    old = [rows(1), rows(2)]
-    pickled = [pickle.dumps((r.frontend, r.backend, r.rejected), protocol=pickle.HIGHEST_PROTOCOL) for r in old]
-    torn = legacy_record(pickled[0])[:-3]
-    (tmp_path / "000000000007.spool").write_bytes(b"".join(legacy_record(p) for p in pickled) + torn)
-    spool = Spool(tmp_path, max_bytes=10_000_000)
-    new = rows(3)
-    spool.append(new)
-    assert replay(spool) == [*old, new]
-    assert list(tmp_path.iterdir()) == []
-
-
 class Exploit:
+    """What a pickle-based spool would run on read; the JSON records cannot even express it."""
+
     def __reduce__(self) -> tuple[object, tuple[str]]:
         return (Path.touch, ("PWNED",))
 
 
-def test_a_pickle_that_would_build_anything_but_row_types_is_refused(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    payload = pickle.dumps(([(Exploit(),)], [], []))
-    (tmp_path / "spool").mkdir()
-    (tmp_path / "spool" / "000000000001.spool").write_bytes(legacy_record(payload))
-    spool = Spool(tmp_path / "spool", max_bytes=10_000_000)
-    with pytest.raises(SpoolFormatError, match="pathlib"):
-        spool.read(spool.oldest())
-    assert not (tmp_path / "PWNED").exists()
-
-
-def test_full_is_reported_by_size(tmp_path: Path) -> None:
-    spool = Spool(tmp_path, max_bytes=5000)
-    while not spool.full():
-        spool.append(rows(0))
-    assert spool.size_bytes >= 5000
+def test_a_record_of_another_format_version_is_refused_not_guessed() -> None:
+    document = json.loads(encode(rows(1)))
+    document["v"] = 2
+    with pytest.raises(SpoolFormatError, match="version 2"):
+        decode(json.dumps(document).encode())
+    with pytest.raises(TypeError, match="Exploit"):
+        encode(Rows(frontend=[(Exploit(),)]))
 
 
 async def test_backpressure_when_clickhouse_is_down_and_the_spool_is_full(tmp_path: Path, make_settings) -> None:
@@ -205,11 +140,7 @@ async def test_backpressure_when_clickhouse_is_down_and_the_spool_is_full(tmp_pa
         await service.close()
     assert error.value.retry_after_s and error.value.retry_after_s > 0
     assert 4096 <= service.spool.size_bytes < 4096 + 8192
-    spool = Spool(settings.resolved_spool_dir(), settings.spool_max_bytes)
-    spooled: list[tuple] = []
-    while (segment := spool.oldest()) is not None:
-        spooled.extend(row for record in spool.read(segment) for row in record.frontend)
-        spool.remove(segment)
+    spooled = [row for record in replay(spool_at(settings.resolved_spool_dir())) for row in record.frontend]
     assert accepted > 0 and len(spooled) == accepted  # every acknowledged event is on disk
 
 
@@ -257,7 +188,7 @@ async def test_server_stopped_and_restarted_mid_ingest_loses_and_doubles_nothing
             spooled = (REGISTRY.get_sample_value("inkloop_analytics_rows_spooled_total") or 0.0) - rows_spooled
             replayed = (REGISTRY.get_sample_value("inkloop_analytics_rows_replayed_total") or 0.0) - rows_replayed
             assert spooled >= 50 * spooled_batches and replayed == spooled
-            assert REGISTRY.get_sample_value("inkloop_analytics_spool_bytes") == 0
+            assert REGISTRY.get_sample_value("inkloop_spool_bytes", {"spool": "analytics-rows"}) == 0
             [(distinct,)] = ch.query("SELECT uniqExact(event_id) FROM frontend_events")
             stored = {str(event_id) for (event_id,) in ch.query("SELECT DISTINCT event_id FROM frontend_events")}
         finally:
@@ -275,8 +206,12 @@ async def test_a_segment_this_version_cannot_read_is_set_aside_and_the_rest_repl
         settings = make_settings(database_url(clickhouse_server.url, ch.database))
         spool_dir = settings.resolved_spool_dir()
         spool_dir.mkdir(parents=True)
-        (spool_dir / "000000000001.spool").write_bytes(legacy_record(pickle.dumps(([(Exploit(),)], [], []))))
-        Spool(spool_dir, settings.spool_max_bytes).append(rows(42))  # a good segment after the bad one
+        unreadable = json.loads(encode(rows(41)))
+        unreadable["v"] = 2  # written by a later version, say, before a rollback
+        bad = spool_at(spool_dir)
+        bad.append(json.dumps(unreadable).encode())
+        bad.close()
+        spool_at(spool_dir).append(encode(rows(42)))  # a good segment after the bad one
         service = Analytics(settings, clock=lambda: NOW)
         await service.open()
         await service.connect()
@@ -289,4 +224,4 @@ async def test_a_segment_this_version_cannot_read_is_set_aside_and_the_rest_repl
             await service.close()
         [(values,)] = ch.query("SELECT groupArray(value) FROM frontend_events")
     assert values == [42]  # the readable segment was replayed past the unreadable one
-    assert [path.name for path in spool_dir.iterdir()] == ["000000000001.spool.unreadable"]  # kept, not deleted
+    assert [path.name for path in spool_dir.iterdir()] == ["000000000001.jsonl.unreadable"]  # kept, not deleted

@@ -12,8 +12,8 @@ from web.conftest import running_analytics
 
 from harness.clickhouse import ClickHouseServer, database_url, fresh_database
 from inkloop.rpc.server import RunningServer, start_server
-from inkloop_gateway.keys import KeyStore, Role
-from inkloop_gateway.server import GatewayApp
+from inkloop_gateway.admission.keys import KeyStore, Role
+from inkloop_gateway.app import GatewayApp
 from inkloop_gateway.settings import GatewaySettings
 
 from .cases import Fuzzer, Stack, seed

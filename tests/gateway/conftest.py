@@ -9,12 +9,14 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import json_format
 
 from harness import free_ports
 from inkloop.rpc.server import RunningServer, start_server
-from inkloop.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
-from inkloop_gateway.keys import KeyStore, Role
-from inkloop_gateway.server import GatewayApp
+from inkloop.spool import Spool
+from inkloop.v1 import analytics_pb2, common_pb2, gateway_pb2, gateway_pb2_grpc
+from inkloop_gateway.admission.keys import KeyStore, Role
+from inkloop_gateway.app import GatewayApp
 from inkloop_gateway.settings import GatewaySettings
 
 
@@ -58,6 +60,13 @@ async def running_inference(model_dir: Path, **settings: object) -> AsyncIterato
 async def inference(tiny_model_dir: Path) -> AsyncIterator[Inference]:
     async with running_inference(tiny_model_dir) as service:
         yield service
+
+
+def spooled_events(spool: Spool) -> list[analytics_pb2.BackendEvent]:
+    """Every back-end event in the gateway's spool, oldest first (records: IngestRequests as protobuf JSON)."""
+    segments = sorted(spool.directory.glob("*.jsonl"))
+    records = [record for segment in segments for record in spool.read(segment)]
+    return [e for record in records for e in json_format.Parse(record, analytics_pb2.IngestRequest()).backend]
 
 
 def dead_address() -> str:

@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from inkloop import errors
 from inkloop.rpc.server import RunningServer, start_server
 from inkloop.v1 import gateway_pb2, gateway_pb2_grpc
-from inkloop_gateway.auth import (
+from inkloop_gateway.admission.auth import (
     AuthInterceptor,
     Principal,
     authenticate_header,
@@ -22,7 +22,7 @@ from inkloop_gateway.auth import (
     principal_var,
     require_role,
 )
-from inkloop_gateway.keys import KeyStore, Role, StoredKey
+from inkloop_gateway.admission.keys import KeyStore, Role, StoredKey
 
 
 class EchoJobs(gateway_pb2_grpc.GatewayServiceServicer):

@@ -13,14 +13,14 @@ import redis
 from PIL import Image
 
 from inkloop.v1 import common_pb2
-from inkloop_gateway.cache import (
+from inkloop_gateway.admission.validation import Extension, ValidatedTask
+from inkloop_gateway.jobs.cache import (
     RedisResultCache,
     ResultCache,
     SqliteResultCache,
     cache_from_settings,
     cache_key,
 )
-from inkloop_gateway.validation import Extension, ValidatedTask
 
 
 def png(colour: tuple[int, int, int]) -> bytes:

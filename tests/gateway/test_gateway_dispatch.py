@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from inkloop.v1 import gateway_pb2
-from inkloop_gateway.variants import Variant, assign
+from inkloop_gateway.admission.variants import Variant, assign
 
 from .conftest import Gateway, Inference, StartGateway, dead_address, finished, text_task
 

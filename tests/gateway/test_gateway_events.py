@@ -16,15 +16,10 @@ from harness import free_ports
 from harness.clickhouse import ClickHouseServer, database_url, fresh_database
 from inkloop.rpc.server import start_server
 from inkloop.v1 import analytics_pb2, gateway_pb2
-from inkloop_gateway.spool import Spool
 
-from .conftest import StartGateway, finished, text_task
+from .conftest import StartGateway, finished, spooled_events, text_task
 
 T = analytics_pb2.BackendEventType
-
-
-def _spooled(spool: Spool) -> list[analytics_pb2.BackendEvent]:
-    return [e for path in spool.files() for e in analytics_pb2.IngestRequest.FromString(path.read_bytes()).backend]
 
 
 async def _until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
@@ -56,8 +51,8 @@ async def test_events_wait_on_disk_then_reach_analytics_in_order(
             gateway_pb2.SubmitJobRequest(task=text_task("child porn"), request_id="ev-2"), metadata=gateway.auth()
         )
     spool = gateway.app.events.spool
-    await _until(lambda: len(_spooled(spool)) >= 5)
-    spooled = _spooled(spool)
+    await _until(lambda: len(spooled_events(spool)) >= 5)
+    spooled = spooled_events(spool)
     mine = [e for e in spooled if e.request_id == "ev-1"]
     assert [e.type for e in mine] == [
         T.BACKEND_EVENT_TYPE_REQUESTED,
@@ -71,7 +66,7 @@ async def test_events_wait_on_disk_then_reach_analytics_in_order(
     assert "13812345678" not in mine[0].prompt.redacted
     [refused] = [e for e in spooled if e.request_id == "ev-2" and e.type == T.BACKEND_EVENT_TYPE_REJECTED_BY_POLICY]
     assert refused.policy == "sexual-minors" and refused.error_code == "FAILED_PRECONDITION"
-    raw = b"".join(path.read_bytes() for path in spool.files())
+    raw = b"".join(path.read_bytes() for path in spool.directory.iterdir())
     assert b"porn" not in raw and b"13812345678" not in raw
     assert (REGISTRY.get_sample_value("inkloop_gateway_events_spooled_total") or 0.0) - spooled_before >= len(spooled)
 
@@ -89,7 +84,7 @@ async def test_events_wait_on_disk_then_reach_analytics_in_order(
         running = await start_server(app, "127.0.0.1", port)
         await app.start()
         try:
-            await _until(lambda: not spool.files())
+            await _until(spool.empty)
             ids = [e.event_id for e in spooled]
 
             def stored() -> list[str]:
@@ -102,3 +97,21 @@ async def test_events_wait_on_disk_then_reach_analytics_in_order(
         finally:
             await running.server.stop(0)
             await app.stop()
+
+
+async def test_batches_spooled_by_an_earlier_version_join_the_spool_in_order(
+    start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    """Versions before the shared spool wrote one serialized IngestRequest per `.batch` file."""
+    spool_dir = tmp_path / "gateway" / "events-spool"
+    spool_dir.mkdir(parents=True)
+    old = [
+        analytics_pb2.BackendEvent(event_id=f"00000000-0000-4000-8000-00000000000{i}", request_id=f"old-{i}")
+        for i in range(3)
+    ]
+    for i, event in enumerate(old):
+        batch = analytics_pb2.IngestRequest(backend=[event], batch_id=f"b{i}")
+        (spool_dir / f"{i:020d}-00000000.batch").write_bytes(batch.SerializeToString())
+    gateway = await start_gateway()  # analytics unreachable: everything stays on disk
+    assert [e.event_id for e in spooled_events(gateway.app.events.spool)][:3] == [e.event_id for e in old]
+    assert not list(spool_dir.glob("*.batch"))

@@ -10,7 +10,7 @@ from PIL import Image
 
 from inkloop.v1 import analytics_pb2, gateway_pb2
 
-from .conftest import Gateway, finished, text_task
+from .conftest import Gateway, finished, spooled_events, text_task
 
 
 async def _image(gateway: Gateway) -> gateway_pb2.JobEvent:
@@ -66,7 +66,7 @@ async def test_each_download_is_a_back_end_event(gateway: Gateway) -> None:
         assert reply.status == 200
     spool = gateway.app.events.spool
     for _ in range(100):
-        events = [e for p in spool.files() for e in analytics_pb2.IngestRequest.FromString(p.read_bytes()).backend]
+        events = spooled_events(spool)
         downloads = [e for e in events if e.type == analytics_pb2.BACKEND_EVENT_TYPE_DOWNLOADED]
         if downloads:
             break

@@ -21,7 +21,7 @@ from prometheus_client import REGISTRY
 from harness import free_ports
 from inkloop.rpc.server import RunningServer, start_server
 from inkloop.v1 import common_pb2, gateway_pb2
-from inkloop_gateway.dispatch import NO_REPLICA
+from inkloop_gateway.jobs.dispatch import NO_REPLICA
 
 from .conftest import Gateway, Inference, StartGateway, events_of, text_task
 

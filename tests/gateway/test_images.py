@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from inkloop import errors
-from inkloop_gateway.images import ImageStore
+from inkloop_gateway.media.images import ImageStore
 
 PNG = 1
 ORIGIN = {"job_id": "j1", "request_id": "r1", "user_id": "u1", "variant": "control"}

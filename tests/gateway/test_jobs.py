@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from inkloop import errors
-from inkloop_gateway.jobs import Job, JobState, JobStore, Lease, new_job_id
-from inkloop_gateway.jobs_redis import RedisJobStore
-from inkloop_gateway.jobs_sqlite import SqliteJobStore
+from inkloop_gateway.jobs.store import Job, JobState, JobStore, Lease, new_job_id
+from inkloop_gateway.jobs.store_redis import RedisJobStore
+from inkloop_gateway.jobs.store_sqlite import SqliteJobStore
 
 
 @pytest.fixture(params=["sqlite", "redis"])

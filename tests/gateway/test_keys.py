@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from inkloop import errors
-from inkloop_gateway.keys import KeyStore, Role, ensure_dev_key
+from inkloop_gateway.admission.keys import KeyStore, Role, ensure_dev_key
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from inkloop import errors
 from inkloop_cli.keys import app
-from inkloop_gateway.keys import KeyStore, Role, hash_secret, key_id_of
-from inkloop_gateway.keys_file import KeyFile, parse_keys
-from inkloop_gateway.keys_redis import RedisKeyStorage
+from inkloop_gateway.admission.keys import KeyStore, Role, hash_secret, key_id_of
+from inkloop_gateway.admission.keys_file import KeyFile, parse_keys
+from inkloop_gateway.admission.keys_redis import RedisKeyStorage
 
 
 @pytest.fixture

@@ -12,8 +12,17 @@ from pathlib import Path
 import pytest
 
 from inkloop import errors
-from inkloop_gateway.keys import ApiKey, KeyStore, Role, StoredKey, hash_secret, key_id_of, new_secret, prefix_of
-from inkloop_gateway.keys_file import KeyFile, key_line, parse_keys
+from inkloop_gateway.admission.keys import (
+    ApiKey,
+    KeyStore,
+    Role,
+    StoredKey,
+    hash_secret,
+    key_id_of,
+    new_secret,
+    prefix_of,
+)
+from inkloop_gateway.admission.keys_file import KeyFile, key_line, parse_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The development key of k8s/overlays/dev (documented there and in docs/deploy.md; never for real use).
@@ -150,7 +159,7 @@ def test_bad_lines_are_logged_and_the_good_ones_still_work(tmp_path: Path, caplo
     good, secret = line_for("acme", Role.USER)
     path = tmp_path / "keys.jsonl"
     path.write_text(f'{good}\n{{"key_id": 1}}\n')
-    with caplog.at_level(logging.ERROR, logger="inkloop_gateway.keys_file"):
+    with caplog.at_level(logging.ERROR, logger="inkloop_gateway.admission.keys_file"):
         key_file = KeyFile(path)
     assert any(f"{path}, line 2:" in r.getMessage() and "line skipped" in r.getMessage() for r in caplog.records)
     assert key_file.problems and key_file.problems[0].startswith("line 2: missing tenant_id, role, sha256")
@@ -165,7 +174,7 @@ def test_a_missing_file_means_no_keys_and_is_logged_once(tmp_path: Path, caplog:
     store = KeyStore(tmp_path / "keys.db", key_file=key_file)
     store.authenticate(secret)
     path.unlink()
-    with caplog.at_level(logging.ERROR, logger="inkloop_gateway.keys_file"):
+    with caplog.at_level(logging.ERROR, logger="inkloop_gateway.admission.keys_file"):
         for _ in range(3):
             with pytest.raises(errors.Unauthenticated):
                 store.authenticate(secret)

@@ -9,8 +9,8 @@ import grpc
 import pytest
 
 from inkloop.v1 import gateway_pb2
-from inkloop_gateway.keys import ApiKey, Role, StoredKey, hash_secret, new_secret, prefix_of
-from inkloop_gateway.keys_file import key_line
+from inkloop_gateway.admission.keys import ApiKey, Role, StoredKey, hash_secret, new_secret, prefix_of
+from inkloop_gateway.admission.keys_file import key_line
 
 from .conftest import Gateway, StartGateway, text_task
 

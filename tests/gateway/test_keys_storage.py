@@ -11,8 +11,8 @@ import redis
 
 from harness.redis import RedisServer
 from inkloop import errors
-from inkloop_gateway.keys import KeyStore, Role, SqliteKeyStorage, key_store_from_settings
-from inkloop_gateway.keys_redis import RedisKeyStorage
+from inkloop_gateway.admission.keys import KeyStore, Role, SqliteKeyStorage, key_store_from_settings
+from inkloop_gateway.admission.keys_redis import RedisKeyStorage
 from inkloop_gateway.settings import GatewaySettings
 
 

@@ -12,9 +12,9 @@ import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 from inkloop.v1 import gateway_pb2
-from inkloop_gateway.jobs import Job, JobState
-from inkloop_gateway.notify import ChangeRelay
-from inkloop_gateway.watch import Hub
+from inkloop_gateway.jobs.notify import ChangeRelay
+from inkloop_gateway.jobs.store import Job, JobState
+from inkloop_gateway.jobs.watch import Hub
 
 from .conftest import Gateway, StartGateway, dead_address, text_task
 

@@ -10,9 +10,9 @@ import pytest
 import redis
 
 from inkloop import errors
-from inkloop_gateway.auth import Principal
-from inkloop_gateway.keys import Role
-from inkloop_gateway.ratelimit import (
+from inkloop_gateway.admission.auth import Principal
+from inkloop_gateway.admission.keys import Role
+from inkloop_gateway.admission.ratelimit import (
     Charge,
     MemoryRateLimiter,
     RateLimiter,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from inkloop import errors
-from inkloop_gateway.safety import DEFAULT_LEXICON, Lexicon, PolicyViolation, SafetyFilter
+from inkloop_gateway.admission.safety import DEFAULT_LEXICON, Lexicon, PolicyViolation, SafetyFilter
 
 
 @pytest.fixture(scope="module")

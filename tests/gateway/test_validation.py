@@ -11,8 +11,8 @@ from PIL import Image
 from inkloop.errors import InvalidArgument
 from inkloop.generation import MAX_CHARS_PER_TOKEN
 from inkloop.v1 import common_pb2, inference_pb2
-from inkloop_gateway.ratelimit import request_cost
-from inkloop_gateway.validation import validate_task
+from inkloop_gateway.admission.ratelimit import request_cost
+from inkloop_gateway.admission.validation import validate_task
 
 INFO = inference_pb2.GetModelInfoResponse(
     model_id="tiny",

@@ -13,7 +13,7 @@ import pytest
 
 from harness.redis import RedisServer
 from inkloop import errors
-from inkloop_gateway.variants import (
+from inkloop_gateway.admission.variants import (
     RedisVariantStore,
     SqliteVariantStore,
     Variant,
@@ -54,7 +54,7 @@ def test_assignment_is_sticky_within_and_across_processes() -> None:
     mine = [assign(variants, user).name for user in USERS[:200]]
     assert mine == [assign(variants, user).name for user in USERS[:200]]
     code = (
-        "from inkloop_gateway.variants import Variant, assign\n"
+        "from inkloop_gateway.admission.variants import Variant, assign\n"
         "v = [Variant('control', 'a', 90), Variant('candidate', 'b', 10)]\n"
         "print(','.join(assign(v, f'user-{i}').name for i in range(200)))"
     )

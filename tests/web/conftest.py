@@ -21,8 +21,8 @@ from inkloop.rpc.server import RunningServer, start_server
 from inkloop.v1 import analytics_pb2_grpc
 from inkloop_analytics.server import AnalyticsApp
 from inkloop_analytics.settings import AnalyticsSettings
-from inkloop_gateway.keys import KeyStore, Role
-from inkloop_gateway.server import GatewayApp
+from inkloop_gateway.admission.keys import KeyStore, Role
+from inkloop_gateway.app import GatewayApp
 from inkloop_gateway.settings import GatewaySettings
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -23,7 +23,7 @@ from inkloop.v1 import analytics_pb2 as pb
 from inkloop.v1 import gateway_pb2_grpc
 from inkloop_cli import app as cli
 from inkloop_cli.analytics import UNDEFINED, cell
-from inkloop_gateway.keys import Role
+from inkloop_gateway.admission.keys import Role
 
 from .conftest import StartWebGateway, System
 

@@ -14,8 +14,8 @@ from google.protobuf import json_format
 
 from inkloop import errors
 from inkloop.v1 import inference_pb2, inference_pb2_grpc
-from inkloop_gateway.safety import PolicyViolation
-from inkloop_gateway.web import error_body, error_response
+from inkloop_gateway.admission.safety import PolicyViolation
+from inkloop_gateway.api.http_json import error_body, error_response
 
 from .conftest import StartWebGateway, System
 
@@ -130,8 +130,8 @@ async def test_page_config_without_inference_leaves_the_model_defaults_to_the_se
 
 
 async def test_only_a_user_key_is_ever_injected_into_the_page(start_web_gateway: StartWebGateway, tmp_path) -> None:
-    from inkloop_gateway.keys import KeyStore, Role
-    from inkloop_gateway.web import page_key
+    from inkloop_gateway.admission.keys import KeyStore, Role
+    from inkloop_gateway.api.bridge import page_key
 
     store = KeyStore(tmp_path / "keys.db")
     for role, injected in [(Role.USER, True), (Role.ANALYST, False), (Role.ADMIN, False)]:

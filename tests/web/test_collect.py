@@ -15,7 +15,7 @@ import pytest
 from inkloop import errors
 from inkloop.v1 import analytics_pb2 as pb
 from inkloop.visitors import daily_visitor_id
-from inkloop_gateway.collect import Visitor, parse_batch
+from inkloop_gateway.api.collect import Visitor, parse_batch
 
 from .conftest import StartWebGateway, System
 

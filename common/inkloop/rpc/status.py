@@ -11,25 +11,9 @@ from grpc_status import rpc_status
 
 from inkloop import errors
 
-_CODES: dict[type[errors.InkloopError], grpc.StatusCode] = {
-    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-    errors.NotFound: grpc.StatusCode.NOT_FOUND,
-    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
-    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
-    errors.Cancelled: grpc.StatusCode.CANCELLED,
-    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
-}
-
 
 def code_for(error: BaseException) -> grpc.StatusCode:
-    for kind in type(error).__mro__:
-        if kind in _CODES:
-            return _CODES[kind]
-    return grpc.StatusCode.INTERNAL
+    return grpc.StatusCode[error.grpc_code] if isinstance(error, errors.InkloopError) else grpc.StatusCode.INTERNAL
 
 
 def to_status(error: BaseException) -> grpc.Status:
@@ -111,7 +95,7 @@ def domain_error(call: grpc.aio.AioRpcError | grpc.RpcError, upstream: str) -> e
         return errors.InvalidArgument.of(violations or [errors.FieldViolation("request", message)])
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return errors.ResourceExhausted(message, retry_after_s=retry_delay_s(call))
-    kind = next((kind for kind, known in _CODES.items() if known == code and kind is not errors.Unavailable), None)
+    kind = next((kind for kind in errors.KINDS if kind.grpc_code == code.name and kind is not errors.Unavailable), None)
     if kind is None:
         return errors.Unavailable(f"{upstream} is unavailable ({code.name})")
     return kind(message)

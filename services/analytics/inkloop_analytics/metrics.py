@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 
 EVENTS = Counter(
     "inkloop_analytics_events_total",
@@ -18,7 +18,6 @@ ROWS_SPOOLED = Counter(
     "inkloop_analytics_rows_spooled_total", "Rows written to the spool because ClickHouse did not take them."
 )
 ROWS_REPLAYED = Counter("inkloop_analytics_rows_replayed_total", "Spooled rows later inserted into ClickHouse.")
-SPOOL_BYTES = Gauge("inkloop_analytics_spool_bytes", "Bytes waiting in the spool for ClickHouse.")
 POISON_RECORDS = Counter(
     "inkloop_analytics_poison_records_total",
     "Rows ClickHouse refused for their values (not for an outage), by table: kept in rejected_events "

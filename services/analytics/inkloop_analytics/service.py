@@ -17,12 +17,12 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from inkloop.errors import InkloopError
+from inkloop.spool import Spool
 from inkloop.v1 import analytics_pb2
 from inkloop_analytics import adoption, alerts, discrepancy, funnel, insights, retention, variants
 from inkloop_analytics.ingest import IngestConfig, Ingestor, IngestResult
 from inkloop_analytics.migrations import migrate
 from inkloop_analytics.settings import AnalyticsSettings
-from inkloop_analytics.spool import Spool
 from inkloop_analytics.storage import ClickHouse, QueryError, connect
 from inkloop_analytics.store import EventStore
 from inkloop_analytics.validation import Limits
@@ -44,7 +44,7 @@ class Analytics:
         self.settings = settings
         self.clock = clock or (lambda: datetime.now(UTC))
         self.store = EventStore()
-        self.spool = Spool(settings.resolved_spool_dir(), settings.spool_max_bytes)
+        self.spool = Spool(settings.resolved_spool_dir(), name="analytics-rows", max_bytes=settings.spool_max_bytes)
         self.writer = Writer(
             self.store,
             self.spool,

@@ -22,8 +22,9 @@ import time
 from dataclasses import dataclass
 
 from inkloop.errors import ResourceExhausted
+from inkloop.spool import Spool
 from inkloop_analytics import metrics
-from inkloop_analytics.spool import Spool, SpoolFormatError
+from inkloop_analytics.spooled_rows import SpoolFormatError, decode, encode
 from inkloop_analytics.store import EventStore
 from inkloop_analytics.tables import Rows
 
@@ -147,9 +148,8 @@ class Writer:
                 return False
             except Exception as error:  # Unavailable, or another error of the store's state: retry later
                 log.warning("ClickHouse insert failed, spooling %d rows: %s", len(rows), error)
-        await asyncio.to_thread(self.spool.append, rows)
+        await asyncio.to_thread(self.spool.append, encode(rows))
         metrics.ROWS_SPOOLED.inc(len(rows))
-        metrics.SPOOL_BYTES.set(self.spool.size_bytes)
         self._spool_grew.set()
         return True
 
@@ -169,7 +169,7 @@ class Writer:
         if segment is None:
             return True
         try:
-            records = await asyncio.to_thread(self.spool.read, segment)
+            records = [decode(record) for record in await asyncio.to_thread(self.spool.read, segment)]
         except SpoolFormatError:
             kept = await asyncio.to_thread(self.spool.set_aside, segment)
             log.exception("spool segment %s cannot be read by this version; kept as %s", segment.name, kept.name)
@@ -187,7 +187,6 @@ class Writer:
             self._replayed[segment.name] = position + 1
             metrics.ROWS_REPLAYED.inc(len(records[position]))
         self.spool.remove(segment)
-        metrics.SPOOL_BYTES.set(self.spool.size_bytes)
         self._replayed.pop(segment.name, None)
         self._room.set()
         log.info("replayed spool segment %s (%d records)", segment.name, len(records))

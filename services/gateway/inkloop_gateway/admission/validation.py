@@ -21,7 +21,7 @@ from inkloop import generation
 from inkloop.errors import InvalidArgument
 from inkloop.generation import PB_OF_FORMAT, Kind, defaults_from_pb, limits_from_pb, request_from_pb
 from inkloop.v1 import common_pb2, inference_pb2
-from inkloop_gateway.ratelimit import request_cost
+from inkloop_gateway.admission.ratelimit import request_cost
 
 _KIND_FIELDS = {
     "text_to_image": common_pb2.GENERATION_KIND_TEXT_TO_IMAGE,

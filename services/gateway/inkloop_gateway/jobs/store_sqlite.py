@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from inkloop import errors
-from inkloop_gateway.jobs import (
+from inkloop_gateway.jobs.store import (
     Failure,
     Job,
     JobIds,

@@ -16,9 +16,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from inkloop import errors
 from inkloop.v1 import analytics_pb2 as pb
-from inkloop_gateway.analyst import AnalyticsClient
-from inkloop_gateway.keys import KeyStore, Role
-from inkloop_gateway.web import principal_of, to_json
+from inkloop_gateway.admission.keys import KeyStore, Role
+from inkloop_gateway.api.analyst import AnalyticsClient
+from inkloop_gateway.api.http_json import principal_of, to_json
 
 _TIMEOUT_S = 10.0
 _MAX_HOURS = 24 * 90

@@ -42,11 +42,11 @@ from inkloop.logs import request_id_var
 from inkloop.rpc.status import field_violations, retry_delay_s
 from inkloop.v1 import common_pb2
 from inkloop_gateway import metrics
-from inkloop_gateway.events import EventFacts, EventSender, EventType
-from inkloop_gateway.images import ImageStore
-from inkloop_gateway.jobs import Failure, Job, JobState, JobStore, Lease
-from inkloop_gateway.replicas import Pools, Replica, ReplicaPool
-from inkloop_gateway.watch import Hub
+from inkloop_gateway.events.sender import EventFacts, EventSender, EventType
+from inkloop_gateway.jobs.replicas import Pools, Replica, ReplicaPool
+from inkloop_gateway.jobs.store import Failure, Job, JobState, JobStore, Lease
+from inkloop_gateway.jobs.watch import Hub
+from inkloop_gateway.media.images import ImageStore
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")

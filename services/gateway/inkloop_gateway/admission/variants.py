@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 from inkloop import errors
 from inkloop.errors import FieldViolation, InvalidArgument
 from inkloop_gateway import redis_client
-from inkloop_gateway.replicas import target_problem
+from inkloop_gateway.jobs.replicas import target_problem
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 

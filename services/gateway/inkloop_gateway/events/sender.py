@@ -5,6 +5,8 @@ AnalyticsService.Ingest; when a call fails (analytics down, or not yet implement
 batch and everything behind it go to the on-disk spool and the sender backs off; once analytics
 answers again the spool is replayed oldest first, then the buffer, so order and event ids are kept
 (analytics deduplicates by id). On stop whatever is left is spooled, so a restart loses nothing.
+The spool is `inkloop.spool` (one IngestRequest as protobuf JSON per record) in DROP_OLDEST mode:
+a long outage costs the oldest events, counted and logged, never a request's latency or the disk.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from pathlib import Path
 from typing import cast
 
 import grpc
+from google.protobuf import json_format
 
 from inkloop.rpc.client import open_channel
+from inkloop.spool import Spool, WhenFull
 from inkloop.v1 import analytics_pb2, analytics_pb2_grpc, common_pb2
 from inkloop_gateway import metrics
-from inkloop_gateway.jobs import Job
-from inkloop_gateway.protocol import KIND_OF_TASK, task_parameters
-from inkloop_gateway.spool import Spool
+from inkloop_gateway.api.protocol import KIND_OF_TASK, task_parameters
+from inkloop_gateway.jobs.store import Job
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +175,10 @@ class EventSender:
     ) -> None:
         self._target = target
         self._credentials = credentials
-        self._spool = Spool(spool_dir, spool_max_bytes)
+        self._spool = Spool(spool_dir, name="gateway-events", max_bytes=spool_max_bytes, when_full=WhenFull.DROP_OLDEST)
+        _adopt_batch_files(spool_dir, self._spool)
+        # Records of the oldest segment already delivered, so a retry resumes where it failed.
+        self._delivered: dict[str, int] = {}
         self._batch_size = batch_size
         self._flush_interval_s = flush_interval_s
         self._buffer_size = buffer_size
@@ -212,18 +218,25 @@ class EventSender:
             await self._channel.close()
 
     async def flush(self) -> bool:
-        """Sends the spool, then the buffer; False (and everything unsent on disk) when analytics fails."""
-        for path in self._spool.files():
-            if not await self._send(path.read_bytes()):
-                self._spill()
-                return False
-            path.unlink(missing_ok=True)
+        """Sends the spool, oldest first, then the buffer; False (everything unsent on disk) when analytics fails."""
+        while (segment := self._spool.oldest()) is not None:
+            try:
+                requests = [_decode(record) for record in self._spool.read(segment)]
+            except json_format.ParseError:
+                kept = self._spool.set_aside(segment)
+                log.exception("event spool segment %s cannot be read by this version; kept as %s", segment, kept)
+                continue
+            for position in range(self._delivered.get(segment.name, 0), len(requests)):
+                if not await self._send(requests[position]):
+                    self._spill()
+                    return False
+                self._delivered[segment.name] = position + 1
+            self._spool.remove(segment)
+            self._delivered.pop(segment.name, None)
         while self._buffer:
             batch = [self._buffer.popleft() for _ in range(min(self._batch_size, len(self._buffer)))]
-            request = analytics_pb2.IngestRequest(backend=batch, batch_id=str(uuid.uuid4()))
-            if not await self._send(request.SerializeToString()):
-                self._spool.append(request.SerializeToString())
-                metrics.EVENTS_SPOOLED.inc(len(batch))
+            if not await self._send(analytics_pb2.IngestRequest(backend=batch, batch_id=str(uuid.uuid4()))):
+                self._buffer.extendleft(reversed(batch))  # first in line again, then to disk with the rest
                 self._spill()
                 return False
         return True
@@ -234,7 +247,7 @@ class EventSender:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=backoff or self._flush_interval_s)
             self._wake.clear()
-            if not self._buffer and not self._spool.files():
+            if not self._buffer and self._spool.empty():
                 continue
             try:
                 delivered = await self.flush()
@@ -243,9 +256,8 @@ class EventSender:
                 delivered = False
             backoff = 0.0 if delivered else min(max(backoff * 2, self._flush_interval_s), _MAX_BACKOFF_S)
 
-    async def _send(self, batch: bytes) -> bool:
+    async def _send(self, request: analytics_pb2.IngestRequest) -> bool:
         assert self._stub is not None
-        request = analytics_pb2.IngestRequest.FromString(batch)
         try:
             await self._stub.Ingest(request, timeout=_SEND_TIMEOUT_S)
         except grpc.aio.AioRpcError as error:
@@ -255,9 +267,29 @@ class EventSender:
         return True
 
     def _spill(self) -> None:
+        """Moves the buffer to the spool, in batches, with one fsync."""
+        batches = []
         while self._buffer:
             batch = [self._buffer.popleft() for _ in range(min(self._batch_size, len(self._buffer)))]
-            self._spool.append(
-                analytics_pb2.IngestRequest(backend=batch, batch_id=str(uuid.uuid4())).SerializeToString()
-            )
-            metrics.EVENTS_SPOOLED.inc(len(batch))
+            batches.append(analytics_pb2.IngestRequest(backend=batch, batch_id=str(uuid.uuid4())))
+        if batches:
+            self._spool.append_many([_encode(request) for request in batches])
+            metrics.EVENTS_SPOOLED.inc(sum(len(request.backend) for request in batches))
+
+
+def _encode(request: analytics_pb2.IngestRequest) -> bytes:
+    return json_format.MessageToJson(request, indent=None).encode()
+
+
+def _decode(record: bytes) -> analytics_pb2.IngestRequest:
+    return json_format.Parse(record, analytics_pb2.IngestRequest())
+
+
+def _adopt_batch_files(directory: Path, spool: Spool) -> None:
+    """Batches spooled by earlier versions (one serialized IngestRequest per `.batch` file) join the spool."""
+    files = sorted(directory.glob("*.batch"))
+    if files:
+        spool.append_many([_encode(analytics_pb2.IngestRequest.FromString(path.read_bytes())) for path in files])
+        for path in files:
+            path.unlink()
+        log.info("moved spooled event batches of an earlier version into the spool", extra={"batches": len(files)})

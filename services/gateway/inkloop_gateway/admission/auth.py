@@ -23,7 +23,7 @@ import grpc
 
 from inkloop import errors
 from inkloop.rpc.interceptors import HandlerWrappingInterceptor, wrap_handler
-from inkloop_gateway.keys import KeyStore, Role
+from inkloop_gateway.admission.keys import KeyStore, Role
 
 AUTHORIZATION_KEY = "authorization"
 _SCHEME = "bearer"

@@ -20,8 +20,8 @@ from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 from inkloop.v1 import common_pb2, gateway_pb2
-from inkloop_gateway.jobs import Job, JobState, JobStore
-from inkloop_gateway.protocol import job_event
+from inkloop_gateway.api.protocol import job_event
+from inkloop_gateway.jobs.store import Job, JobState, JobStore
 
 #: Image bytes of the results that finished most recently on this replica, kept for its watchers.
 _KEPT_IMAGE_BYTES = 16 << 20

@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 
 from inkloop import errors
 from inkloop_gateway import redis_client
-from inkloop_gateway.auth import Principal
+from inkloop_gateway.admission.auth import Principal
 
 if TYPE_CHECKING:
     from inkloop_gateway.settings import GatewaySettings

@@ -25,8 +25,8 @@ from typing import Protocol
 import redis.asyncio as aioredis
 
 from inkloop_gateway import metrics
-from inkloop_gateway.jobs_redis import CHANGES, PREFIX
-from inkloop_gateway.watch import Hub
+from inkloop_gateway.jobs.store_redis import CHANGES, PREFIX
+from inkloop_gateway.jobs.watch import Hub
 
 log = logging.getLogger(__name__)
 
@@ -70,22 +70,26 @@ class ChangeRelay:
         #: Subscriptions made so far (reconnects included).
         self.subscriptions = 0
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="change-relay")
 
     async def stop(self) -> None:
         if self._task is not None:
+            # redis-py may swallow a cancellation while it closes a connection: the flag ends the loop then,
+            # and the wait is bounded either way.
+            self._stopping = True
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._task, 5.0)
             self._task = None
         self._set_subscribed(False)
 
     async def _run(self) -> None:
         first_s, most_s = self.backoff_s
         delay_s = first_s
-        while True:
+        while not self._stopping:
             try:
                 await self._listen()
             except Exception as error:  # Redis down, connection killed, or a bug: never the gateway's end

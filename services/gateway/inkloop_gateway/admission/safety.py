@@ -60,7 +60,10 @@ _CHINESE = re.compile(r"[\u2e80-\u9fff\uf900-\ufaff\U00020000-\U0003ffff]")
 
 
 class PolicyViolation(errors.FailedPrecondition):
-    """The prompt breaks a content policy; maps to FAILED_PRECONDITION. Never carries the matched text."""
+    """The prompt breaks a content policy: FAILED_PRECONDITION, and on HTTP 422 (the request is well formed
+    but cannot be processed as written). Never carries the matched text."""
+
+    http_status = 422
 
     def __init__(self, policy: str, *, detector: str = "lexicon") -> None:
         super().__init__(f"the prompt violates the content policy {policy!r}")

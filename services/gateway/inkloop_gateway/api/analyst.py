@@ -17,8 +17,8 @@ from inkloop import errors
 from inkloop.rpc.client import open_channel
 from inkloop.rpc.status import domain_error
 from inkloop.v1 import analytics_pb2_grpc
-from inkloop_gateway.auth import Principal
-from inkloop_gateway.keys import Role
+from inkloop_gateway.admission.auth import Principal
+from inkloop_gateway.admission.keys import Role
 
 #: The queries an analyst may run: AnalyticsQueryService's methods, each AnalyticsService's namesake.
 QUERIES = (

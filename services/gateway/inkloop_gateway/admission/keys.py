@@ -6,8 +6,8 @@ one lookup; the SHA-256 of the whole secret is then compared in constant time. A
 
 `KeyStore` holds every rule (secret format, hashing, comparison, roles, tenant ids, caching) once;
 where keys live is a `KeyStorage`: a SQLite file (`SqliteKeyStorage`, one gateway) or Redis
-(`inkloop_gateway.keys_redis`, shared by replicas). A read-only `KeyFile` of hashes (a mounted
-Secret, `inkloop_gateway.keys_file`) adds keys that authenticate besides the storage's.
+(`inkloop_gateway.admission.keys_redis`, shared by replicas). A read-only `KeyFile` of hashes (a mounted
+Secret, `inkloop_gateway.admission.keys_file`) adds keys that authenticate besides the storage's.
 
 Authenticated keys are remembered for `cache_ttl_s` (1 s by default), keyed by the secret's hash, so
 a busy client costs a SHA-256 and a dict lookup per call instead of a storage read. `revoke` on this
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Protocol
 from inkloop import errors
 
 if TYPE_CHECKING:
-    from inkloop_gateway.keys_file import KeyFile
+    from inkloop_gateway.admission.keys_file import KeyFile
     from inkloop_gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -306,8 +306,8 @@ def _stored(row: tuple) -> StoredKey:
 def key_store_from_settings(settings: GatewaySettings) -> KeyStore:
     """Redis when the gateway has a Redis URL (keys shared by every replica), else SQLite in its data dir;
     plus the read-only key file when one is configured."""
-    from inkloop_gateway.keys_file import KeyFile
-    from inkloop_gateway.keys_redis import RedisKeyStorage, copy_keys
+    from inkloop_gateway.admission.keys_file import KeyFile
+    from inkloop_gateway.admission.keys_redis import RedisKeyStorage, copy_keys
 
     storage: KeyStorage
     if settings.redis_url:

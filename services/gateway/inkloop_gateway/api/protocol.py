@@ -9,9 +9,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from inkloop import errors
 from inkloop.v1 import common_pb2, gateway_pb2
-from inkloop_gateway.jobs import Failure, Job, JobState
-from inkloop_gateway.keys import ApiKey, Role
-from inkloop_gateway.variants import Variant
+from inkloop_gateway.admission.keys import ApiKey, Role
+from inkloop_gateway.admission.variants import Variant
+from inkloop_gateway.jobs.store import Failure, Job, JobState
 
 STATE_TO_PB = {
     JobState.QUEUED: gateway_pb2.JOB_STATE_QUEUED,

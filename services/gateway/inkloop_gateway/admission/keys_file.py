@@ -26,7 +26,7 @@ import re
 import time
 from pathlib import Path
 
-from inkloop_gateway.keys import KEY_ID, TENANT_ID, ApiKey, Role, StoredKey, key_id_of, prefix_of
+from inkloop_gateway.admission.keys import KEY_ID, TENANT_ID, ApiKey, Role, StoredKey, key_id_of, prefix_of
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from typing import Protocol
 from redis.exceptions import RedisError
 
 from inkloop_gateway import redis_client
-from inkloop_gateway.validation import ValidatedTask
+from inkloop_gateway.admission.validation import ValidatedTask
 
 log = logging.getLogger("inkloop.gateway.cache")
 

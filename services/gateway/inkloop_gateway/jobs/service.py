@@ -20,19 +20,19 @@ from dataclasses import dataclass, replace
 from inkloop import errors
 from inkloop.prompts import PrivacyPolicy, prompt_features
 from inkloop.v1 import analytics_pb2, common_pb2, gateway_pb2, inference_pb2
-from inkloop_gateway.auth import Principal
-from inkloop_gateway.cache import ResultCache, cache_key
-from inkloop_gateway.dispatch import Dispatcher
-from inkloop_gateway.events import EventFacts, EventSender, EventType
-from inkloop_gateway.images import EXTENSION_OF_FORMAT, ImageStore
-from inkloop_gateway.jobs import Job, JobState, JobStore, Page, new_job_id
-from inkloop_gateway.protocol import task_parameters
-from inkloop_gateway.ratelimit import RateLimitPolicy
-from inkloop_gateway.replicas import Pools
-from inkloop_gateway.safety import PolicyViolation, SafetyFilter
-from inkloop_gateway.validation import ValidatedTask, validate_task
-from inkloop_gateway.variants import VariantList, VariantStore, assign
-from inkloop_gateway.watch import Hub, watch
+from inkloop_gateway.admission.auth import Principal
+from inkloop_gateway.admission.ratelimit import RateLimitPolicy
+from inkloop_gateway.admission.safety import PolicyViolation, SafetyFilter
+from inkloop_gateway.admission.validation import ValidatedTask, validate_task
+from inkloop_gateway.admission.variants import VariantList, VariantStore, assign
+from inkloop_gateway.api.protocol import task_parameters
+from inkloop_gateway.events.sender import EventFacts, EventSender, EventType
+from inkloop_gateway.jobs.cache import ResultCache, cache_key
+from inkloop_gateway.jobs.dispatch import Dispatcher
+from inkloop_gateway.jobs.replicas import Pools
+from inkloop_gateway.jobs.store import Job, JobState, JobStore, Page, new_job_id
+from inkloop_gateway.jobs.watch import Hub, watch
+from inkloop_gateway.media.images import EXTENSION_OF_FORMAT, ImageStore
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # How long CancelJob waits for a local worker to stop, so the reply usually says CANCELLED.

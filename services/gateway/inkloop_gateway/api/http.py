@@ -14,17 +14,18 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from inkloop import errors
-from inkloop_gateway.analyst import AnalyticsClient
-from inkloop_gateway.auth import authenticate_header
-from inkloop_gateway.collect import Collector
-from inkloop_gateway.dashboard import Dashboard
-from inkloop_gateway.events import EventFacts, EventSender, EventType
-from inkloop_gateway.images import FORMATS, ImageStore, convert, load_or_create_secret
-from inkloop_gateway.keys import KeyStore
-from inkloop_gateway.web import JobsBridge, PageConfig, json_errors, page_key
+from inkloop_gateway.admission.auth import authenticate_header
+from inkloop_gateway.admission.keys import KeyStore
+from inkloop_gateway.api.analyst import AnalyticsClient
+from inkloop_gateway.api.bridge import JobsBridge, PageConfig, page_key
+from inkloop_gateway.api.collect import Collector
+from inkloop_gateway.api.dashboard import Dashboard
+from inkloop_gateway.api.http_json import json_errors
+from inkloop_gateway.events.sender import EventFacts, EventSender, EventType
+from inkloop_gateway.media.images import FORMATS, ImageStore, convert, load_or_create_secret
 
 if TYPE_CHECKING:
-    from inkloop_gateway.service import JobService
+    from inkloop_gateway.jobs.service import JobService
     from inkloop_gateway.settings import GatewaySettings
 
 # Image ids are content hashes, so a URL's bytes never change: browsers may keep them for good.
@@ -92,10 +93,15 @@ class ImageDownloads:
         return (await authenticate_header(self.keys, request.headers.get("Authorization"))).tenant_id
 
 
-def web_routes(
-    keys: KeyStore, jobs: JobService, settings: GatewaySettings, analytics: AnalyticsClient
+def routes(
+    keys: KeyStore,
+    jobs: JobService,
+    images: ImageStore,
+    events: EventSender,
+    analytics: AnalyticsClient,
+    settings: GatewaySettings,
 ) -> list[web.RouteDef]:
-    """The page's bridge (jobs, page config), the tracker's collect endpoint and the dashboard's queries."""
+    """Every route but the page's files: the jobs bridge, page config, downloads, collect and dashboard."""
     secret = settings.web_visitor_secret or load_or_create_secret(settings.data_dir / "visitor-secret").decode()
     collector = Collector(
         analytics.stub, tenant_id=settings.web_tenant_id, secret=secret, max_events=settings.web_collect_max_events
@@ -103,14 +109,13 @@ def web_routes(
     return [
         *JobsBridge(keys, jobs).routes(),
         *Dashboard(keys, analytics).routes(),
+        web.get("/v1/images/{name}", ImageDownloads(keys, images, events).get),
         web.post("/collect", collector.collect),
         web.get("/v1/web/config", PageConfig(page_key(keys, settings.web_page_key_file), jobs).get),
     ]
 
 
-def build_app(
-    is_ready: Callable[[], bool], downloads: ImageDownloads | None = None, routes: Sequence[web.RouteDef] = ()
-) -> web.Application:
+def build_app(is_ready: Callable[[], bool], routes: Sequence[web.RouteDef] = ()) -> web.Application:
     async def healthz(_request: web.Request) -> web.Response:
         ready = is_ready()
         return web.json_response({"status": "ok" if ready else "starting"}, status=200 if ready else 503)
@@ -122,8 +127,6 @@ def build_app(
     app.router.add_static("/static/", STATIC_DIR)
     app.router.add_get("/healthz", healthz)
     app.router.add_routes(routes)
-    if downloads is not None:
-        app.router.add_get("/v1/images/{name}", downloads.get)
     return app
 
 
@@ -136,37 +139,15 @@ def _script(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
 
 
 class HttpServer:
-    """Runs `build_app()` on host:port inside the gateway's event loop."""
+    """Runs an aiohttp application on host:port inside the gateway's event loop."""
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        is_ready: Callable[[], bool],
-        keys: KeyStore | None = None,
-        images: ImageStore | None = None,
-        events: EventSender | None = None,
-        *,
-        jobs: JobService | None = None,
-        settings: GatewaySettings | None = None,
-        analytics: AnalyticsClient | None = None,
-    ) -> None:
+    def __init__(self, host: str, port: int) -> None:
         self._host = host
         self._port = port
-        self._is_ready = is_ready
-        self._keys = keys
-        self._jobs = jobs
-        self._settings = settings
-        self._analytics = analytics
-        self._downloads = ImageDownloads(keys, images, events) if keys and images and events else None
         self._runner: web.AppRunner | None = None
         self.port = 0
 
-    async def start(self) -> None:
-        routes: list[web.RouteDef] = []
-        if self._keys and self._jobs and self._settings and self._analytics:
-            routes = web_routes(self._keys, self._jobs, self._settings, self._analytics)
-        app = build_app(self._is_ready, self._downloads, routes)
+    async def start(self, app: web.Application) -> None:
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)

@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from inkloop import errors
-from inkloop_gateway.keys import ApiKey, KeyStorage, Role, StoredKey
+from inkloop_gateway.admission.keys import ApiKey, KeyStorage, Role, StoredKey
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from inkloop import errors
 from inkloop_gateway import redis_client
-from inkloop_gateway.jobs import (
+from inkloop_gateway.jobs.store import (
     Failure,
     Job,
     JobIds,

@@ -1,0 +1,153 @@
+"""gRPC glue of the gateway: translates calls to domain objects and back. No logic lives here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+
+from inkloop.v1 import analytics_pb2, gateway_pb2, gateway_pb2_grpc
+from inkloop_gateway.admission.auth import current_principal
+from inkloop_gateway.admission.keys import KeyStore
+from inkloop_gateway.api import protocol
+from inkloop_gateway.api.analyst import AnalyticsClient
+from inkloop_gateway.jobs.service import JobService
+from inkloop_gateway.jobs.store import Job
+
+
+class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
+    def __init__(self, jobs: JobService) -> None:
+        self.jobs = jobs
+
+    async def SubmitJob(
+        self, request: gateway_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.SubmitJobResponse:
+        job = await self.jobs.submit(current_principal(), request.request_id, request.task, request.user_id)
+        return gateway_pb2.SubmitJobResponse(job=await self._job(job))
+
+    async def GetJob(
+        self, request: gateway_pb2.GetJobRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.GetJobResponse:
+        job = await self.jobs.get(current_principal(), request.job_id)
+        reply = gateway_pb2.GetJobResponse(job=await self._job(job, include_images=request.include_images))
+        if request.include_images:
+            self.jobs.record_downloads(job, len(reply.job.result.images))
+        return reply
+
+    async def WatchJob(
+        self, request: gateway_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[gateway_pb2.JobEvent]:
+        # A progress stream, not a request for the file: watchers are not counted as downloads.
+        async for event in self.jobs.watch(current_principal(), request.job_id):
+            yield event
+
+    async def CancelJob(
+        self, request: gateway_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.CancelJobResponse:
+        job = await self.jobs.cancel(current_principal(), request.job_id)
+        return gateway_pb2.CancelJobResponse(job=await self._job(job))
+
+    async def ListJobs(
+        self, request: gateway_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ListJobsResponse:
+        state = protocol.state_filter(request.state)
+        page = await self.jobs.list(
+            current_principal(), state, protocol.page_size(request.page_size), request.page_token
+        )
+        jobs = [await self._job(job) for job in page.jobs]
+        return gateway_pb2.ListJobsResponse(jobs=jobs, next_page_token=page.next_page_token)
+
+    async def Generate(
+        self, request: gateway_pb2.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[gateway_pb2.JobEvent]:
+        job = await self.jobs.submit(current_principal(), request.request_id, request.task, request.user_id)
+        async for event in self.jobs.follow(job):
+            yield event
+            if event.HasField("succeeded"):  # the call's answer is the file: each image is a download
+                self.jobs.record_downloads(job, len(event.succeeded.images))
+
+    async def _job(self, job: Job, *, include_images: bool = False) -> gateway_pb2.Job:
+        return protocol.job_to_pb(
+            job,
+            queue_position=await self.jobs.position(job),
+            result=await self.jobs.result(job, include_images=include_images),
+        )
+
+
+class AdminServicer(gateway_pb2_grpc.AdminServiceServicer):
+    """Admin role only: the auth interceptor refuses every other key before these run."""
+
+    def __init__(self, keys: KeyStore, jobs: JobService) -> None:
+        self.keys = keys
+        self.jobs = jobs
+
+    async def CreateApiKey(
+        self, request: gateway_pb2.CreateApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.CreateApiKeyResponse:
+        key, secret = self.keys.create(request.tenant_id, protocol.role_from_pb(request.role), request.name)
+        return gateway_pb2.CreateApiKeyResponse(key=protocol.api_key_to_pb(key), secret=secret)
+
+    async def ListApiKeys(
+        self, request: gateway_pb2.ListApiKeysRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ListApiKeysResponse:
+        keys = self.keys.list(request.tenant_id, include_revoked=request.include_revoked)
+        return gateway_pb2.ListApiKeysResponse(keys=[protocol.api_key_to_pb(key) for key in keys])
+
+    async def RevokeApiKey(
+        self, request: gateway_pb2.RevokeApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.RevokeApiKeyResponse:
+        return gateway_pb2.RevokeApiKeyResponse(key=protocol.api_key_to_pb(self.keys.revoke(request.key_id)))
+
+    async def ListVariants(
+        self, request: gateway_pb2.ListVariantsRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ListVariantsResponse:
+        return gateway_pb2.ListVariantsResponse(
+            variants=[protocol.variant_to_pb(v) for v in await self.jobs.variants.list()]
+        )
+
+    async def SetVariants(
+        self, request: gateway_pb2.SetVariantsRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.SetVariantsResponse:
+        in_force = await self.jobs.set_variants([protocol.variant_from_pb(v) for v in request.variants])
+        return gateway_pb2.SetVariantsResponse(variants=[protocol.variant_to_pb(v) for v in in_force])
+
+
+class AnalyticsQueryServicer(gateway_pb2_grpc.AnalyticsQueryServiceServicer):
+    """Analyst role and up (the auth interceptor checks it); each call is the caller's scoped query."""
+
+    def __init__(self, analytics: AnalyticsClient) -> None:
+        self.analytics = analytics
+
+    async def _query(self, method: str, request: Message, context: grpc.aio.ServicerContext) -> Any:
+        return await self.analytics.query(current_principal(), method, request, timeout_s=context.time_remaining())
+
+    async def Funnel(self, request: analytics_pb2.FunnelRequest, context: grpc.aio.ServicerContext) -> Any:
+        return await self._query("Funnel", request, context)
+
+    async def Discrepancy(self, request: analytics_pb2.DiscrepancyRequest, context: grpc.aio.ServicerContext) -> Any:
+        return await self._query("Discrepancy", request, context)
+
+    async def PromptInsights(
+        self, request: analytics_pb2.PromptInsightsRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
+        return await self._query("PromptInsights", request, context)
+
+    async def FeatureAdoption(
+        self, request: analytics_pb2.FeatureAdoptionRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
+        return await self._query("FeatureAdoption", request, context)
+
+    async def CompareVariants(
+        self, request: analytics_pb2.CompareVariantsRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
+        return await self._query("CompareVariants", request, context)
+
+    async def ListAlertRules(
+        self, request: analytics_pb2.ListAlertRulesRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
+        return await self._query("ListAlertRules", request, context)
+
+    async def ListAlerts(self, request: analytics_pb2.ListAlertsRequest, context: grpc.aio.ServicerContext) -> Any:
+        return await self._query("ListAlerts", request, context)

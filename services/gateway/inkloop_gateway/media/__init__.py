@@ -1,0 +1,1 @@
+"""Where generated images live: content-addressed files per tenant, signed download URLs."""
