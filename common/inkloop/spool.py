@@ -2,8 +2,9 @@
 
 Both services keep what they acknowledged here until it is delivered: the gateway its back-end
 event batches while analytics is unreachable, analytics its rows while ClickHouse is. A record is
-one document on one line (JSON escapes every newline), so a segment reads with ordinary tools:
-`cut -d' ' -f2- SEGMENT | jq`.
+one line of text without a newline: analytics writes JSON documents (`cut -d' ' -f2- SEGMENT | jq`
+shows them), the gateway base64 of its protobuf batches (`… | base64 -d`). Segment files keep the
+`.jsonl` name of the first format.
 
 Layout: numbered segment files `000000000001.jsonl`, … under one directory. Each line is the CRC-32
 of the record (8 hex digits), a space, the record, a newline. `append` returns only after the

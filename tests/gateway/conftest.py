@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -9,7 +10,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.protobuf import json_format
 
 from harness import free_ports
 from inkloop.rpc.server import RunningServer, start_server
@@ -63,10 +63,10 @@ async def inference(tiny_model_dir: Path) -> AsyncIterator[Inference]:
 
 
 def spooled_events(spool: Spool) -> list[analytics_pb2.BackendEvent]:
-    """Every back-end event in the gateway's spool, oldest first (records: IngestRequests as protobuf JSON)."""
+    """Every back-end event in the gateway's spool, oldest first (records: base64 of IngestRequests)."""
     segments = sorted(spool.directory.glob("*.jsonl"))
     records = [record for segment in segments for record in spool.read(segment)]
-    return [e for record in records for e in json_format.Parse(record, analytics_pb2.IngestRequest()).backend]
+    return [e for record in records for e in analytics_pb2.IngestRequest.FromString(base64.b64decode(record)).backend]
 
 
 def dead_address() -> str:

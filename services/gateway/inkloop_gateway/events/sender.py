@@ -5,13 +5,16 @@ AnalyticsService.Ingest; when a call fails (analytics down, or not yet implement
 batch and everything behind it go to the on-disk spool and the sender backs off; once analytics
 answers again the spool is replayed oldest first, then the buffer, so order and event ids are kept
 (analytics deduplicates by id). On stop whatever is left is spooled, so a restart loses nothing.
-The spool is `inkloop.spool` (one IngestRequest as protobuf JSON per record) in DROP_OLDEST mode:
-a long outage costs the oldest events, counted and logged, never a request's latency or the disk.
+The spool is `inkloop.spool` (one IngestRequest per record, its protobuf encoding in base64: a spill
+of a full buffer is on the request path, and protobuf JSON costs ten times as much) in DROP_OLDEST
+mode: a long outage costs the oldest events, counted and logged, never a request's latency or the disk.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import functools
 import logging
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import cast
 
 import grpc
-from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 
 from inkloop.rpc.client import open_channel
 from inkloop.spool import Spool, WhenFull
@@ -220,14 +223,14 @@ class EventSender:
     async def flush(self) -> bool:
         """Sends the spool, oldest first, then the buffer; False (everything unsent on disk) when analytics fails."""
         while (segment := self._spool.oldest()) is not None:
-            try:
-                requests = [_decode(record) for record in self._spool.read(segment)]
-            except json_format.ParseError:
-                kept = self._spool.set_aside(segment)
-                log.exception("event spool segment %s cannot be read by this version; kept as %s", segment, kept)
-                continue
-            for position in range(self._delivered.get(segment.name, 0), len(requests)):
-                if not await self._send(requests[position]):
+            records = self._spool.read(segment)
+            for position in range(self._delivered.get(segment.name, 0), len(records)):
+                try:
+                    request = _decode(records[position])
+                except (binascii.Error, DecodeError):
+                    log.exception("event spool record %d of %s cannot be read; skipped", position, segment.name)
+                    continue
+                if not await self._send(request):
                     self._spill()
                     return False
                 self._delivered[segment.name] = position + 1
@@ -278,11 +281,11 @@ class EventSender:
 
 
 def _encode(request: analytics_pb2.IngestRequest) -> bytes:
-    return json_format.MessageToJson(request, indent=None).encode()
+    return base64.b64encode(request.SerializeToString())
 
 
 def _decode(record: bytes) -> analytics_pb2.IngestRequest:
-    return json_format.Parse(record, analytics_pb2.IngestRequest())
+    return analytics_pb2.IngestRequest.FromString(base64.b64decode(record, validate=True))
 
 
 def _adopt_batch_files(directory: Path, spool: Spool) -> None:
