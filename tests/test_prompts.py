@@ -107,3 +107,29 @@ def test_to_pb_and_back() -> None:
     assert message.language == analytics_pb2.LANGUAGE_CLASS_MIXED
     assert (message.length, message.hash, message.redacted) == (6, features.hash, "一只 cat")
     assert PromptFeatures.from_pb(message) == features
+
+
+def _bits_apart(a: str, b: str, policy: PrivacyPolicy = POLICY) -> int:
+    return bin(policy.signature(a) ^ policy.signature(b)).count("1")
+
+
+@pytest.mark.parametrize(
+    ("first", "edited"),
+    [
+        ("a lighthouse on a cliff at dusk, oil painting", "a lighthouse on a cliff at dusk, oil painting, 4k"),
+        ("一只在雪地里奔跑的红狐狸，电影感光影", "一只在雪地里奔跑的红狐狸，电影感光影，高清"),
+        ("赛博朋克城市夜景 neon rain", "赛博朋克城市夜景 neon rain!"),
+    ],
+)
+def test_a_small_edit_keeps_the_signature_near_and_another_prompt_is_far(first: str, edited: str) -> None:
+    assert _bits_apart(first, edited) <= 12
+    assert _bits_apart(first, "product shot of a ceramic mug on a wooden table") > 16
+    assert _bits_apart(first, first.upper()) == 0  # the normalised form is signed
+
+
+def test_the_signature_is_keyed_by_the_salt_and_empty_text_has_none() -> None:
+    prompt = "a cat on the moon"
+    assert POLICY.signature(prompt) == POLICY.signature(prompt) != PrivacyPolicy(salt="other").signature(prompt)
+    assert 0 < POLICY.signature(prompt) < 2**64
+    assert POLICY.signature("   ") == 0 and prompt_features("", POLICY).signature == 0
+    assert prompt_features(prompt, POLICY).to_pb().signature == POLICY.signature(prompt)

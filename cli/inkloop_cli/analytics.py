@@ -28,7 +28,8 @@ from inkloop.v1 import gateway_pb2_grpc
 from inkloop_cli.client import ClientSettings, console, fail
 
 app = typer.Typer(
-    help="Query analytics through the gateway (funnel, discrepancy, prompts, adoption, variants, alerts).",
+    help="Query analytics through the gateway (funnel, discrepancy, prompts, outcomes, retry-loops, adoption, "
+    "variants, alerts).",
     no_args_is_help=True,
 )
 
@@ -283,6 +284,93 @@ def prompts(
         tables=lambda: [
             _table("by length", columns, rows(response.by_length)),
             _table("by language", columns, rows(response.by_language)),
+        ],
+    )
+
+
+_WINDOW = typer.Option(0, "--window-s", help="Regeneration window in seconds (default: the service's).")
+_BITS = typer.Option(0, "--max-distance-bits", help="Bits two prompt signatures of one intent may differ in.")
+
+
+@app.command()
+def outcomes(
+    breakdown: str = typer.Option("", help="'', language_class, length_bucket, variant or kind."),
+    window_s: int = _WINDOW,
+    max_distance_bits: int = _BITS,
+    tenant: str = _TENANT,
+    start: str | None = _START,
+    end: str | None = _END,
+    as_json: bool = _JSON,
+) -> None:
+    """Requests by perceived outcome: accepted, regenerated, abandoned, failed; perceived success, dwell."""
+    rules = pb.OutcomeRules(regenerate_window_s=window_s, max_intent_distance_bits=max_distance_bits)
+    request = pb.OutcomesRequest(tenant_id=tenant, range=_range(start, end), breakdown=breakdown, rules=rules)
+    response = _call("Outcomes", request)
+    used = response.rules
+    _show(
+        response,
+        as_json,
+        empty=None if response.groups else "no generation requests in the range",
+        tables=lambda: [
+            _table(
+                f"outcomes (window {used.regenerate_window_s} s, same intent within "
+                f"{used.max_intent_distance_bits} bits)",
+                [
+                    "group",
+                    "requests",
+                    "accepted",
+                    "regenerated",
+                    "abandoned",
+                    "failed",
+                    "perceived success",
+                    "regen per accepted",
+                    "mean dwell s",
+                ],
+                [
+                    [
+                        g.value,
+                        g.requests,
+                        g.accepted,
+                        g.regenerated,
+                        g.abandoned,
+                        g.failed,
+                        g.perceived_success,
+                        g.regenerations_per_accepted,
+                        g.mean_dwell_s,
+                    ]
+                    for g in response.groups
+                ],
+            )
+        ],
+    )
+
+
+@app.command("retry-loops")
+def retry_loops(
+    min_regenerations: int = typer.Option(0, help="Regenerations of one intent that make a loop (default 3)."),
+    window_s: int = _WINDOW,
+    max_distance_bits: int = _BITS,
+    tenant: str = _TENANT,
+    start: str | None = _START,
+    end: str | None = _END,
+    as_json: bool = _JSON,
+) -> None:
+    """Users stuck regenerating one intent without accepting an image, by language class."""
+    rules = pb.OutcomeRules(regenerate_window_s=window_s, max_intent_distance_bits=max_distance_bits)
+    request = pb.RetryLoopsRequest(
+        tenant_id=tenant, range=_range(start, end), rules=rules, min_regenerations=min_regenerations
+    )
+    response = _call("RetryLoops", request)
+    _show(
+        response,
+        as_json,
+        empty=None if response.groups else "no generation requests in the range",
+        tables=lambda: [
+            _table(
+                f"retry loops ({response.min_regenerations}+ regenerations of one intent, nothing accepted)",
+                ["language", "users", "looping users", "loop rate"],
+                [[g.language_class, g.users, g.looping_users, g.loop_rate] for g in response.groups],
+            )
         ],
     )
 

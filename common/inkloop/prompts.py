@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import re
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,6 +25,8 @@ from inkloop.v1 import analytics_pb2
 
 LanguageClassName = Literal["zh", "en", "mixed", "other"]
 StoreText = Literal["none", "redacted"]
+
+SIGNATURE_BITS = 64
 
 # Han ideographs: CJK Unified (basic, extension A, B–F) and the compatibility block.
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef]")
@@ -102,6 +105,26 @@ class PrivacyPolicy:
         """HMAC-SHA-256 of the normalised text keyed by the salt, hex."""
         return hmac.new(self.salt.encode(), normalise(text).encode(), hashlib.sha256).hexdigest()
 
+    def signature(self, text: str) -> int:
+        """64-bit SimHash (Charikar) of the normalised text's character trigrams, each hashed with BLAKE2b
+        keyed by the salt: prompts a few characters apart are a few bits apart (analytics compares intents
+        by Hamming distance), and without the salt no trigram can be tested against it. 0 for no text.
+
+        Twenty lines instead of PyPI `simhash`: that package pulls numpy into the slim gateway and would
+        need this keyed hash passed in anyway.
+        """
+        normalised = normalise(text)
+        if not normalised:
+            return 0
+        grams = Counter(normalised[i : i + 3] for i in range(max(len(normalised) - 2, 1)))
+        key = hashlib.sha256(self.salt.encode()).digest()
+        weights = [0] * SIGNATURE_BITS
+        for gram, count in grams.items():
+            bits = int.from_bytes(hashlib.blake2b(gram.encode(), digest_size=8, key=key).digest(), "big")
+            for position in range(SIGNATURE_BITS):
+                weights[position] += count if bits >> position & 1 else -count
+        return sum(1 << position for position, weight in enumerate(weights) if weight > 0)
+
 
 _LANGUAGE_TO_PB: dict[LanguageClassName, analytics_pb2.LanguageClass] = {
     "zh": analytics_pb2.LANGUAGE_CLASS_ZH,
@@ -120,19 +143,29 @@ class PromptFeatures:
     language: LanguageClassName
     hash: str  # PrivacyPolicy.hash of the prompt
     redacted: str  # PrivacyPolicy.scrub of the prompt
+    signature: int = 0  # PrivacyPolicy.signature of the prompt
 
     def to_pb(self) -> analytics_pb2.PromptFeatures:
         return analytics_pb2.PromptFeatures(
-            length=self.length, language=_LANGUAGE_TO_PB[self.language], hash=self.hash, redacted=self.redacted
+            length=self.length,
+            language=_LANGUAGE_TO_PB[self.language],
+            hash=self.hash,
+            redacted=self.redacted,
+            signature=self.signature,
         )
 
     @classmethod
     def from_pb(cls, message: analytics_pb2.PromptFeatures) -> PromptFeatures:
         """The features as sent; an unset language reads as "other"."""
-        return cls(message.length, _LANGUAGE_FROM_PB.get(message.language, "other"), message.hash, message.redacted)
+        language = _LANGUAGE_FROM_PB.get(message.language, "other")
+        return cls(message.length, language, message.hash, message.redacted, message.signature)
 
 
 def prompt_features(prompt: str, policy: PrivacyPolicy) -> PromptFeatures:
     return PromptFeatures(
-        length=len(prompt), language=language_class(prompt), hash=policy.hash(prompt), redacted=policy.scrub(prompt)
+        length=len(prompt),
+        language=language_class(prompt),
+        hash=policy.hash(prompt),
+        redacted=policy.scrub(prompt),
+        signature=policy.signature(prompt),
     )

@@ -17,7 +17,8 @@ from harness.clickhouse import ClickHouseServer, database_url, fresh_database
 from inkloop.rpc.server import start_server
 from inkloop.v1 import analytics_pb2, gateway_pb2
 
-from .conftest import StartGateway, finished, spooled_events, text_task
+from .conftest import Gateway, StartGateway, finished, spooled_events, text_task
+from .test_validation import inpaint, png
 
 T = analytics_pb2.BackendEventType
 
@@ -115,3 +116,33 @@ async def test_batches_spooled_by_an_earlier_version_join_the_spool_in_order(
     gateway = await start_gateway()  # analytics unreachable: everything stays on disk
     assert [e.event_id for e in spooled_events(gateway.app.events.spool)][:3] == [e.event_id for e in old]
     assert not list(spool_dir.glob("*.batch"))
+
+
+async def test_repainting_a_result_names_the_request_that_made_it(gateway: Gateway) -> None:
+    """The base of an edit accepts the request whose image it is (analytics' outcomes): the gateway
+    finds it by the image's bytes in the tenant's store; another tenant's or a foreign image names none."""
+    first = await gateway.jobs.SubmitJob(
+        gateway_pb2.SubmitJobRequest(task=text_task("a red kite", seed=3), request_id="made-it"),
+        metadata=gateway.auth(),
+    )
+    end = await finished(gateway, first.job.job_id)
+    made = end.succeeded.images[0].data
+    mask = png(64, 64, colour=(255, 255, 255), mode="RGB")
+    for request_id, image, who in (
+        ("repaint", made, "acme"),
+        ("foreign", png(64, 64), "acme"),
+        ("other", made, "globex"),
+    ):
+        job = await gateway.jobs.SubmitJob(
+            gateway_pb2.SubmitJobRequest(
+                task=inpaint(image, mask, width=64, height=64, steps=2), request_id=request_id
+            ),
+            metadata=gateway.auth(who),
+        )
+        await finished(gateway, job.job.job_id, who=who)
+    requested = {
+        e.request_id: e.base_request_id
+        for e in spooled_events(gateway.app.events.spool)
+        if e.type == T.BACKEND_EVENT_TYPE_REQUESTED
+    }
+    assert requested == {"made-it": "", "repaint": "made-it", "foreign": "", "other": ""}

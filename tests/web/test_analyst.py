@@ -140,6 +140,24 @@ async def test_the_cli_asks_the_gateway_with_the_callers_key(traffic: System) ->
     assert "INVALID_ARGUMENT" in bad.output and "steps" in bad.output
 
 
+async def test_outcomes_and_retry_loops_through_the_cli(traffic: System) -> None:
+    # The traffic's requests have no result yet: each is abandoned; nothing accepted, so the
+    # regenerations per accepted image are undefined.
+    table = await asyncio.to_thread(_cli, traffic, "analyst", "outcomes", "--window-s", "60")
+    assert table.exit_code == 0, table.output
+    assert "window 60 s" in table.output and "nan" not in table.output.lower()
+    as_json = await asyncio.to_thread(_cli, traffic, "analyst", "outcomes", "--json", "--breakdown", "variant")
+    assert as_json.exit_code == 0, as_json.output
+    [group] = json.loads(as_json.stdout)["groups"]
+    assert (group["value"], group["requests"], group["abandoned"]) == ("A", REQUESTS["acme"], REQUESTS["acme"])
+    assert group["regenerations_per_accepted"] is None
+    loops = await asyncio.to_thread(_cli, traffic, "admin", "retry-loops", "--json", "--tenant", "globex")
+    assert loops.exit_code == 0, loops.output
+    assert json.loads(loops.stdout)["min_regenerations"] == 3
+    bad = await asyncio.to_thread(_cli, traffic, "analyst", "outcomes", "--breakdown", "device")
+    assert bad.exit_code == 1 and "INVALID_ARGUMENT" in bad.output and "breakdown" in bad.output
+
+
 async def test_empty_answers_say_why_and_undefined_figures_are_dashes(traffic: System) -> None:
     steps = ["--step", "backend:type=requested", "--step", "backend:type=succeeded"]
     # Back-end events only: no visitor did anything, every user did.

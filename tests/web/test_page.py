@@ -173,12 +173,24 @@ async def test_create_inpaint_outpaint_download_and_events_match(system: System,
     adoption = await _until(adopted)
     assert adoption is not None and adoption.page_views == 1 and adoption.unique_visitors == 1
 
+    # The user kept every image: the first two were repainted and extended (each the base of the next
+    # request, found by its bytes), the last downloaded. Perceived success is 3 of 3.
+    async def all_accepted() -> pb.OutcomesResponse | None:
+        reply = await _stub(system).Outcomes(pb.OutcomesRequest(tenant_id="acme", range=_range()))
+        return reply if reply.groups and reply.groups[0].accepted == 3 else None
+
+    outcomes = await _until(all_accepted)
+    assert outcomes is not None, await _stub(system).Outcomes(pb.OutcomesRequest(tenant_id="acme", range=_range()))
+    [everything] = outcomes.groups
+    assert (everything.requests, everything.perceived_success) == (3, 1.0)
+
     # 6. The dashboard draws the same figures for the analyst.
     await page.goto(system.url + "/dashboard")
     await page.fill("#api-key", system.secrets["analyst"])
     await page.click("#save-key")
     await page.locator("#funnel canvas").wait_for()
     await page.locator("#discrepancy canvas").wait_for()
+    await page.locator("#outcomes canvas").wait_for()
     await page.wait_for_timeout(500)  # chart animations
     assert await page.locator("#error").is_hidden()
     await page.screenshot(path=SHOTS / "5-dashboard.png", full_page=True)

@@ -141,19 +141,21 @@ class FrontendEvent(_message.Message):
     def __init__(self, event_id: _Optional[str] = ..., client_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., server_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tenant_id: _Optional[str] = ..., visitor_id: _Optional[str] = ..., session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., page_url: _Optional[str] = ..., referrer: _Optional[str] = ..., user_agent: _Optional[str] = ..., language: _Optional[str] = ..., screen: _Optional[str] = ..., type: _Optional[_Union[FrontendEventType, str]] = ..., category: _Optional[str] = ..., action: _Optional[str] = ..., label: _Optional[str] = ..., value: _Optional[int] = ..., request_id: _Optional[str] = ..., custom_vars: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class PromptFeatures(_message.Message):
-    __slots__ = ("length", "language", "hash", "redacted")
+    __slots__ = ("length", "language", "hash", "redacted", "signature")
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     HASH_FIELD_NUMBER: _ClassVar[int]
     REDACTED_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     length: int
     language: LanguageClass
     hash: str
     redacted: str
-    def __init__(self, length: _Optional[int] = ..., language: _Optional[_Union[LanguageClass, str]] = ..., hash: _Optional[str] = ..., redacted: _Optional[str] = ...) -> None: ...
+    signature: int
+    def __init__(self, length: _Optional[int] = ..., language: _Optional[_Union[LanguageClass, str]] = ..., hash: _Optional[str] = ..., redacted: _Optional[str] = ..., signature: _Optional[int] = ...) -> None: ...
 
 class BackendEvent(_message.Message):
-    __slots__ = ("event_id", "time", "tenant_id", "user_id", "request_id", "job_id", "type", "variant", "kind", "width", "height", "steps", "true_cfg_scale", "num_images", "seed", "latency_s", "error_code", "prompt", "policy", "has_negative_prompt")
+    __slots__ = ("event_id", "time", "tenant_id", "user_id", "request_id", "job_id", "type", "variant", "kind", "width", "height", "steps", "true_cfg_scale", "num_images", "seed", "latency_s", "error_code", "prompt", "policy", "has_negative_prompt", "base_request_id")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -174,6 +176,7 @@ class BackendEvent(_message.Message):
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     HAS_NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    BASE_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     time: _timestamp_pb2.Timestamp
     tenant_id: str
@@ -194,7 +197,8 @@ class BackendEvent(_message.Message):
     prompt: PromptFeatures
     policy: str
     has_negative_prompt: bool
-    def __init__(self, event_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tenant_id: _Optional[str] = ..., user_id: _Optional[str] = ..., request_id: _Optional[str] = ..., job_id: _Optional[str] = ..., type: _Optional[_Union[BackendEventType, str]] = ..., variant: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.GenerationKind, str]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., true_cfg_scale: _Optional[float] = ..., num_images: _Optional[int] = ..., seed: _Optional[int] = ..., latency_s: _Optional[float] = ..., error_code: _Optional[str] = ..., prompt: _Optional[_Union[PromptFeatures, _Mapping]] = ..., policy: _Optional[str] = ..., has_negative_prompt: _Optional[bool] = ...) -> None: ...
+    base_request_id: str
+    def __init__(self, event_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tenant_id: _Optional[str] = ..., user_id: _Optional[str] = ..., request_id: _Optional[str] = ..., job_id: _Optional[str] = ..., type: _Optional[_Union[BackendEventType, str]] = ..., variant: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.GenerationKind, str]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., true_cfg_scale: _Optional[float] = ..., num_images: _Optional[int] = ..., seed: _Optional[int] = ..., latency_s: _Optional[float] = ..., error_code: _Optional[str] = ..., prompt: _Optional[_Union[PromptFeatures, _Mapping]] = ..., policy: _Optional[str] = ..., has_negative_prompt: _Optional[bool] = ..., base_request_id: _Optional[str] = ...) -> None: ...
 
 class IngestRequest(_message.Message):
     __slots__ = ("frontend", "backend", "batch_id")
@@ -459,6 +463,90 @@ class CompareVariantsResponse(_message.Message):
     VARIANTS_FIELD_NUMBER: _ClassVar[int]
     variants: _containers.RepeatedCompositeFieldContainer[VariantStats]
     def __init__(self, variants: _Optional[_Iterable[_Union[VariantStats, _Mapping]]] = ...) -> None: ...
+
+class OutcomeRules(_message.Message):
+    __slots__ = ("regenerate_window_s", "max_intent_distance_bits")
+    REGENERATE_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_INTENT_DISTANCE_BITS_FIELD_NUMBER: _ClassVar[int]
+    regenerate_window_s: int
+    max_intent_distance_bits: int
+    def __init__(self, regenerate_window_s: _Optional[int] = ..., max_intent_distance_bits: _Optional[int] = ...) -> None: ...
+
+class OutcomesRequest(_message.Message):
+    __slots__ = ("tenant_id", "range", "breakdown", "rules")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    BREAKDOWN_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    range: TimeRange
+    breakdown: str
+    rules: OutcomeRules
+    def __init__(self, tenant_id: _Optional[str] = ..., range: _Optional[_Union[TimeRange, _Mapping]] = ..., breakdown: _Optional[str] = ..., rules: _Optional[_Union[OutcomeRules, _Mapping]] = ...) -> None: ...
+
+class OutcomeGroup(_message.Message):
+    __slots__ = ("value", "requests", "accepted", "regenerated", "abandoned", "failed", "perceived_success", "regenerations_per_accepted", "mean_dwell_s")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    REGENERATED_FIELD_NUMBER: _ClassVar[int]
+    ABANDONED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    PERCEIVED_SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    REGENERATIONS_PER_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    MEAN_DWELL_S_FIELD_NUMBER: _ClassVar[int]
+    value: str
+    requests: int
+    accepted: int
+    regenerated: int
+    abandoned: int
+    failed: int
+    perceived_success: float
+    regenerations_per_accepted: float
+    mean_dwell_s: float
+    def __init__(self, value: _Optional[str] = ..., requests: _Optional[int] = ..., accepted: _Optional[int] = ..., regenerated: _Optional[int] = ..., abandoned: _Optional[int] = ..., failed: _Optional[int] = ..., perceived_success: _Optional[float] = ..., regenerations_per_accepted: _Optional[float] = ..., mean_dwell_s: _Optional[float] = ...) -> None: ...
+
+class OutcomesResponse(_message.Message):
+    __slots__ = ("groups", "rules")
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[OutcomeGroup]
+    rules: OutcomeRules
+    def __init__(self, groups: _Optional[_Iterable[_Union[OutcomeGroup, _Mapping]]] = ..., rules: _Optional[_Union[OutcomeRules, _Mapping]] = ...) -> None: ...
+
+class RetryLoopsRequest(_message.Message):
+    __slots__ = ("tenant_id", "range", "rules", "min_regenerations")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    MIN_REGENERATIONS_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    range: TimeRange
+    rules: OutcomeRules
+    min_regenerations: int
+    def __init__(self, tenant_id: _Optional[str] = ..., range: _Optional[_Union[TimeRange, _Mapping]] = ..., rules: _Optional[_Union[OutcomeRules, _Mapping]] = ..., min_regenerations: _Optional[int] = ...) -> None: ...
+
+class RetryLoopGroup(_message.Message):
+    __slots__ = ("language_class", "users", "looping_users", "loop_rate")
+    LANGUAGE_CLASS_FIELD_NUMBER: _ClassVar[int]
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    LOOPING_USERS_FIELD_NUMBER: _ClassVar[int]
+    LOOP_RATE_FIELD_NUMBER: _ClassVar[int]
+    language_class: str
+    users: int
+    looping_users: int
+    loop_rate: float
+    def __init__(self, language_class: _Optional[str] = ..., users: _Optional[int] = ..., looping_users: _Optional[int] = ..., loop_rate: _Optional[float] = ...) -> None: ...
+
+class RetryLoopsResponse(_message.Message):
+    __slots__ = ("groups", "rules", "min_regenerations")
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    MIN_REGENERATIONS_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[RetryLoopGroup]
+    rules: OutcomeRules
+    min_regenerations: int
+    def __init__(self, groups: _Optional[_Iterable[_Union[RetryLoopGroup, _Mapping]]] = ..., rules: _Optional[_Union[OutcomeRules, _Mapping]] = ..., min_regenerations: _Optional[int] = ...) -> None: ...
 
 class AlertRule(_message.Message):
     __slots__ = ("name", "kind", "threshold", "window_s", "min_events")

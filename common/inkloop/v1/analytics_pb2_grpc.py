@@ -70,6 +70,16 @@ class AnalyticsServiceStub:
                 request_serializer=inkloop_dot_v1_dot_analytics__pb2.CompareVariantsRequest.SerializeToString,
                 response_deserializer=inkloop_dot_v1_dot_analytics__pb2.CompareVariantsResponse.FromString,
                 _registered_method=True)
+        self.Outcomes = channel.unary_unary(
+                '/inkloop.v1.AnalyticsService/Outcomes',
+                request_serializer=inkloop_dot_v1_dot_analytics__pb2.OutcomesRequest.SerializeToString,
+                response_deserializer=inkloop_dot_v1_dot_analytics__pb2.OutcomesResponse.FromString,
+                _registered_method=True)
+        self.RetryLoops = channel.unary_unary(
+                '/inkloop.v1.AnalyticsService/RetryLoops',
+                request_serializer=inkloop_dot_v1_dot_analytics__pb2.RetryLoopsRequest.SerializeToString,
+                response_deserializer=inkloop_dot_v1_dot_analytics__pb2.RetryLoopsResponse.FromString,
+                _registered_method=True)
         self.ListAlertRules = channel.unary_unary(
                 '/inkloop.v1.AnalyticsService/ListAlertRules',
                 request_serializer=inkloop_dot_v1_dot_analytics__pb2.ListAlertRulesRequest.SerializeToString,
@@ -138,6 +148,21 @@ class AnalyticsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Outcomes(self, request, context):
+        """Generation requests by the outcome users perceive (accepted, regenerated, abandoned, failed),
+        broken down by a property: perceived success, regenerations per accepted image, dwell.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryLoops(self, request, context):
+        """Users who regenerated the same intent again and again without accepting any image, by language.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListAlertRules(self, request, context):
         """Alert rules in force.
         """
@@ -189,6 +214,16 @@ def add_AnalyticsServiceServicer_to_server(servicer, server):
                     servicer.CompareVariants,
                     request_deserializer=inkloop_dot_v1_dot_analytics__pb2.CompareVariantsRequest.FromString,
                     response_serializer=inkloop_dot_v1_dot_analytics__pb2.CompareVariantsResponse.SerializeToString,
+            ),
+            'Outcomes': grpc.unary_unary_rpc_method_handler(
+                    servicer.Outcomes,
+                    request_deserializer=inkloop_dot_v1_dot_analytics__pb2.OutcomesRequest.FromString,
+                    response_serializer=inkloop_dot_v1_dot_analytics__pb2.OutcomesResponse.SerializeToString,
+            ),
+            'RetryLoops': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryLoops,
+                    request_deserializer=inkloop_dot_v1_dot_analytics__pb2.RetryLoopsRequest.FromString,
+                    response_serializer=inkloop_dot_v1_dot_analytics__pb2.RetryLoopsResponse.SerializeToString,
             ),
             'ListAlertRules': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAlertRules,
@@ -391,6 +426,60 @@ class AnalyticsService:
             '/inkloop.v1.AnalyticsService/CompareVariants',
             inkloop_dot_v1_dot_analytics__pb2.CompareVariantsRequest.SerializeToString,
             inkloop_dot_v1_dot_analytics__pb2.CompareVariantsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Outcomes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inkloop.v1.AnalyticsService/Outcomes',
+            inkloop_dot_v1_dot_analytics__pb2.OutcomesRequest.SerializeToString,
+            inkloop_dot_v1_dot_analytics__pb2.OutcomesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryLoops(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inkloop.v1.AnalyticsService/RetryLoops',
+            inkloop_dot_v1_dot_analytics__pb2.RetryLoopsRequest.SerializeToString,
+            inkloop_dot_v1_dot_analytics__pb2.RetryLoopsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -616,6 +616,16 @@ class AnalyticsQueryServiceStub:
                 request_serializer=inkloop_dot_v1_dot_analytics__pb2.CompareVariantsRequest.SerializeToString,
                 response_deserializer=inkloop_dot_v1_dot_analytics__pb2.CompareVariantsResponse.FromString,
                 _registered_method=True)
+        self.Outcomes = channel.unary_unary(
+                '/inkloop.v1.AnalyticsQueryService/Outcomes',
+                request_serializer=inkloop_dot_v1_dot_analytics__pb2.OutcomesRequest.SerializeToString,
+                response_deserializer=inkloop_dot_v1_dot_analytics__pb2.OutcomesResponse.FromString,
+                _registered_method=True)
+        self.RetryLoops = channel.unary_unary(
+                '/inkloop.v1.AnalyticsQueryService/RetryLoops',
+                request_serializer=inkloop_dot_v1_dot_analytics__pb2.RetryLoopsRequest.SerializeToString,
+                response_deserializer=inkloop_dot_v1_dot_analytics__pb2.RetryLoopsResponse.FromString,
+                _registered_method=True)
         self.ListAlertRules = channel.unary_unary(
                 '/inkloop.v1.AnalyticsQueryService/ListAlertRules',
                 request_serializer=inkloop_dot_v1_dot_analytics__pb2.ListAlertRulesRequest.SerializeToString,
@@ -670,6 +680,20 @@ class AnalyticsQueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Outcomes(self, request, context):
+        """Outcomes of generation requests as users perceive them (see AnalyticsService.Outcomes).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryLoops(self, request, context):
+        """Users stuck regenerating one intent (see AnalyticsService.RetryLoops).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListAlertRules(self, request, context):
         """The alert rules in force (see AnalyticsService.ListAlertRules).
         """
@@ -711,6 +735,16 @@ def add_AnalyticsQueryServiceServicer_to_server(servicer, server):
                     servicer.CompareVariants,
                     request_deserializer=inkloop_dot_v1_dot_analytics__pb2.CompareVariantsRequest.FromString,
                     response_serializer=inkloop_dot_v1_dot_analytics__pb2.CompareVariantsResponse.SerializeToString,
+            ),
+            'Outcomes': grpc.unary_unary_rpc_method_handler(
+                    servicer.Outcomes,
+                    request_deserializer=inkloop_dot_v1_dot_analytics__pb2.OutcomesRequest.FromString,
+                    response_serializer=inkloop_dot_v1_dot_analytics__pb2.OutcomesResponse.SerializeToString,
+            ),
+            'RetryLoops': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryLoops,
+                    request_deserializer=inkloop_dot_v1_dot_analytics__pb2.RetryLoopsRequest.FromString,
+                    response_serializer=inkloop_dot_v1_dot_analytics__pb2.RetryLoopsResponse.SerializeToString,
             ),
             'ListAlertRules': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAlertRules,
@@ -862,6 +896,60 @@ class AnalyticsQueryService:
             '/inkloop.v1.AnalyticsQueryService/CompareVariants',
             inkloop_dot_v1_dot_analytics__pb2.CompareVariantsRequest.SerializeToString,
             inkloop_dot_v1_dot_analytics__pb2.CompareVariantsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Outcomes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inkloop.v1.AnalyticsQueryService/Outcomes',
+            inkloop_dot_v1_dot_analytics__pb2.OutcomesRequest.SerializeToString,
+            inkloop_dot_v1_dot_analytics__pb2.OutcomesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryLoops(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inkloop.v1.AnalyticsQueryService/RetryLoops',
+            inkloop_dot_v1_dot_analytics__pb2.RetryLoopsRequest.SerializeToString,
+            inkloop_dot_v1_dot_analytics__pb2.RetryLoopsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -272,6 +272,8 @@ def backend_rows(
             text["policy"],
             [int(event.has_negative_prompt) for event in events],
             [now] * len(events),
+            [prompt.signature for prompt in prompts],
+            text["base_request_id"],
             strict=True,
         )
     )

@@ -9,7 +9,7 @@ from google.protobuf import timestamp_pb2
 
 from inkloop.errors import InvalidArgument
 from inkloop.v1 import analytics_pb2 as pb
-from inkloop_analytics import adoption, alerts, discrepancy, funnel, insights, variants
+from inkloop_analytics import adoption, alerts, discrepancy, funnel, insights, outcomes, variants
 from inkloop_analytics.ingest import Acks, IngestResult
 from inkloop_analytics.matchers import EventMatcher, Source, TimeRange
 
@@ -253,6 +253,73 @@ def variants_to_pb(result: list[variants.VariantStats]) -> pb.CompareVariantsRes
             )
             for one in result
         ]
+    )
+
+
+# Outcomes.
+
+
+def _rules_from_pb(message: pb.OutcomeRules, defaults: outcomes.OutcomeRules) -> outcomes.OutcomeRules:
+    return defaults.overridden(message.regenerate_window_s, message.max_intent_distance_bits)
+
+
+def _rules_to_pb(rules: outcomes.OutcomeRules) -> pb.OutcomeRules:
+    return pb.OutcomeRules(
+        regenerate_window_s=rules.regenerate_window_s, max_intent_distance_bits=rules.max_intent_distance_bits
+    )
+
+
+def outcomes_from_pb(request: pb.OutcomesRequest, defaults: outcomes.OutcomeRules) -> outcomes.OutcomesQuery:
+    return outcomes.OutcomesQuery(
+        tenant_id=request.tenant_id,
+        range=time_range_from_pb(request.range, request.HasField("range")),
+        rules=_rules_from_pb(request.rules, defaults),
+        breakdown=request.breakdown,
+    )
+
+
+def outcomes_to_pb(result: outcomes.Outcomes) -> pb.OutcomesResponse:
+    return pb.OutcomesResponse(
+        groups=[
+            pb.OutcomeGroup(
+                value=group.value,
+                requests=group.requests,
+                accepted=group.accepted,
+                regenerated=group.regenerated,
+                abandoned=group.abandoned,
+                failed=group.failed,
+                perceived_success=group.perceived_success,
+                regenerations_per_accepted=group.regenerations_per_accepted,
+                mean_dwell_s=group.mean_dwell_s,
+            )
+            for group in result.groups
+        ],
+        rules=_rules_to_pb(result.rules),
+    )
+
+
+def retry_loops_from_pb(request: pb.RetryLoopsRequest, defaults: outcomes.OutcomeRules) -> outcomes.RetryLoopsQuery:
+    return outcomes.RetryLoopsQuery(
+        tenant_id=request.tenant_id,
+        range=time_range_from_pb(request.range, request.HasField("range")),
+        rules=_rules_from_pb(request.rules, defaults),
+        min_regenerations=request.min_regenerations or outcomes.DEFAULT_MIN_REGENERATIONS,
+    )
+
+
+def retry_loops_to_pb(result: outcomes.RetryLoops) -> pb.RetryLoopsResponse:
+    return pb.RetryLoopsResponse(
+        groups=[
+            pb.RetryLoopGroup(
+                language_class=group.language_class,
+                users=group.users,
+                looping_users=group.looping_users,
+                loop_rate=group.loop_rate,
+            )
+            for group in result.groups
+        ],
+        rules=_rules_to_pb(result.rules),
+        min_regenerations=result.min_regenerations,
     )
 
 

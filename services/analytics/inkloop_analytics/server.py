@@ -54,6 +54,16 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
     ) -> pb.CompareVariantsResponse:
         return protocol.variants_to_pb(await self.analytics.compare_variants(protocol.variants_from_pb(request)))
 
+    async def Outcomes(self, request: pb.OutcomesRequest, context: grpc.aio.ServicerContext) -> pb.OutcomesResponse:
+        query = protocol.outcomes_from_pb(request, self.analytics.outcome_rules)
+        return protocol.outcomes_to_pb(await self.analytics.outcomes(query))
+
+    async def RetryLoops(
+        self, request: pb.RetryLoopsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RetryLoopsResponse:
+        query = protocol.retry_loops_from_pb(request, self.analytics.outcome_rules)
+        return protocol.retry_loops_to_pb(await self.analytics.retry_loops(query))
+
     async def ListAlertRules(
         self, request: pb.ListAlertRulesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListAlertRulesResponse:

@@ -19,9 +19,10 @@ from typing import Any, TypeVar
 from inkloop.errors import InkloopError
 from inkloop.spool import Spool
 from inkloop.v1 import analytics_pb2
-from inkloop_analytics import adoption, alerts, discrepancy, funnel, insights, retention, variants
+from inkloop_analytics import adoption, alerts, discrepancy, funnel, insights, outcomes, retention, variants
 from inkloop_analytics.ingest import IngestConfig, Ingestor, IngestResult
 from inkloop_analytics.migrations import migrate
+from inkloop_analytics.outcomes import Outcomes, OutcomesQuery, RetryLoops, RetryLoopsQuery
 from inkloop_analytics.settings import AnalyticsSettings
 from inkloop_analytics.storage import ClickHouse, QueryError, connect
 from inkloop_analytics.store import EventStore
@@ -64,6 +65,7 @@ class Analytics:
             lookup_stored_ids=settings.lookup_stored_ids,
         )
         self.ingestor = Ingestor(self.store, self.writer, config, clock=self.clock)
+        self.outcome_rules = settings.outcome_rules()
         self.alert_rules = alerts.load_rules(settings.alert_rules_file)
         self.evaluator = alerts.AlertEvaluator(self.alert_rules)
         self._ch: ClickHouse | None = None
@@ -139,6 +141,12 @@ class Analytics:
 
     async def compare_variants(self, query: variants.CompareVariantsQuery) -> list[variants.VariantStats]:
         return await self._run(variants.run, query)
+
+    async def outcomes(self, query: OutcomesQuery) -> Outcomes:
+        return await self._run(outcomes.run, query)
+
+    async def retry_loops(self, query: RetryLoopsQuery) -> RetryLoops:
+        return await self._run(outcomes.retry_loops, query)
 
     async def list_alerts(self, query: alerts.ListAlertsQuery) -> list[alerts.Alert]:
         query.check()

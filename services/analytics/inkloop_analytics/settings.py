@@ -10,6 +10,7 @@ from pydantic_settings import SettingsConfigDict
 
 from inkloop.config import ServiceSettings
 from inkloop.prompts import PrivacyPolicy
+from inkloop_analytics.outcomes import OutcomeRules
 
 DEV_PROMPT_SALT = "inkloop-dev-salt"
 
@@ -51,6 +52,16 @@ class AnalyticsSettings(ServiceSettings):
         DEV_PROMPT_SALT, description="Key of prompt and label hashes; must be set (and kept) in production."
     )
     retention_days: int = Field(400, ge=0, description="Days of events kept (0 = forever).")
+    # Outcomes.
+    outcome_regenerate_window_s: int = Field(
+        1800,
+        ge=1,
+        le=7 * 24 * 3600,
+        description="A new request of the same intent within this many seconds makes a request regenerated.",
+    )
+    outcome_max_intent_distance_bits: int = Field(
+        12, ge=1, le=63, description="Prompt signatures at most this many bits apart are the same intent."
+    )
     # Alerts.
     alert_rules_file: Path | None = Field(None, description="YAML or JSON alert rules, added to the defaults.")
     alert_interval_s: float = Field(60.0, gt=0, description="Seconds between alert evaluations.")
@@ -63,6 +74,9 @@ class AnalyticsSettings(ServiceSettings):
 
     def resolved_clickhouse_url(self) -> str:
         return self.clickhouse_url or f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    def outcome_rules(self) -> OutcomeRules:
+        return OutcomeRules(self.outcome_regenerate_window_s, self.outcome_max_intent_distance_bits)
 
     def resolved_spool_dir(self) -> Path:
         return self.spool_dir or self.data_dir / "spool"

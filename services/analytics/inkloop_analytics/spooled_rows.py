@@ -1,8 +1,9 @@
 """Rows as spool records: how analytics writes the rows it acknowledged into `inkloop.spool`.
 
 One record is one `Rows` batch as a JSON document. It tags the two non-JSON types and names its
-columns, so rows written by an older version are reordered by name (a column this version needs and
-the record lacks raises SpoolFormatError rather than being guessed). It is only ever parsed, never
+columns, so rows written by an older version are reordered by name (a column added since takes the
+value older rows have, `tables.ADDED_COLUMNS`; any other column this version needs and the record
+lacks raises SpoolFormatError rather than being guessed). It is only ever parsed, never
 executed:
 
     {"v":1,"frontend_events":{"columns":["event_id",…],"rows":[[{"$uuid":"…"},"t1",{"$time":"…"},…]]},…}
@@ -16,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from inkloop_analytics.tables import (
+    ADDED_COLUMNS,
     BACKEND_COLUMNS,
     BACKEND_TABLE,
     FRONTEND_COLUMNS,
@@ -71,11 +73,17 @@ def _in_column_order(table: str, stored: list[str], wanted: tuple[str, ...], row
     if tuple(stored) == wanted:
         return [tuple(row) for row in rows]
     # Written by a version with other columns: reorder by name, dropping columns no longer used.
-    missing = [column for column in wanted if column not in stored]
+    missing = [column for column in wanted if column not in stored and column not in ADDED_COLUMNS]
     if missing:
         raise SpoolFormatError(f"{table} records lack the columns {missing}")
-    positions = [stored.index(column) for column in wanted]
-    return [tuple(row[position] for position in positions) for row in rows]
+    positions = [stored.index(column) if column in stored else None for column in wanted]
+    return [
+        tuple(
+            ADDED_COLUMNS[column] if position is None else row[position]
+            for column, position in zip(wanted, positions, strict=True)
+        )
+        for row in rows
+    ]
 
 
 def _tagged(value: Any) -> Any:

@@ -67,6 +67,7 @@ BACKEND_LIMITS = (
     ("variant", 64),
     ("error_code", 64),
     ("policy", 64),
+    ("base_request_id", 128),
 )
 MAX_CUSTOM_VARS = 16
 MAX_CUSTOM_VAR_CHARS = 256
@@ -265,6 +266,7 @@ def backend_row(
         or len(variant) > 64
         or len(error_code) > 64
         or len(policy_name) > 64
+        or len(event.base_request_id) > 128
     ):
         return _check_lengths(event, BACKEND_LIMITS) or Rejection("", "a field is too long")
     kind = KINDS.get(event.kind)
@@ -312,6 +314,8 @@ def backend_row(
         policy_name,
         int(event.has_negative_prompt),
         now,
+        prompt.signature,
+        event.base_request_id,
     )
 
 

@@ -1,9 +1,10 @@
 """Numbered, idempotent ClickHouse migrations for the analytics database (PostHog style).
 
 Each module `mNNNN_description.py` has a `description` and `operations(ch) -> list[str]`: the DDL to
-run, rendered for the engine at hand (see `low_cardinality` and `ttl_clause`), every statement
-safe to run twice (`IF NOT EXISTS`). `migrate(ch)` runs the pending ones in order and records each
-in `schema_migrations`. `max_migration.txt` names the newest module, so two branches that each add
+run, rendered for the engine and the state at hand (see `low_cardinality` and `ttl_clause`), safe to
+run again: a CREATE says `IF NOT EXISTS`, an ALTER is asked for only while its change is missing
+(18.16 has no `ADD COLUMN IF NOT EXISTS`). `migrate(ch)` runs the pending ones in order and records
+each in `schema_migrations`. `max_migration.txt` names the newest module, so two branches that each add
 a migration conflict in git instead of both taking the same number.
 
 Run migrations from one process at a time (the service at start-up); should two overlap anyway,

@@ -27,6 +27,8 @@ QUERIES = (
     "PromptInsights",
     "FeatureAdoption",
     "CompareVariants",
+    "Outcomes",
+    "RetryLoops",
     "ListAlertRules",
     "ListAlerts",
 )

@@ -103,5 +103,9 @@ QUERIES: dict[str, tuple[str, Callable[[str, pb.TimeRange], Message]]] = {
     "prompts": ("PromptInsights", lambda tenant, window: pb.PromptInsightsRequest(tenant_id=tenant, range=window)),
     "adoption": ("FeatureAdoption", lambda tenant, window: pb.FeatureAdoptionRequest(tenant_id=tenant, range=window)),
     "variants": ("CompareVariants", lambda tenant, window: pb.CompareVariantsRequest(tenant_id=tenant, range=window)),
+    "outcomes": (
+        "Outcomes",
+        lambda tenant, window: pb.OutcomesRequest(tenant_id=tenant, range=window, breakdown="language_class"),
+    ),
     "alerts": ("ListAlerts", lambda tenant, window: pb.ListAlertsRequest(tenant_id=tenant, range=window)),
 }

@@ -144,6 +144,12 @@ class AnalyticsQueryServicer(gateway_pb2_grpc.AnalyticsQueryServiceServicer):
     ) -> Any:
         return await self._query("CompareVariants", request, context)
 
+    async def Outcomes(self, request: analytics_pb2.OutcomesRequest, context: grpc.aio.ServicerContext) -> Any:
+        return await self._query("Outcomes", request, context)
+
+    async def RetryLoops(self, request: analytics_pb2.RetryLoopsRequest, context: grpc.aio.ServicerContext) -> Any:
+        return await self._query("RetryLoops", request, context)
+
     async def ListAlertRules(
         self, request: analytics_pb2.ListAlertRulesRequest, context: grpc.aio.ServicerContext
     ) -> Any:

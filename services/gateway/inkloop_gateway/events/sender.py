@@ -61,6 +61,8 @@ class EventFacts:
     has_negative_prompt: bool
     prompt: bytes  # serialized analytics_pb2.PromptFeatures
     accepted_at: float
+    #: An inpaint/outpaint's base image came from this request (REQUESTED events only).
+    base_request_id: str = ""
 
     @classmethod
     def of_task(
@@ -146,6 +148,7 @@ class EventFacts:
             num_images=self.num_images,
             seed=self.seed,
             has_negative_prompt=self.has_negative_prompt,
+            base_request_id=self.base_request_id,
         )
         if self.prompt:
             shared.prompt.ParseFromString(self.prompt)

@@ -131,7 +131,13 @@ class JobService:
             hidden = analytics_pb2.PromptFeatures.FromString(features)
             hidden.redacted = ""
             facts = replace(facts, prompt=hidden.SerializeToString())
-        self.events.emit(facts.event(EventType.BACKEND_EVENT_TYPE_REQUESTED))
+        base = (
+            await asyncio.to_thread(self.images.origin_of, principal.tenant_id, validated.image)
+            if validated.image
+            else {}
+        )
+        requested = replace(facts, base_request_id=base.get("request_id", "")) if base else facts
+        self.events.emit(requested.event(EventType.BACKEND_EVENT_TYPE_REQUESTED))
         if violation is not None:
             self.events.emit(
                 facts.event(

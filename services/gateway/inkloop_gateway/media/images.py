@@ -90,6 +90,12 @@ class ImageStore:
         extension = EXTENSION_OF_FORMAT.get(image_format, "png")
         return image_id if os.path.exists(f"{self._root}/{tenant_id}/{image_id}.{extension}") else None
 
+    def origin_of(self, tenant_id: str, data: bytes) -> dict[str, str]:
+        """The origin record of these bytes when they are an image this tenant's jobs produced (the page
+        edits the PNG it was served), else {}."""
+        image_id = self.image_id(tenant_id, data)
+        return self._unwritten_origins.get((tenant_id, image_id)) or self._read_origin(tenant_id, image_id)
+
     def _path(self, tenant_id: str, image_id: str, image_format: int) -> Path:
         return self.root / tenant_id / f"{image_id}.{EXTENSION_OF_FORMAT.get(image_format, 'png')}"
 

@@ -80,6 +80,18 @@
         { name: "p95 s", type: "bar", data: variants.map((v) => v.latencyP95S || 0) },
       ]);
     },
+    outcomes(data) {
+      // Each request's one outcome, stacked; the line is what users kept (accepted / requests).
+      const groups = data.groups || [];
+      const n = (key) => groups.map((g) => Number(g[key] || 0));
+      bars("outcomes", groups.map((g) => g.value || "–"), [
+        { name: "accepted", type: "bar", stack: "o", data: n("accepted") },
+        { name: "regenerated", type: "bar", stack: "o", data: n("regenerated") },
+        { name: "abandoned", type: "bar", stack: "o", data: n("abandoned") },
+        { name: "failed", type: "bar", stack: "o", data: n("failed") },
+        { name: "perceived success", type: "line", yAxisIndex: 1, data: groups.map((g) => g.perceivedSuccess || 0) },
+      ]);
+    },
     alerts(data) {
       const list = $("alerts");
       const alerts = data.alerts || [];
