@@ -453,8 +453,11 @@ def alerts(
             tables=lambda: [
                 _table(
                     "alert rules",
-                    ["name", "kind", "threshold", "window s", "min events"],
-                    [[r.name, pb.AlertKind.Name(r.kind), r.threshold, r.window_s, r.min_events] for r in listed.rules],
+                    ["name", "kind", "per", "threshold", "window s", "min events"],
+                    [
+                        [r.name, pb.AlertKind.Name(r.kind), r.breakdown, r.threshold, r.window_s, r.min_events]
+                        for r in listed.rules
+                    ],
                 )
             ],
         )
@@ -470,9 +473,16 @@ def alerts(
         tables=lambda: [
             _table(
                 "alerts",
-                ["fired at", "tenant", "rule", "value", "message"],
+                ["fired at", "tenant", "rule", "subject", "value", "message"],
                 [
-                    [a.fired_at.ToDatetime(tzinfo=UTC).isoformat(), a.tenant_id, a.rule.name, a.value, a.message]
+                    [
+                        a.fired_at.ToDatetime(tzinfo=UTC).isoformat(),
+                        a.tenant_id,
+                        a.rule.name,
+                        a.subject,
+                        a.value,
+                        a.message,
+                    ]
                     for a in fired.alerts
                 ],
             )

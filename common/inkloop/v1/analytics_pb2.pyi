@@ -59,6 +59,8 @@ class AlertKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ALERT_KIND_CLICKS_OVER_SUCCESSES: _ClassVar[AlertKind]
     ALERT_KIND_ERROR_RATE: _ClassVar[AlertKind]
     ALERT_KIND_LATENCY_P95: _ClassVar[AlertKind]
+    ALERT_KIND_PERCEIVED_SUCCESS: _ClassVar[AlertKind]
+    ALERT_KIND_RETRY_LOOP_RATE: _ClassVar[AlertKind]
 FRONTEND_EVENT_TYPE_UNSPECIFIED: FrontendEventType
 FRONTEND_EVENT_TYPE_PAGE_VIEW: FrontendEventType
 FRONTEND_EVENT_TYPE_TRACK_EVENT: FrontendEventType
@@ -90,6 +92,8 @@ ALERT_KIND_UNSPECIFIED: AlertKind
 ALERT_KIND_CLICKS_OVER_SUCCESSES: AlertKind
 ALERT_KIND_ERROR_RATE: AlertKind
 ALERT_KIND_LATENCY_P95: AlertKind
+ALERT_KIND_PERCEIVED_SUCCESS: AlertKind
+ALERT_KIND_RETRY_LOOP_RATE: AlertKind
 
 class FrontendEvent(_message.Message):
     __slots__ = ("event_id", "client_time", "server_time", "tenant_id", "visitor_id", "session_id", "user_id", "page_url", "referrer", "user_agent", "language", "screen", "type", "category", "action", "label", "value", "request_id", "custom_vars")
@@ -549,32 +553,36 @@ class RetryLoopsResponse(_message.Message):
     def __init__(self, groups: _Optional[_Iterable[_Union[RetryLoopGroup, _Mapping]]] = ..., rules: _Optional[_Union[OutcomeRules, _Mapping]] = ..., min_regenerations: _Optional[int] = ...) -> None: ...
 
 class AlertRule(_message.Message):
-    __slots__ = ("name", "kind", "threshold", "window_s", "min_events")
+    __slots__ = ("name", "kind", "threshold", "window_s", "min_events", "breakdown")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     WINDOW_S_FIELD_NUMBER: _ClassVar[int]
     MIN_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    BREAKDOWN_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: AlertKind
     threshold: float
     window_s: int
     min_events: int
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[AlertKind, str]] = ..., threshold: _Optional[float] = ..., window_s: _Optional[int] = ..., min_events: _Optional[int] = ...) -> None: ...
+    breakdown: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[AlertKind, str]] = ..., threshold: _Optional[float] = ..., window_s: _Optional[int] = ..., min_events: _Optional[int] = ..., breakdown: _Optional[str] = ...) -> None: ...
 
 class Alert(_message.Message):
-    __slots__ = ("rule", "tenant_id", "value", "fired_at", "message")
+    __slots__ = ("rule", "tenant_id", "value", "fired_at", "message", "subject")
     RULE_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     FIRED_AT_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
     rule: AlertRule
     tenant_id: str
     value: float
     fired_at: _timestamp_pb2.Timestamp
     message: str
-    def __init__(self, rule: _Optional[_Union[AlertRule, _Mapping]] = ..., tenant_id: _Optional[str] = ..., value: _Optional[float] = ..., fired_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ...) -> None: ...
+    subject: str
+    def __init__(self, rule: _Optional[_Union[AlertRule, _Mapping]] = ..., tenant_id: _Optional[str] = ..., value: _Optional[float] = ..., fired_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ..., subject: _Optional[str] = ...) -> None: ...
 
 class ListAlertRulesRequest(_message.Message):
     __slots__ = ()

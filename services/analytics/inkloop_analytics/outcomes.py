@@ -66,6 +66,9 @@ class OutcomeRules:
         )
 
 
+DEFAULT_RULES = OutcomeRules()
+
+
 def _popcount32(x: str) -> str:
     a = f"({x} - bitAnd(bitShiftRight({x}, 1), 1431655765))"
     b = f"(bitAnd({a}, 858993459) + bitAnd(bitShiftRight({a}, 2), 858993459))"

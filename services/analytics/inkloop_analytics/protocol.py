@@ -29,6 +29,8 @@ _ALERT_KINDS: dict[str, int] = {
     "clicks_over_successes": pb.ALERT_KIND_CLICKS_OVER_SUCCESSES,
     "error_rate": pb.ALERT_KIND_ERROR_RATE,
     "latency_p95": pb.ALERT_KIND_LATENCY_P95,
+    "perceived_success": pb.ALERT_KIND_PERCEIVED_SUCCESS,
+    "retry_loop_rate": pb.ALERT_KIND_RETRY_LOOP_RATE,
 }
 
 
@@ -333,6 +335,7 @@ def rule_to_pb(rule: alerts.AlertRule) -> pb.AlertRule:
         threshold=rule.threshold,
         window_s=rule.window_s,
         min_events=rule.min_events,
+        breakdown=rule.breakdown,
     )
 
 
@@ -355,6 +358,7 @@ def alerts_to_pb(result: list[alerts.Alert]) -> pb.ListAlertsResponse:
                 value=alert.value,
                 fired_at=_timestamp(alert.fired_at),
                 message=alert.message,
+                subject=alert.subject,
             )
             for alert in result
         ]

@@ -67,7 +67,7 @@ class Analytics:
         self.ingestor = Ingestor(self.store, self.writer, config, clock=self.clock)
         self.outcome_rules = settings.outcome_rules()
         self.alert_rules = alerts.load_rules(settings.alert_rules_file)
-        self.evaluator = alerts.AlertEvaluator(self.alert_rules)
+        self.evaluator = alerts.AlertEvaluator(self.alert_rules, self.outcome_rules)
         self._ch: ClickHouse | None = None
         self._lookups: ClickHouse | None = None
         self._background: asyncio.Task[None] | None = None

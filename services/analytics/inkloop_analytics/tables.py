@@ -79,6 +79,8 @@ ALERT_COLUMNS = (
     "min_events",
     "value",
     "message",
+    "subject",
+    "breakdown",
 )
 
 Row = tuple[Any, ...]

@@ -36,6 +36,18 @@ TABLE_EXISTS = "SELECT count() FROM system.tables WHERE database = currentDataba
 DEFAULT_RETENTION_DAYS = 400
 
 
+COLUMN_NAMES = "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = %(table)s"
+
+
+def add_missing_columns(ch: ClickHouse, table: str, columns: tuple[tuple[str, str], ...]) -> list[str]:
+    """ALTERs adding those of (name, type and default) that `table` lacks: 18.16 has no ADD COLUMN IF
+    NOT EXISTS, so a rerun asks for nothing."""
+    existing = {name for (name,) in ch.query(COLUMN_NAMES, {"table": table})}
+    return [
+        f"ALTER TABLE {table} ADD COLUMN {name} {definition}" for name, definition in columns if name not in existing
+    ]
+
+
 @dataclass(frozen=True)
 class Migration:
     number: int

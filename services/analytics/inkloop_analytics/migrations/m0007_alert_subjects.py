@@ -1,0 +1,14 @@
+"""Alerts per subject: outcome rules fire for one language class or variant of a tenant."""
+
+from __future__ import annotations
+
+from inkloop_analytics.migrations import add_missing_columns
+from inkloop_analytics.storage import ClickHouse
+
+description = "add fired_alerts.subject and breakdown (outcome alerts)"
+
+COLUMNS = (("subject", "String DEFAULT ''"), ("breakdown", "String DEFAULT ''"))
+
+
+def operations(ch: ClickHouse) -> list[str]:
+    return add_missing_columns(ch, "fired_alerts", COLUMNS)
