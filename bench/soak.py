@@ -3,8 +3,8 @@
     .venv/bin/python bench/soak.py [--seconds 600] [--warmup 30] [--keep]
 
 Starts `inkloop up` on free 127.0.0.1 ports in a temp data dir, creates user keys and an analyst key
-through AdminService with the development admin key, and runs these loops until `--seconds` have
-passed (each stops by itself; the closed loops finish the job they follow):
+through AdminService with the development admin key, and runs these loops for `--warmup` seconds and
+then the measured `--seconds` (each stops by itself; the closed loops finish the job they follow):
 
 - generate ×2: Generate (submit and follow in one stream), a new seed each time, 64×64, 2 steps;
 - submit+watch ×2: SubmitJob, then WatchJob until the job ends;
@@ -401,10 +401,22 @@ async def _sample_rss(stack: Stack, samples: list[tuple[float, dict[str, float]]
         await asyncio.sleep(RSS_SAMPLE_S)
 
 
-async def run_load(stack: Stack, seconds: float, warmup_s: float) -> tuple[Load, float, dict[str, dict[str, float]]]:
-    """Runs every loop for `seconds`; returns them, the elapsed time and the RSS snapshots."""
+async def _kept_image_mib(http: aiohttp.ClientSession, stack: Stack) -> float:
+    """The gateway's bounded cache of recent images (inkloop_gateway_kept_image_bytes), in MiB."""
+    async with http.get(f"http://127.0.0.1:{stack.metrics_base}/metrics") as reply:
+        text = await reply.text()
+    [value] = [line.split()[-1] for line in text.splitlines() if line.startswith("inkloop_gateway_kept_image_bytes ")]
+    return float(value) / 2**20
+
+
+async def run_load(
+    stack: Stack, seconds: float, warmup_s: float
+) -> tuple[Load, float, dict[str, dict[str, float]], dict[str, float]]:
+    """Runs every loop for `warmup_s` + `seconds`; returns them, the elapsed time, the RSS snapshots and the
+    gateway's kept-image MiB at the start and the end of the measured part."""
     keys = await _create_keys(stack)
     rss = {"idle": stack.rss_mib()}
+    kept: dict[str, float] = {}
     rng = random.Random(12)
     cached_task = _task("the soak's cached request", 7)
     async with (
@@ -412,7 +424,7 @@ async def run_load(stack: Stack, seconds: float, warmup_s: float) -> tuple[Load,
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http,
     ):
         began = time.monotonic()
-        load = Load(stack, channel, http, began + seconds)
+        load = Load(stack, channel, http, began + warmup_s + seconds)
         # The cached request runs once on inference first, so the cache loops hit from their first call.
         prime = gateway_pb2.GenerateRequest(task=cached_task)
         load.tally.job_ended(await _last_event(load.jobs.Generate(prime, metadata=_auth(keys["user0"]))))
@@ -427,17 +439,19 @@ async def run_load(stack: Stack, seconds: float, warmup_s: float) -> tuple[Load,
             load.cancels(keys["user6"], random.Random(rng.random())),
             load.tracker(random.Random(rng.random())),
             load.dashboard(keys["analyst"]),
-            _sample_rss(stack, samples, began + seconds),
+            _sample_rss(stack, samples, began + warmup_s + seconds),
         ]
         tasks = [asyncio.ensure_future(loop) for loop in loops]
-        await asyncio.sleep(min(warmup_s, seconds / 5))
+        await asyncio.sleep(warmup_s)
         rss["start"] = stack.rss_mib()
+        kept["start"] = await _kept_image_mib(http, stack)
         await asyncio.gather(*tasks)
         elapsed = time.monotonic() - began
+        kept["end"] = await _kept_image_mib(http, stack)
     rss["end"] = stack.rss_mib()
     every = [sample for _, sample in samples] + [rss["end"]]
     rss["peak"] = {name: max(sample.get(name, 0.0) for sample in every) for name in SERVICES}
-    return load, elapsed, rss
+    return load, elapsed, rss, kept
 
 
 def _last_before(samples: list[tuple[float, dict[str, float]]], moment: float) -> dict[str, float]:
@@ -451,7 +465,13 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def report(
-    load: Load, elapsed: float, rss: dict[str, dict[str, float]], stack: Stack, warmup_s: float, baseline_load: float
+    load: Load,
+    elapsed: float,
+    rss: dict[str, dict[str, float]],
+    kept: dict[str, float],
+    stack: Stack,
+    warmup_s: float,
+    baseline_load: float,
 ) -> None:
     tally = load.tally
     print(f"\n{elapsed:.0f} s of mixed load; cores: {os.cpu_count()} (services and clients share them)")
@@ -485,6 +505,10 @@ def report(
     for name in SERVICES:
         values = ", ".join(f"{sample.get(name, float('nan')):.1f}" for sample in at_ends)
         print(f"{name} RSS at the end of each window: {values}")
+    print(
+        f"gateway's kept images (a cache bounded at 16 MiB): {kept['start']:.1f} MiB at the start,"
+        f" {kept['end']:.1f} at the end"
+    )
     restarts = stack.restarts()
     print("service restarts: " + ("; ".join(restarts) if restarts else "none"))
     clean = not tally.errors and not restarts
@@ -496,7 +520,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=600.0, help="how long the load runs")
     parser.add_argument(
-        "--warmup", type=float, default=30.0, help="seconds of load before the start RSS (≤ 1/5 of the run)"
+        "--warmup", type=float, default=30.0, help="seconds of load before the measured --seconds (the start RSS)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (data and up.log) and print its path")
     args = parser.parse_args()
@@ -508,8 +532,8 @@ def main() -> None:
         started = time.monotonic()
         stack.wait_ready()
         print(f"inkloop up SERVING after {time.monotonic() - started:.0f} s; load for {args.seconds:.0f} s")
-        load, elapsed, rss = asyncio.run(run_load(stack, args.seconds, args.warmup))
-        report(load, elapsed, rss, stack, min(args.warmup, args.seconds / 5), baseline_load)
+        load, elapsed, rss, kept = asyncio.run(run_load(stack, args.seconds, args.warmup))
+        report(load, elapsed, rss, kept, stack, args.warmup, baseline_load)
     finally:
         code = stack.stop()
         print(f"inkloop up stopped with code {code}")

@@ -39,8 +39,9 @@ def succeeded_so_far() -> float:
 
 
 async def test_a_redis_restart_mid_load_loses_no_job_and_ends_none_twice(
-    start_gateway: StartGateway, persistent_redis: RedisServer, tmp_path: Path
+    persistent_redis: RedisServer, start_gateway: StartGateway, tmp_path: Path
 ) -> None:
+    # Redis is set up first, so it is torn down last: the gateway stops while its store still answers.
     gateway = await start_gateway(tmp_path / "gateway", redis_url=persistent_redis.url, workers=2, lease_s=3.0)
     succeeded_before = succeeded_so_far()
     accepted: dict[str, str] = {}  # request id -> job id

@@ -83,15 +83,17 @@ def _hamming(left: str, right: str) -> str:
 
 
 # Aliases differ from column names (and function names): an alias named like a column would replace it.
+# anyIf is exact here: a request id has one REQUESTED event (the gateway answers a repeated request id
+# from its store), and the rows of one event id are equal.
 PER_REQUEST = """
 SELECT request_id,
-    argMinIf(user_id, time, type = 'requested') AS actor,
+    anyIf(user_id, type = 'requested') AS actor,
     toUInt32(minIf(time, type = 'requested')) AS asked_at,
-    argMinIf(prompt_signature, time, type = 'requested') AS intent,
-    argMinIf(prompt_language, time, type = 'requested') AS lang,
-    argMinIf(prompt_length, time, type = 'requested') AS chars,
-    argMinIf(variant, time, type = 'requested') AS model_variant,
-    argMinIf(kind, time, type = 'requested') AS task_kind,
+    anyIf(prompt_signature, type = 'requested') AS intent,
+    anyIf(prompt_language, type = 'requested') AS lang,
+    anyIf(prompt_length, type = 'requested') AS chars,
+    anyIf(variant, type = 'requested') AS model_variant,
+    anyIf(kind, type = 'requested') AS task_kind,
     max(type = 'failed') AS has_failed,
     max(type = 'downloaded') OR request_id IN (
         SELECT base_request_id FROM backend_events

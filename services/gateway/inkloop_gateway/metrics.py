@@ -44,6 +44,10 @@ INFERENCE_REPLICAS = Gauge(
     "Inference replicas behind each target, by health: up (takes jobs) or down (probed until it answers).",
     ["target", "health"],
 )
+KEPT_IMAGE_BYTES = Gauge(
+    "inkloop_gateway_kept_image_bytes",
+    "Image bytes of recent results this replica keeps in memory for its watchers (at most 16 MiB).",
+)
 EVENTS_SENT = Counter("inkloop_gateway_events_sent_total", "Back-end events analytics acknowledged.")
 EVENTS_SPOOLED = Counter(
     "inkloop_gateway_events_spooled_total", "Back-end events written to the spool because analytics did not take them."

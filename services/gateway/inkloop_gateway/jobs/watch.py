@@ -20,6 +20,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 from inkloop.v1 import common_pb2, gateway_pb2
+from inkloop_gateway import metrics
 from inkloop_gateway.api.protocol import job_event
 from inkloop_gateway.jobs.store import Job, JobState, JobStore
 
@@ -64,6 +65,7 @@ class Hub:
         while self._images_size > _KEPT_IMAGE_BYTES and self._images:
             _job_id, dropped = self._images.popitem(last=False)
             self._images_size -= sum(len(data) for data in dropped.values())
+        metrics.KEPT_IMAGE_BYTES.set(self._images_size)
 
     def kept_image(self, job_id: str, image_id: str) -> bytes | None:
         """The bytes of an image of a recent result of this replica, or None (read it from the image store)."""
