@@ -531,7 +531,10 @@ def main() -> None:
     try:
         started = time.monotonic()
         stack.wait_ready()
-        print(f"inkloop up SERVING after {time.monotonic() - started:.0f} s; load for {args.seconds:.0f} s")
+        print(
+            f"inkloop up SERVING after {time.monotonic() - started:.0f} s; load for {args.warmup:.0f} s of warm-up,"
+            f" then {args.seconds:.0f} s measured"
+        )
         load, elapsed, rss, kept = asyncio.run(run_load(stack, args.seconds, args.warmup))
         report(load, elapsed, rss, kept, stack, args.warmup, baseline_load)
     finally:
