@@ -123,7 +123,11 @@ async def test_queries_answer_and_bad_requests_name_the_field(service: Running) 
         pb.ALERT_KIND_CLICKS_OVER_SUCCESSES,
         pb.ALERT_KIND_ERROR_RATE,
         pb.ALERT_KIND_LATENCY_P95,
+        pb.ALERT_KIND_PERCEIVED_SUCCESS,
+        pb.ALERT_KIND_RETRY_LOOP_RATE,
     }
+    per = {rule.name: rule.breakdown for rule in rules.rules if rule.kind == pb.ALERT_KIND_PERCEIVED_SUCCESS}
+    assert per == {"perceived_success_by_language": "language_class", "perceived_success_by_variant": "variant"}
     variants = await service.stub.CompareVariants(pb.CompareVariantsRequest(tenant_id="t1", range=RANGE))
     assert list(variants.variants) == []
 
