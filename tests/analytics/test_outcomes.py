@@ -19,7 +19,7 @@ import pytest
 from inkloop.errors import InvalidArgument
 from inkloop.prompts import PrivacyPolicy, language_class, prompt_features
 from inkloop.v1 import analytics_pb2 as pb
-from inkloop_analytics import outcomes
+from inkloop_analytics import insights, outcomes
 from inkloop_analytics.matchers import TimeRange
 from inkloop_analytics.service import Analytics
 
@@ -176,7 +176,7 @@ def dwell(request: Request, mine: list[Request]) -> int | None:
 
 
 def bucket(chars: int) -> str:
-    return outcomes.length_labels(EDGES)[sum(chars > edge for edge in EDGES)]
+    return insights.length_labels(EDGES)[sum(chars > edge for edge in EDGES)]
 
 
 def key_of(request: Request, breakdown: str) -> str:

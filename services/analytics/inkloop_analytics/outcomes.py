@@ -33,13 +33,12 @@ from datetime import timedelta
 from typing import Any
 
 from inkloop.errors import InvalidArgument
-from inkloop_analytics.insights import DEFAULT_LENGTH_EDGES
+from inkloop_analytics.insights import DEFAULT_LENGTH_EDGES, LANGUAGE_ORDER, length_labels
 from inkloop_analytics.matchers import TimeRange, require_tenant
 from inkloop_analytics.storage import ClickHouse
 
 BREAKDOWNS = ("", "language_class", "length_bucket", "variant", "kind")
 OUTCOMES = ("accepted", "regenerated", "abandoned", "failed")
-LANGUAGE_ORDER = ("zh", "en", "mixed", "other", "")
 LATE_EVENTS = timedelta(days=1)
 MAX_WINDOW_S = 7 * 24 * 3600
 DEFAULT_MIN_REGENERATIONS = 3
@@ -248,12 +247,6 @@ class RetryLoops:
     min_regenerations: int
 
 
-def length_labels(edges: tuple[int, ...] = DEFAULT_LENGTH_EDGES) -> list[str]:
-    """Bucket i holds lengths in (edges[i-1], edges[i]]: "0-20", "21-50", …, "501+"."""
-    bounds = [-1, *edges]
-    return [f"{low + 1}-{high}" for low, high in zip(bounds, edges, strict=False)] + [f"{edges[-1] + 1}+"]
-
-
 def _group_expression(breakdown: str) -> str:
     if breakdown == "language_class":
         return "lang"
@@ -284,7 +277,7 @@ def run(ch: ClickHouse, query: OutcomesQuery) -> Outcomes:
     per_user = PER_USER.format(per_request=PER_REQUEST)
     classified = CLASSIFIED.format(per_user=per_user, distance=_hamming("s", "intent"))
     sql = GROUPED.format(group=_group_expression(query.breakdown), classified=classified)
-    labels = length_labels()
+    labels = length_labels(DEFAULT_LENGTH_EDGES)
     groups = []
     for value, *counts in ch.query(sql, _params(query.tenant_id, query.range, query.rules)):
         name = labels[int(value)] if query.breakdown == "length_bucket" else str(value)
