@@ -53,6 +53,13 @@ class EventSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_SOURCE_FRONTEND: _ClassVar[EventSource]
     EVENT_SOURCE_BACKEND: _ClassVar[EventSource]
 
+class FunnelOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FUNNEL_ORDER_UNSPECIFIED: _ClassVar[FunnelOrder]
+    FUNNEL_ORDER_ORDERED: _ClassVar[FunnelOrder]
+    FUNNEL_ORDER_STRICT: _ClassVar[FunnelOrder]
+    FUNNEL_ORDER_ANY: _ClassVar[FunnelOrder]
+
 class AlertKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ALERT_KIND_UNSPECIFIED: _ClassVar[AlertKind]
@@ -88,6 +95,10 @@ ACK_STATUS_REJECTED: AckStatus
 EVENT_SOURCE_UNSPECIFIED: EventSource
 EVENT_SOURCE_FRONTEND: EventSource
 EVENT_SOURCE_BACKEND: EventSource
+FUNNEL_ORDER_UNSPECIFIED: FunnelOrder
+FUNNEL_ORDER_ORDERED: FunnelOrder
+FUNNEL_ORDER_STRICT: FunnelOrder
+FUNNEL_ORDER_ANY: FunnelOrder
 ALERT_KIND_UNSPECIFIED: AlertKind
 ALERT_KIND_CLICKS_OVER_SUCCESSES: AlertKind
 ALERT_KIND_ERROR_RATE: AlertKind
@@ -159,7 +170,7 @@ class PromptFeatures(_message.Message):
     def __init__(self, length: _Optional[int] = ..., language: _Optional[_Union[LanguageClass, str]] = ..., hash: _Optional[str] = ..., redacted: _Optional[str] = ..., signature: _Optional[int] = ...) -> None: ...
 
 class BackendEvent(_message.Message):
-    __slots__ = ("event_id", "time", "tenant_id", "user_id", "request_id", "job_id", "type", "variant", "kind", "width", "height", "steps", "true_cfg_scale", "num_images", "seed", "latency_s", "error_code", "prompt", "policy", "has_negative_prompt", "base_request_id")
+    __slots__ = ("event_id", "time", "tenant_id", "user_id", "request_id", "job_id", "type", "variant", "kind", "width", "height", "steps", "true_cfg_scale", "num_images", "seed", "latency_s", "error_code", "prompt", "policy", "has_negative_prompt", "base_request_id", "template_id")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -181,6 +192,7 @@ class BackendEvent(_message.Message):
     POLICY_FIELD_NUMBER: _ClassVar[int]
     HAS_NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
     BASE_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_ID_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     time: _timestamp_pb2.Timestamp
     tenant_id: str
@@ -202,7 +214,8 @@ class BackendEvent(_message.Message):
     policy: str
     has_negative_prompt: bool
     base_request_id: str
-    def __init__(self, event_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tenant_id: _Optional[str] = ..., user_id: _Optional[str] = ..., request_id: _Optional[str] = ..., job_id: _Optional[str] = ..., type: _Optional[_Union[BackendEventType, str]] = ..., variant: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.GenerationKind, str]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., true_cfg_scale: _Optional[float] = ..., num_images: _Optional[int] = ..., seed: _Optional[int] = ..., latency_s: _Optional[float] = ..., error_code: _Optional[str] = ..., prompt: _Optional[_Union[PromptFeatures, _Mapping]] = ..., policy: _Optional[str] = ..., has_negative_prompt: _Optional[bool] = ..., base_request_id: _Optional[str] = ...) -> None: ...
+    template_id: str
+    def __init__(self, event_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tenant_id: _Optional[str] = ..., user_id: _Optional[str] = ..., request_id: _Optional[str] = ..., job_id: _Optional[str] = ..., type: _Optional[_Union[BackendEventType, str]] = ..., variant: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.GenerationKind, str]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., true_cfg_scale: _Optional[float] = ..., num_images: _Optional[int] = ..., seed: _Optional[int] = ..., latency_s: _Optional[float] = ..., error_code: _Optional[str] = ..., prompt: _Optional[_Union[PromptFeatures, _Mapping]] = ..., policy: _Optional[str] = ..., has_negative_prompt: _Optional[bool] = ..., base_request_id: _Optional[str] = ..., template_id: _Optional[str] = ...) -> None: ...
 
 class IngestRequest(_message.Message):
     __slots__ = ("frontend", "backend", "batch_id")
@@ -272,21 +285,37 @@ class EventMatcher(_message.Message):
     variant: str
     def __init__(self, source: _Optional[_Union[EventSource, str]] = ..., name: _Optional[str] = ..., frontend_type: _Optional[_Union[FrontendEventType, str]] = ..., category: _Optional[str] = ..., action: _Optional[str] = ..., label: _Optional[str] = ..., backend_type: _Optional[_Union[BackendEventType, str]] = ..., variant: _Optional[str] = ...) -> None: ...
 
+class FunnelExclusion(_message.Message):
+    __slots__ = ("event", "from_step", "to_step")
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    FROM_STEP_FIELD_NUMBER: _ClassVar[int]
+    TO_STEP_FIELD_NUMBER: _ClassVar[int]
+    event: EventMatcher
+    from_step: int
+    to_step: int
+    def __init__(self, event: _Optional[_Union[EventMatcher, _Mapping]] = ..., from_step: _Optional[int] = ..., to_step: _Optional[int] = ...) -> None: ...
+
 class FunnelRequest(_message.Message):
-    __slots__ = ("tenant_id", "steps", "window_s", "range", "breakdown", "actor")
+    __slots__ = ("tenant_id", "steps", "window_s", "range", "breakdown", "actor", "order", "exclusions", "time_to_convert_bins")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     WINDOW_S_FIELD_NUMBER: _ClassVar[int]
     RANGE_FIELD_NUMBER: _ClassVar[int]
     BREAKDOWN_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    EXCLUSIONS_FIELD_NUMBER: _ClassVar[int]
+    TIME_TO_CONVERT_BINS_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     steps: _containers.RepeatedCompositeFieldContainer[EventMatcher]
     window_s: int
     range: TimeRange
     breakdown: str
     actor: str
-    def __init__(self, tenant_id: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[EventMatcher, _Mapping]]] = ..., window_s: _Optional[int] = ..., range: _Optional[_Union[TimeRange, _Mapping]] = ..., breakdown: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
+    order: FunnelOrder
+    exclusions: _containers.RepeatedCompositeFieldContainer[FunnelExclusion]
+    time_to_convert_bins: int
+    def __init__(self, tenant_id: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[EventMatcher, _Mapping]]] = ..., window_s: _Optional[int] = ..., range: _Optional[_Union[TimeRange, _Mapping]] = ..., breakdown: _Optional[str] = ..., actor: _Optional[str] = ..., order: _Optional[_Union[FunnelOrder, str]] = ..., exclusions: _Optional[_Iterable[_Union[FunnelExclusion, _Mapping]]] = ..., time_to_convert_bins: _Optional[int] = ...) -> None: ...
 
 class FunnelStep(_message.Message):
     __slots__ = ("name", "count", "conversion_from_previous", "conversion_from_first", "median_seconds_from_first")
@@ -310,11 +339,75 @@ class FunnelSeries(_message.Message):
     steps: _containers.RepeatedCompositeFieldContainer[FunnelStep]
     def __init__(self, breakdown_value: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[FunnelStep, _Mapping]]] = ...) -> None: ...
 
+class TimeToConvertBin(_message.Message):
+    __slots__ = ("start_s", "end_s", "actors")
+    START_S_FIELD_NUMBER: _ClassVar[int]
+    END_S_FIELD_NUMBER: _ClassVar[int]
+    ACTORS_FIELD_NUMBER: _ClassVar[int]
+    start_s: float
+    end_s: float
+    actors: int
+    def __init__(self, start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., actors: _Optional[int] = ...) -> None: ...
+
+class TimeToConvert(_message.Message):
+    __slots__ = ("bins", "actors", "median_s")
+    BINS_FIELD_NUMBER: _ClassVar[int]
+    ACTORS_FIELD_NUMBER: _ClassVar[int]
+    MEDIAN_S_FIELD_NUMBER: _ClassVar[int]
+    bins: _containers.RepeatedCompositeFieldContainer[TimeToConvertBin]
+    actors: int
+    median_s: float
+    def __init__(self, bins: _Optional[_Iterable[_Union[TimeToConvertBin, _Mapping]]] = ..., actors: _Optional[int] = ..., median_s: _Optional[float] = ...) -> None: ...
+
 class FunnelResponse(_message.Message):
-    __slots__ = ("series",)
+    __slots__ = ("series", "time_to_convert")
     SERIES_FIELD_NUMBER: _ClassVar[int]
+    TIME_TO_CONVERT_FIELD_NUMBER: _ClassVar[int]
     series: _containers.RepeatedCompositeFieldContainer[FunnelSeries]
-    def __init__(self, series: _Optional[_Iterable[_Union[FunnelSeries, _Mapping]]] = ...) -> None: ...
+    time_to_convert: TimeToConvert
+    def __init__(self, series: _Optional[_Iterable[_Union[FunnelSeries, _Mapping]]] = ..., time_to_convert: _Optional[_Union[TimeToConvert, _Mapping]] = ...) -> None: ...
+
+class FunnelCorrelationRequest(_message.Message):
+    __slots__ = ("tenant_id", "funnel", "step", "properties")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    FUNNEL_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    PROPERTIES_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    funnel: FunnelRequest
+    step: int
+    properties: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tenant_id: _Optional[str] = ..., funnel: _Optional[_Union[FunnelRequest, _Mapping]] = ..., step: _Optional[int] = ..., properties: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PropertyCorrelation(_message.Message):
+    __slots__ = ("property", "value", "converted", "dropped", "odds_ratio", "p_value", "significant")
+    PROPERTY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    CONVERTED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    ODDS_RATIO_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    SIGNIFICANT_FIELD_NUMBER: _ClassVar[int]
+    property: str
+    value: str
+    converted: int
+    dropped: int
+    odds_ratio: float
+    p_value: float
+    significant: bool
+    def __init__(self, property: _Optional[str] = ..., value: _Optional[str] = ..., converted: _Optional[int] = ..., dropped: _Optional[int] = ..., odds_ratio: _Optional[float] = ..., p_value: _Optional[float] = ..., significant: _Optional[bool] = ...) -> None: ...
+
+class FunnelCorrelationResponse(_message.Message):
+    __slots__ = ("correlations", "converted", "dropped", "step")
+    CORRELATIONS_FIELD_NUMBER: _ClassVar[int]
+    CONVERTED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    correlations: _containers.RepeatedCompositeFieldContainer[PropertyCorrelation]
+    converted: int
+    dropped: int
+    step: int
+    def __init__(self, correlations: _Optional[_Iterable[_Union[PropertyCorrelation, _Mapping]]] = ..., converted: _Optional[int] = ..., dropped: _Optional[int] = ..., step: _Optional[int] = ...) -> None: ...
 
 class DiscrepancyRequest(_message.Message):
     __slots__ = ("tenant_id", "frontend", "backend", "range", "bucket_s", "sample_size")
@@ -551,6 +644,152 @@ class RetryLoopsResponse(_message.Message):
     rules: OutcomeRules
     min_regenerations: int
     def __init__(self, groups: _Optional[_Iterable[_Union[RetryLoopGroup, _Mapping]]] = ..., rules: _Optional[_Union[OutcomeRules, _Mapping]] = ..., min_regenerations: _Optional[int] = ...) -> None: ...
+
+class RecommendTemplatesRequest(_message.Message):
+    __slots__ = ("tenant_id", "range", "language_class", "template_ids", "limit", "rules")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_CLASS_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_IDS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    range: TimeRange
+    language_class: str
+    template_ids: _containers.RepeatedScalarFieldContainer[str]
+    limit: int
+    rules: OutcomeRules
+    def __init__(self, tenant_id: _Optional[str] = ..., range: _Optional[_Union[TimeRange, _Mapping]] = ..., language_class: _Optional[str] = ..., template_ids: _Optional[_Iterable[str]] = ..., limit: _Optional[int] = ..., rules: _Optional[_Union[OutcomeRules, _Mapping]] = ...) -> None: ...
+
+class TemplateRecommendation(_message.Message):
+    __slots__ = ("template_id", "name", "shown", "picked", "requests", "accepted", "perceived_success", "estimate", "interval_low", "interval_high")
+    TEMPLATE_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SHOWN_FIELD_NUMBER: _ClassVar[int]
+    PICKED_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    PERCEIVED_SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_LOW_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_HIGH_FIELD_NUMBER: _ClassVar[int]
+    template_id: str
+    name: str
+    shown: int
+    picked: int
+    requests: int
+    accepted: int
+    perceived_success: float
+    estimate: float
+    interval_low: float
+    interval_high: float
+    def __init__(self, template_id: _Optional[str] = ..., name: _Optional[str] = ..., shown: _Optional[int] = ..., picked: _Optional[int] = ..., requests: _Optional[int] = ..., accepted: _Optional[int] = ..., perceived_success: _Optional[float] = ..., estimate: _Optional[float] = ..., interval_low: _Optional[float] = ..., interval_high: _Optional[float] = ...) -> None: ...
+
+class RecommendTemplatesResponse(_message.Message):
+    __slots__ = ("templates", "prior_mean", "prior_strength")
+    TEMPLATES_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_MEAN_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    templates: _containers.RepeatedCompositeFieldContainer[TemplateRecommendation]
+    prior_mean: float
+    prior_strength: float
+    def __init__(self, templates: _Optional[_Iterable[_Union[TemplateRecommendation, _Mapping]]] = ..., prior_mean: _Optional[float] = ..., prior_strength: _Optional[float] = ...) -> None: ...
+
+class ExperimentArm(_message.Message):
+    __slots__ = ("name", "weight")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    weight: int
+    def __init__(self, name: _Optional[str] = ..., weight: _Optional[int] = ...) -> None: ...
+
+class ExperimentGoal(_message.Message):
+    __slots__ = ("name", "event", "outcome")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    event: EventMatcher
+    outcome: str
+    def __init__(self, name: _Optional[str] = ..., event: _Optional[_Union[EventMatcher, _Mapping]] = ..., outcome: _Optional[str] = ...) -> None: ...
+
+class ExperimentResultsRequest(_message.Message):
+    __slots__ = ("tenant_id", "experiment", "arms", "goals", "range", "conversion_window_s", "min_exposures", "rules")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    ARMS_FIELD_NUMBER: _ClassVar[int]
+    GOALS_FIELD_NUMBER: _ClassVar[int]
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    CONVERSION_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    MIN_EXPOSURES_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    experiment: str
+    arms: _containers.RepeatedCompositeFieldContainer[ExperimentArm]
+    goals: _containers.RepeatedCompositeFieldContainer[ExperimentGoal]
+    range: TimeRange
+    conversion_window_s: int
+    min_exposures: int
+    rules: OutcomeRules
+    def __init__(self, tenant_id: _Optional[str] = ..., experiment: _Optional[str] = ..., arms: _Optional[_Iterable[_Union[ExperimentArm, _Mapping]]] = ..., goals: _Optional[_Iterable[_Union[ExperimentGoal, _Mapping]]] = ..., range: _Optional[_Union[TimeRange, _Mapping]] = ..., conversion_window_s: _Optional[int] = ..., min_exposures: _Optional[int] = ..., rules: _Optional[_Union[OutcomeRules, _Mapping]] = ...) -> None: ...
+
+class ArmResult(_message.Message):
+    __slots__ = ("arm", "exposures", "conversions", "rate", "rate_low", "rate_high", "uplift", "probability_to_beat_control", "p_value")
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    EXPOSURES_FIELD_NUMBER: _ClassVar[int]
+    CONVERSIONS_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
+    RATE_LOW_FIELD_NUMBER: _ClassVar[int]
+    RATE_HIGH_FIELD_NUMBER: _ClassVar[int]
+    UPLIFT_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_TO_BEAT_CONTROL_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    arm: str
+    exposures: int
+    conversions: int
+    rate: float
+    rate_low: float
+    rate_high: float
+    uplift: float
+    probability_to_beat_control: float
+    p_value: float
+    def __init__(self, arm: _Optional[str] = ..., exposures: _Optional[int] = ..., conversions: _Optional[int] = ..., rate: _Optional[float] = ..., rate_low: _Optional[float] = ..., rate_high: _Optional[float] = ..., uplift: _Optional[float] = ..., probability_to_beat_control: _Optional[float] = ..., p_value: _Optional[float] = ...) -> None: ...
+
+class GoalResult(_message.Message):
+    __slots__ = ("goal", "arms", "enough_data", "verdict")
+    GOAL_FIELD_NUMBER: _ClassVar[int]
+    ARMS_FIELD_NUMBER: _ClassVar[int]
+    ENOUGH_DATA_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    goal: str
+    arms: _containers.RepeatedCompositeFieldContainer[ArmResult]
+    enough_data: bool
+    verdict: str
+    def __init__(self, goal: _Optional[str] = ..., arms: _Optional[_Iterable[_Union[ArmResult, _Mapping]]] = ..., enough_data: _Optional[bool] = ..., verdict: _Optional[str] = ...) -> None: ...
+
+class SampleRatioCheck(_message.Message):
+    __slots__ = ("chi_square", "p_value", "mismatch")
+    CHI_SQUARE_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    MISMATCH_FIELD_NUMBER: _ClassVar[int]
+    chi_square: float
+    p_value: float
+    mismatch: bool
+    def __init__(self, chi_square: _Optional[float] = ..., p_value: _Optional[float] = ..., mismatch: _Optional[bool] = ...) -> None: ...
+
+class ExperimentResultsResponse(_message.Message):
+    __slots__ = ("experiment", "goals", "sample_ratio", "crossover_visitors", "min_exposures")
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    GOALS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATIO_FIELD_NUMBER: _ClassVar[int]
+    CROSSOVER_VISITORS_FIELD_NUMBER: _ClassVar[int]
+    MIN_EXPOSURES_FIELD_NUMBER: _ClassVar[int]
+    experiment: str
+    goals: _containers.RepeatedCompositeFieldContainer[GoalResult]
+    sample_ratio: SampleRatioCheck
+    crossover_visitors: int
+    min_exposures: int
+    def __init__(self, experiment: _Optional[str] = ..., goals: _Optional[_Iterable[_Union[GoalResult, _Mapping]]] = ..., sample_ratio: _Optional[_Union[SampleRatioCheck, _Mapping]] = ..., crossover_visitors: _Optional[int] = ..., min_exposures: _Optional[int] = ...) -> None: ...
 
 class AlertRule(_message.Message):
     __slots__ = ("name", "kind", "threshold", "window_s", "min_events", "breakdown")

@@ -80,6 +80,21 @@ class AnalyticsServiceStub:
                 request_serializer=inkloop_dot_v1_dot_analytics__pb2.RetryLoopsRequest.SerializeToString,
                 response_deserializer=inkloop_dot_v1_dot_analytics__pb2.RetryLoopsResponse.FromString,
                 _registered_method=True)
+        self.RecommendTemplates = channel.unary_unary(
+                '/inkloop.v1.AnalyticsService/RecommendTemplates',
+                request_serializer=inkloop_dot_v1_dot_analytics__pb2.RecommendTemplatesRequest.SerializeToString,
+                response_deserializer=inkloop_dot_v1_dot_analytics__pb2.RecommendTemplatesResponse.FromString,
+                _registered_method=True)
+        self.ExperimentResults = channel.unary_unary(
+                '/inkloop.v1.AnalyticsService/ExperimentResults',
+                request_serializer=inkloop_dot_v1_dot_analytics__pb2.ExperimentResultsRequest.SerializeToString,
+                response_deserializer=inkloop_dot_v1_dot_analytics__pb2.ExperimentResultsResponse.FromString,
+                _registered_method=True)
+        self.FunnelCorrelation = channel.unary_unary(
+                '/inkloop.v1.AnalyticsService/FunnelCorrelation',
+                request_serializer=inkloop_dot_v1_dot_analytics__pb2.FunnelCorrelationRequest.SerializeToString,
+                response_deserializer=inkloop_dot_v1_dot_analytics__pb2.FunnelCorrelationResponse.FromString,
+                _registered_method=True)
         self.ListAlertRules = channel.unary_unary(
                 '/inkloop.v1.AnalyticsService/ListAlertRules',
                 request_serializer=inkloop_dot_v1_dot_analytics__pb2.ListAlertRulesRequest.SerializeToString,
@@ -163,6 +178,30 @@ class AnalyticsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecommendTemplates(self, request, context):
+        """Prompt templates ranked by perceived success (a Beta-posterior estimate), with the suggestion
+        loop measured: shown -> picked -> requested -> accepted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExperimentResults(self, request, context):
+        """Readout of an experiment: exposures and conversions per arm, Bayesian and frequentist figures,
+        a sample-ratio check and a minimum-sample guard.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FunnelCorrelation(self, request, context):
+        """Properties over- or under-represented among the actors who converted to a funnel step vs those
+        who dropped off before it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListAlertRules(self, request, context):
         """Alert rules in force.
         """
@@ -224,6 +263,21 @@ def add_AnalyticsServiceServicer_to_server(servicer, server):
                     servicer.RetryLoops,
                     request_deserializer=inkloop_dot_v1_dot_analytics__pb2.RetryLoopsRequest.FromString,
                     response_serializer=inkloop_dot_v1_dot_analytics__pb2.RetryLoopsResponse.SerializeToString,
+            ),
+            'RecommendTemplates': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecommendTemplates,
+                    request_deserializer=inkloop_dot_v1_dot_analytics__pb2.RecommendTemplatesRequest.FromString,
+                    response_serializer=inkloop_dot_v1_dot_analytics__pb2.RecommendTemplatesResponse.SerializeToString,
+            ),
+            'ExperimentResults': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExperimentResults,
+                    request_deserializer=inkloop_dot_v1_dot_analytics__pb2.ExperimentResultsRequest.FromString,
+                    response_serializer=inkloop_dot_v1_dot_analytics__pb2.ExperimentResultsResponse.SerializeToString,
+            ),
+            'FunnelCorrelation': grpc.unary_unary_rpc_method_handler(
+                    servicer.FunnelCorrelation,
+                    request_deserializer=inkloop_dot_v1_dot_analytics__pb2.FunnelCorrelationRequest.FromString,
+                    response_serializer=inkloop_dot_v1_dot_analytics__pb2.FunnelCorrelationResponse.SerializeToString,
             ),
             'ListAlertRules': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAlertRules,
@@ -480,6 +534,87 @@ class AnalyticsService:
             '/inkloop.v1.AnalyticsService/RetryLoops',
             inkloop_dot_v1_dot_analytics__pb2.RetryLoopsRequest.SerializeToString,
             inkloop_dot_v1_dot_analytics__pb2.RetryLoopsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecommendTemplates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inkloop.v1.AnalyticsService/RecommendTemplates',
+            inkloop_dot_v1_dot_analytics__pb2.RecommendTemplatesRequest.SerializeToString,
+            inkloop_dot_v1_dot_analytics__pb2.RecommendTemplatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExperimentResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inkloop.v1.AnalyticsService/ExperimentResults',
+            inkloop_dot_v1_dot_analytics__pb2.ExperimentResultsRequest.SerializeToString,
+            inkloop_dot_v1_dot_analytics__pb2.ExperimentResultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FunnelCorrelation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inkloop.v1.AnalyticsService/FunnelCorrelation',
+            inkloop_dot_v1_dot_analytics__pb2.FunnelCorrelationRequest.SerializeToString,
+            inkloop_dot_v1_dot_analytics__pb2.FunnelCorrelationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,6 +27,13 @@ class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROLE_USER: _ClassVar[Role]
     ROLE_ANALYST: _ClassVar[Role]
     ROLE_ADMIN: _ClassVar[Role]
+
+class ExperimentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPERIMENT_STATE_UNSPECIFIED: _ClassVar[ExperimentState]
+    EXPERIMENT_STATE_DRAFT: _ClassVar[ExperimentState]
+    EXPERIMENT_STATE_RUNNING: _ClassVar[ExperimentState]
+    EXPERIMENT_STATE_STOPPED: _ClassVar[ExperimentState]
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_RUNNING: JobState
@@ -37,6 +44,10 @@ ROLE_UNSPECIFIED: Role
 ROLE_USER: Role
 ROLE_ANALYST: Role
 ROLE_ADMIN: Role
+EXPERIMENT_STATE_UNSPECIFIED: ExperimentState
+EXPERIMENT_STATE_DRAFT: ExperimentState
+EXPERIMENT_STATE_RUNNING: ExperimentState
+EXPERIMENT_STATE_STOPPED: ExperimentState
 
 class Job(_message.Message):
     __slots__ = ("job_id", "request_id", "state", "kind", "parameters", "variant", "queue_position", "progress", "result", "failure", "cache_hit", "created_at", "started_at", "finished_at", "user_id")
@@ -99,14 +110,16 @@ class JobCancelled(_message.Message):
     def __init__(self, steps_completed: _Optional[int] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("request_id", "task", "user_id")
+    __slots__ = ("request_id", "task", "user_id", "template_id")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_ID_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     task: _common_pb2.GenerationTask
     user_id: str
-    def __init__(self, request_id: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.GenerationTask, _Mapping]] = ..., user_id: _Optional[str] = ...) -> None: ...
+    template_id: str
+    def __init__(self, request_id: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.GenerationTask, _Mapping]] = ..., user_id: _Optional[str] = ..., template_id: _Optional[str] = ...) -> None: ...
 
 class SubmitJobResponse(_message.Message):
     __slots__ = ("job",)
@@ -165,14 +178,16 @@ class ListJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("request_id", "task", "user_id")
+    __slots__ = ("request_id", "task", "user_id", "template_id")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_ID_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     task: _common_pb2.GenerationTask
     user_id: str
-    def __init__(self, request_id: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.GenerationTask, _Mapping]] = ..., user_id: _Optional[str] = ...) -> None: ...
+    template_id: str
+    def __init__(self, request_id: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.GenerationTask, _Mapping]] = ..., user_id: _Optional[str] = ..., template_id: _Optional[str] = ...) -> None: ...
 
 class ApiKey(_message.Message):
     __slots__ = ("key_id", "tenant_id", "role", "name", "prefix", "created_at", "revoked_at", "from_key_file")
@@ -269,3 +284,135 @@ class SetVariantsResponse(_message.Message):
     VARIANTS_FIELD_NUMBER: _ClassVar[int]
     variants: _containers.RepeatedCompositeFieldContainer[ModelVariant]
     def __init__(self, variants: _Optional[_Iterable[_Union[ModelVariant, _Mapping]]] = ...) -> None: ...
+
+class PromptTemplate(_message.Message):
+    __slots__ = ("id", "name", "language_class", "pattern", "slots", "category", "builtin")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_CLASS_FIELD_NUMBER: _ClassVar[int]
+    PATTERN_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    BUILTIN_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    language_class: str
+    pattern: str
+    slots: _containers.RepeatedScalarFieldContainer[str]
+    category: str
+    builtin: bool
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., language_class: _Optional[str] = ..., pattern: _Optional[str] = ..., slots: _Optional[_Iterable[str]] = ..., category: _Optional[str] = ..., builtin: _Optional[bool] = ...) -> None: ...
+
+class ListTemplatesRequest(_message.Message):
+    __slots__ = ("tenant_id",)
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    def __init__(self, tenant_id: _Optional[str] = ...) -> None: ...
+
+class ListTemplatesResponse(_message.Message):
+    __slots__ = ("templates",)
+    TEMPLATES_FIELD_NUMBER: _ClassVar[int]
+    templates: _containers.RepeatedCompositeFieldContainer[PromptTemplate]
+    def __init__(self, templates: _Optional[_Iterable[_Union[PromptTemplate, _Mapping]]] = ...) -> None: ...
+
+class PutTemplateRequest(_message.Message):
+    __slots__ = ("tenant_id", "template")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    template: PromptTemplate
+    def __init__(self, tenant_id: _Optional[str] = ..., template: _Optional[_Union[PromptTemplate, _Mapping]] = ...) -> None: ...
+
+class PutTemplateResponse(_message.Message):
+    __slots__ = ("template",)
+    TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    template: PromptTemplate
+    def __init__(self, template: _Optional[_Union[PromptTemplate, _Mapping]] = ...) -> None: ...
+
+class DeleteTemplateRequest(_message.Message):
+    __slots__ = ("tenant_id", "template_id")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    template_id: str
+    def __init__(self, tenant_id: _Optional[str] = ..., template_id: _Optional[str] = ...) -> None: ...
+
+class DeleteTemplateResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Experiment(_message.Message):
+    __slots__ = ("name", "description", "arms", "goals", "state", "started_at", "stopped_at", "conversion_window_s", "min_exposures")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    ARMS_FIELD_NUMBER: _ClassVar[int]
+    GOALS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_AT_FIELD_NUMBER: _ClassVar[int]
+    CONVERSION_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    MIN_EXPOSURES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    arms: _containers.RepeatedCompositeFieldContainer[_analytics_pb2.ExperimentArm]
+    goals: _containers.RepeatedCompositeFieldContainer[_analytics_pb2.ExperimentGoal]
+    state: ExperimentState
+    started_at: _timestamp_pb2.Timestamp
+    stopped_at: _timestamp_pb2.Timestamp
+    conversion_window_s: int
+    min_exposures: int
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., arms: _Optional[_Iterable[_Union[_analytics_pb2.ExperimentArm, _Mapping]]] = ..., goals: _Optional[_Iterable[_Union[_analytics_pb2.ExperimentGoal, _Mapping]]] = ..., state: _Optional[_Union[ExperimentState, str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stopped_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., conversion_window_s: _Optional[int] = ..., min_exposures: _Optional[int] = ...) -> None: ...
+
+class CreateExperimentRequest(_message.Message):
+    __slots__ = ("tenant_id", "experiment")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    experiment: Experiment
+    def __init__(self, tenant_id: _Optional[str] = ..., experiment: _Optional[_Union[Experiment, _Mapping]] = ...) -> None: ...
+
+class CreateExperimentResponse(_message.Message):
+    __slots__ = ("experiment",)
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    experiment: Experiment
+    def __init__(self, experiment: _Optional[_Union[Experiment, _Mapping]] = ...) -> None: ...
+
+class StartExperimentRequest(_message.Message):
+    __slots__ = ("tenant_id", "name")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    name: str
+    def __init__(self, tenant_id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class StartExperimentResponse(_message.Message):
+    __slots__ = ("experiment",)
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    experiment: Experiment
+    def __init__(self, experiment: _Optional[_Union[Experiment, _Mapping]] = ...) -> None: ...
+
+class StopExperimentRequest(_message.Message):
+    __slots__ = ("tenant_id", "name")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    name: str
+    def __init__(self, tenant_id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class StopExperimentResponse(_message.Message):
+    __slots__ = ("experiment",)
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    experiment: Experiment
+    def __init__(self, experiment: _Optional[_Union[Experiment, _Mapping]] = ...) -> None: ...
+
+class ListExperimentsRequest(_message.Message):
+    __slots__ = ("tenant_id",)
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    def __init__(self, tenant_id: _Optional[str] = ...) -> None: ...
+
+class ListExperimentsResponse(_message.Message):
+    __slots__ = ("experiments",)
+    EXPERIMENTS_FIELD_NUMBER: _ClassVar[int]
+    experiments: _containers.RepeatedCompositeFieldContainer[Experiment]
+    def __init__(self, experiments: _Optional[_Iterable[_Union[Experiment, _Mapping]]] = ...) -> None: ...

@@ -360,6 +360,41 @@ class AdminServiceStub:
                 request_serializer=inkloop_dot_v1_dot_gateway__pb2.SetVariantsRequest.SerializeToString,
                 response_deserializer=inkloop_dot_v1_dot_gateway__pb2.SetVariantsResponse.FromString,
                 _registered_method=True)
+        self.ListTemplates = channel.unary_unary(
+                '/inkloop.v1.AdminService/ListTemplates',
+                request_serializer=inkloop_dot_v1_dot_gateway__pb2.ListTemplatesRequest.SerializeToString,
+                response_deserializer=inkloop_dot_v1_dot_gateway__pb2.ListTemplatesResponse.FromString,
+                _registered_method=True)
+        self.PutTemplate = channel.unary_unary(
+                '/inkloop.v1.AdminService/PutTemplate',
+                request_serializer=inkloop_dot_v1_dot_gateway__pb2.PutTemplateRequest.SerializeToString,
+                response_deserializer=inkloop_dot_v1_dot_gateway__pb2.PutTemplateResponse.FromString,
+                _registered_method=True)
+        self.DeleteTemplate = channel.unary_unary(
+                '/inkloop.v1.AdminService/DeleteTemplate',
+                request_serializer=inkloop_dot_v1_dot_gateway__pb2.DeleteTemplateRequest.SerializeToString,
+                response_deserializer=inkloop_dot_v1_dot_gateway__pb2.DeleteTemplateResponse.FromString,
+                _registered_method=True)
+        self.CreateExperiment = channel.unary_unary(
+                '/inkloop.v1.AdminService/CreateExperiment',
+                request_serializer=inkloop_dot_v1_dot_gateway__pb2.CreateExperimentRequest.SerializeToString,
+                response_deserializer=inkloop_dot_v1_dot_gateway__pb2.CreateExperimentResponse.FromString,
+                _registered_method=True)
+        self.StartExperiment = channel.unary_unary(
+                '/inkloop.v1.AdminService/StartExperiment',
+                request_serializer=inkloop_dot_v1_dot_gateway__pb2.StartExperimentRequest.SerializeToString,
+                response_deserializer=inkloop_dot_v1_dot_gateway__pb2.StartExperimentResponse.FromString,
+                _registered_method=True)
+        self.StopExperiment = channel.unary_unary(
+                '/inkloop.v1.AdminService/StopExperiment',
+                request_serializer=inkloop_dot_v1_dot_gateway__pb2.StopExperimentRequest.SerializeToString,
+                response_deserializer=inkloop_dot_v1_dot_gateway__pb2.StopExperimentResponse.FromString,
+                _registered_method=True)
+        self.ListExperiments = channel.unary_unary(
+                '/inkloop.v1.AdminService/ListExperiments',
+                request_serializer=inkloop_dot_v1_dot_gateway__pb2.ListExperimentsRequest.SerializeToString,
+                response_deserializer=inkloop_dot_v1_dot_gateway__pb2.ListExperimentsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -402,6 +437,55 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTemplates(self, request, context):
+        """Lists a tenant's prompt templates: the shipped catalog and the tenant's own.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutTemplate(self, request, context):
+        """Creates or replaces one of the tenant's own templates.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteTemplate(self, request, context):
+        """Deletes one of the tenant's own templates (catalog templates cannot be deleted).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateExperiment(self, request, context):
+        """Creates an experiment as a draft (ALREADY_EXISTS if the name is taken).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartExperiment(self, request, context):
+        """Starts a draft experiment: from then on the page is given assignments for it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopExperiment(self, request, context):
+        """Stops a running experiment: visitors all see the control again; its results stay readable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListExperiments(self, request, context):
+        """Lists a tenant's experiments.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -429,6 +513,41 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.SetVariants,
                     request_deserializer=inkloop_dot_v1_dot_gateway__pb2.SetVariantsRequest.FromString,
                     response_serializer=inkloop_dot_v1_dot_gateway__pb2.SetVariantsResponse.SerializeToString,
+            ),
+            'ListTemplates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTemplates,
+                    request_deserializer=inkloop_dot_v1_dot_gateway__pb2.ListTemplatesRequest.FromString,
+                    response_serializer=inkloop_dot_v1_dot_gateway__pb2.ListTemplatesResponse.SerializeToString,
+            ),
+            'PutTemplate': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutTemplate,
+                    request_deserializer=inkloop_dot_v1_dot_gateway__pb2.PutTemplateRequest.FromString,
+                    response_serializer=inkloop_dot_v1_dot_gateway__pb2.PutTemplateResponse.SerializeToString,
+            ),
+            'DeleteTemplate': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteTemplate,
+                    request_deserializer=inkloop_dot_v1_dot_gateway__pb2.DeleteTemplateRequest.FromString,
+                    response_serializer=inkloop_dot_v1_dot_gateway__pb2.DeleteTemplateResponse.SerializeToString,
+            ),
+            'CreateExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateExperiment,
+                    request_deserializer=inkloop_dot_v1_dot_gateway__pb2.CreateExperimentRequest.FromString,
+                    response_serializer=inkloop_dot_v1_dot_gateway__pb2.CreateExperimentResponse.SerializeToString,
+            ),
+            'StartExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartExperiment,
+                    request_deserializer=inkloop_dot_v1_dot_gateway__pb2.StartExperimentRequest.FromString,
+                    response_serializer=inkloop_dot_v1_dot_gateway__pb2.StartExperimentResponse.SerializeToString,
+            ),
+            'StopExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopExperiment,
+                    request_deserializer=inkloop_dot_v1_dot_gateway__pb2.StopExperimentRequest.FromString,
+                    response_serializer=inkloop_dot_v1_dot_gateway__pb2.StopExperimentResponse.SerializeToString,
+            ),
+            'ListExperiments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListExperiments,
+                    request_deserializer=inkloop_dot_v1_dot_gateway__pb2.ListExperimentsRequest.FromString,
+                    response_serializer=inkloop_dot_v1_dot_gateway__pb2.ListExperimentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -577,6 +696,195 @@ class AdminService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def ListTemplates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inkloop.v1.AdminService/ListTemplates',
+            inkloop_dot_v1_dot_gateway__pb2.ListTemplatesRequest.SerializeToString,
+            inkloop_dot_v1_dot_gateway__pb2.ListTemplatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutTemplate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inkloop.v1.AdminService/PutTemplate',
+            inkloop_dot_v1_dot_gateway__pb2.PutTemplateRequest.SerializeToString,
+            inkloop_dot_v1_dot_gateway__pb2.PutTemplateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteTemplate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inkloop.v1.AdminService/DeleteTemplate',
+            inkloop_dot_v1_dot_gateway__pb2.DeleteTemplateRequest.SerializeToString,
+            inkloop_dot_v1_dot_gateway__pb2.DeleteTemplateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inkloop.v1.AdminService/CreateExperiment',
+            inkloop_dot_v1_dot_gateway__pb2.CreateExperimentRequest.SerializeToString,
+            inkloop_dot_v1_dot_gateway__pb2.CreateExperimentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inkloop.v1.AdminService/StartExperiment',
+            inkloop_dot_v1_dot_gateway__pb2.StartExperimentRequest.SerializeToString,
+            inkloop_dot_v1_dot_gateway__pb2.StartExperimentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inkloop.v1.AdminService/StopExperiment',
+            inkloop_dot_v1_dot_gateway__pb2.StopExperimentRequest.SerializeToString,
+            inkloop_dot_v1_dot_gateway__pb2.StopExperimentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListExperiments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inkloop.v1.AdminService/ListExperiments',
+            inkloop_dot_v1_dot_gateway__pb2.ListExperimentsRequest.SerializeToString,
+            inkloop_dot_v1_dot_gateway__pb2.ListExperimentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class AnalyticsQueryServiceStub:
     """The analytics queries, for analysts: what `inkloop analytics …` and the dashboard call. Analyst or
@@ -635,6 +943,21 @@ class AnalyticsQueryServiceStub:
                 '/inkloop.v1.AnalyticsQueryService/ListAlerts',
                 request_serializer=inkloop_dot_v1_dot_analytics__pb2.ListAlertsRequest.SerializeToString,
                 response_deserializer=inkloop_dot_v1_dot_analytics__pb2.ListAlertsResponse.FromString,
+                _registered_method=True)
+        self.RecommendTemplates = channel.unary_unary(
+                '/inkloop.v1.AnalyticsQueryService/RecommendTemplates',
+                request_serializer=inkloop_dot_v1_dot_analytics__pb2.RecommendTemplatesRequest.SerializeToString,
+                response_deserializer=inkloop_dot_v1_dot_analytics__pb2.RecommendTemplatesResponse.FromString,
+                _registered_method=True)
+        self.ExperimentResults = channel.unary_unary(
+                '/inkloop.v1.AnalyticsQueryService/ExperimentResults',
+                request_serializer=inkloop_dot_v1_dot_analytics__pb2.ExperimentResultsRequest.SerializeToString,
+                response_deserializer=inkloop_dot_v1_dot_analytics__pb2.ExperimentResultsResponse.FromString,
+                _registered_method=True)
+        self.FunnelCorrelation = channel.unary_unary(
+                '/inkloop.v1.AnalyticsQueryService/FunnelCorrelation',
+                request_serializer=inkloop_dot_v1_dot_analytics__pb2.FunnelCorrelationRequest.SerializeToString,
+                response_deserializer=inkloop_dot_v1_dot_analytics__pb2.FunnelCorrelationResponse.FromString,
                 _registered_method=True)
 
 
@@ -708,6 +1031,29 @@ class AnalyticsQueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecommendTemplates(self, request, context):
+        """Templates ranked by perceived success (see AnalyticsService.RecommendTemplates); without
+        template_ids, the tenant's catalog and own templates are ranked and their names filled in.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExperimentResults(self, request, context):
+        """Readout of an experiment (see AnalyticsService.ExperimentResults); without arms, the tenant's
+        experiment of that name supplies arms, goals, window and (when unset) its running time as range.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FunnelCorrelation(self, request, context):
+        """Properties that tell converters from drop-offs (see AnalyticsService.FunnelCorrelation).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AnalyticsQueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -755,6 +1101,21 @@ def add_AnalyticsQueryServiceServicer_to_server(servicer, server):
                     servicer.ListAlerts,
                     request_deserializer=inkloop_dot_v1_dot_analytics__pb2.ListAlertsRequest.FromString,
                     response_serializer=inkloop_dot_v1_dot_analytics__pb2.ListAlertsResponse.SerializeToString,
+            ),
+            'RecommendTemplates': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecommendTemplates,
+                    request_deserializer=inkloop_dot_v1_dot_analytics__pb2.RecommendTemplatesRequest.FromString,
+                    response_serializer=inkloop_dot_v1_dot_analytics__pb2.RecommendTemplatesResponse.SerializeToString,
+            ),
+            'ExperimentResults': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExperimentResults,
+                    request_deserializer=inkloop_dot_v1_dot_analytics__pb2.ExperimentResultsRequest.FromString,
+                    response_serializer=inkloop_dot_v1_dot_analytics__pb2.ExperimentResultsResponse.SerializeToString,
+            ),
+            'FunnelCorrelation': grpc.unary_unary_rpc_method_handler(
+                    servicer.FunnelCorrelation,
+                    request_deserializer=inkloop_dot_v1_dot_analytics__pb2.FunnelCorrelationRequest.FromString,
+                    response_serializer=inkloop_dot_v1_dot_analytics__pb2.FunnelCorrelationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1004,6 +1365,87 @@ class AnalyticsQueryService:
             '/inkloop.v1.AnalyticsQueryService/ListAlerts',
             inkloop_dot_v1_dot_analytics__pb2.ListAlertsRequest.SerializeToString,
             inkloop_dot_v1_dot_analytics__pb2.ListAlertsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecommendTemplates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inkloop.v1.AnalyticsQueryService/RecommendTemplates',
+            inkloop_dot_v1_dot_analytics__pb2.RecommendTemplatesRequest.SerializeToString,
+            inkloop_dot_v1_dot_analytics__pb2.RecommendTemplatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExperimentResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inkloop.v1.AnalyticsQueryService/ExperimentResults',
+            inkloop_dot_v1_dot_analytics__pb2.ExperimentResultsRequest.SerializeToString,
+            inkloop_dot_v1_dot_analytics__pb2.ExperimentResultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FunnelCorrelation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inkloop.v1.AnalyticsQueryService/FunnelCorrelation',
+            inkloop_dot_v1_dot_analytics__pb2.FunnelCorrelationRequest.SerializeToString,
+            inkloop_dot_v1_dot_analytics__pb2.FunnelCorrelationResponse.FromString,
             options,
             channel_credentials,
             insecure,

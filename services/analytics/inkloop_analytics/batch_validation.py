@@ -274,6 +274,7 @@ def backend_rows(
             [now] * len(events),
             [prompt.signature for prompt in prompts],
             text["base_request_id"],
+            text["template_id"],
             strict=True,
         )
     )

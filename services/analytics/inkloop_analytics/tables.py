@@ -62,10 +62,11 @@ BACKEND_COLUMNS = (
     "inserted_at",
     "prompt_signature",
     "base_request_id",
+    "template_id",
 )
-#: Columns added after a table was first created (m0006), with the value rows written before had:
-#: spooled rows of an earlier version are read with these filled in.
-ADDED_COLUMNS: dict[str, Any] = {"prompt_signature": 0, "base_request_id": ""}
+#: Columns added after a table was first created (m0006, m0008), with the value rows written before
+#: had: spooled rows of an earlier version are read with these filled in.
+ADDED_COLUMNS: dict[str, Any] = {"prompt_signature": 0, "base_request_id": "", "template_id": ""}
 
 REJECTED_COLUMNS = ("received_at", "stream", "event_id", "tenant_id", "batch_id", "field", "reason", "size_bytes")
 

@@ -68,6 +68,7 @@ BACKEND_LIMITS = (
     ("error_code", 64),
     ("policy", 64),
     ("base_request_id", 128),
+    ("template_id", 64),
 )
 MAX_CUSTOM_VARS = 16
 MAX_CUSTOM_VAR_CHARS = 256
@@ -267,6 +268,7 @@ def backend_row(
         or len(error_code) > 64
         or len(policy_name) > 64
         or len(event.base_request_id) > 128
+        or len(event.template_id) > 64
     ):
         return _check_lengths(event, BACKEND_LIMITS) or Rejection("", "a field is too long")
     kind = KINDS.get(event.kind)
@@ -316,6 +318,7 @@ def backend_row(
         now,
         prompt.signature,
         event.base_request_id,
+        event.template_id,
     )
 
 
