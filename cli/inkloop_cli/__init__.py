@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from inkloop_cli import analytics, client_commands, keys, serve, up
+from inkloop_cli import analytics, client_commands, keys, nudges, serve, up
 
 app = typer.Typer(
     name="inkloop",
@@ -23,6 +23,8 @@ app.command("inpaint")(client_commands.inpaint)
 app.command("outpaint")(client_commands.outpaint)
 app.add_typer(keys.app, name="keys")
 app.add_typer(analytics.app, name="analytics")
+app.add_typer(nudges.templates, name="templates")
+app.add_typer(nudges.experiments, name="experiments")
 
 
 def main() -> None:

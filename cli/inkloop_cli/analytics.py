@@ -28,8 +28,8 @@ from inkloop.v1 import gateway_pb2_grpc
 from inkloop_cli.client import ClientSettings, console, fail
 
 app = typer.Typer(
-    help="Query analytics through the gateway (funnel, discrepancy, prompts, outcomes, retry-loops, adoption, "
-    "variants, alerts).",
+    help="Query analytics through the gateway (funnel, correlation, discrepancy, prompts, outcomes, retry-loops, "
+    "templates, experiments, adoption, variants, alerts).",
     no_args_is_help=True,
 )
 
@@ -62,6 +62,11 @@ def _time(text: str | None, default: datetime) -> datetime:
         console.print(f"[red]error: {text!r} is not an ISO 8601 time[/]")
         raise typer.Exit(2) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _optional_range(start: str | None, end: str | None) -> pb.TimeRange | None:
+    """The range given, or None (the gateway picks one) when neither end is."""
+    return None if start is None and end is None else _range(start, end)
 
 
 def _range(start: str | None, end: str | None) -> pb.TimeRange:
@@ -131,7 +136,7 @@ def _defined(value: Any) -> Any:
     return value
 
 
-def _show(response: Message, as_json: bool, tables: Callable[[], list[Table]], empty: str | None = None) -> None:
+def show(response: Message, as_json: bool, tables: Callable[[], list[Table]], empty: str | None = None) -> None:
     """The answer as JSON or tables; `empty` says why an answer without data has none (stderr)."""
     out = Console()
     if as_json:
@@ -151,7 +156,7 @@ def cell(value: Any) -> str:
     return str(value)
 
 
-def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
+def tabulate(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     table = Table(title=title)
     for column in columns:
         table.add_column(column)
@@ -168,41 +173,137 @@ def funnel_empty(response: pb.FunnelResponse, actor: str) -> str | None:
     return f"no {actor} reached step 1 in the range{hint}"
 
 
+_ORDERS = {"ordered": pb.FUNNEL_ORDER_ORDERED, "strict": pb.FUNNEL_ORDER_STRICT, "any": pb.FUNNEL_ORDER_ANY}
+_STEP = typer.Option(..., "--step", help="A step matcher; repeat in order (2 to 16).")
+_FUNNEL_WINDOW = typer.Option(3600, "--window", help="Conversion window in seconds.")
+_ORDER = typer.Option("ordered", "--order", help="ordered, strict (no other step between) or any (any order).")
+_EXCLUDE = typer.Option(
+    [], "--exclude", help="FROM-TO=MATCHER: drop actors who did MATCHER between steps FROM and TO; repeat."
+)
+_ACTOR = typer.Option("visitor", "--actor", help="visitor or user.")
+
+
+def parse_exclusion(spec: str) -> pb.FunnelExclusion:
+    """`1-2=frontend:category=error` → FunnelExclusion between steps 1 and 2."""
+    steps, _, matcher = spec.partition("=")
+    first, _, last = steps.partition("-")
+    if not (first.isdigit() and last.isdigit() and matcher):
+        console.print(f"[red]error: exclusion {spec!r} must read FROM-TO=MATCHER, e.g. 1-2=frontend:category=error[/]")
+        raise typer.Exit(2)
+    return pb.FunnelExclusion(event=parse_matcher(matcher), from_step=int(first), to_step=int(last))
+
+
+def _funnel_request(
+    steps: list[str], window: int, order: str, exclusions: list[str], actor: str, tenant: str, time_range: pb.TimeRange
+) -> pb.FunnelRequest:
+    if order not in _ORDERS:
+        console.print(f"[red]error: --order must be one of {', '.join(_ORDERS)}[/]")
+        raise typer.Exit(2)
+    return pb.FunnelRequest(
+        tenant_id=tenant,
+        steps=[parse_matcher(spec) for spec in steps],
+        window_s=window,
+        range=time_range,
+        actor=actor,
+        order=_ORDERS[order],
+        exclusions=[parse_exclusion(spec) for spec in exclusions],
+    )
+
+
 @app.command()
 def funnel(
-    step: list[str] = typer.Option(..., "--step", help="A step matcher; repeat in order (2 to 16)."),
-    window: int = typer.Option(3600, help="Conversion window in seconds."),
-    breakdown: str = typer.Option("", help="'', variant, language_class or device."),
-    actor: str = typer.Option("visitor", help="visitor or user."),
+    step: list[str] = _STEP,
+    window: int = _FUNNEL_WINDOW,
+    order: str = _ORDER,
+    exclude: list[str] = _EXCLUDE,
+    breakdown: str = typer.Option("", help="'', variant, language_class, length_bucket, template, kind or device."),
+    actor: str = _ACTOR,
+    bins: int = typer.Option(0, "--bins", help="Bins of the time-to-convert histogram (0 = 10)."),
     tenant: str = _TENANT,
     start: str | None = _START,
     end: str | None = _END,
     as_json: bool = _JSON,
 ) -> None:
-    """Ordered conversion funnel."""
-    request = pb.FunnelRequest(
-        tenant_id=tenant,
-        steps=[parse_matcher(spec) for spec in step],
-        window_s=window,
-        range=_range(start, end),
-        breakdown=breakdown,
-        actor=actor,
-    )
+    """Conversion funnel (ordered, strict or any order, with exclusions) and the time to convert."""
+    request = _funnel_request(step, window, order, exclude, actor, tenant, _range(start, end))
+    request.breakdown = breakdown
+    request.time_to_convert_bins = bins
     response = _call("Funnel", request)
-    _show(
+    converted = response.time_to_convert
+    show(
         response,
         as_json,
         empty=funnel_empty(response, actor),
         tables=lambda: [
-            _table(
-                f"funnel {series.breakdown_value or ''}".strip(),
-                ["step", "count", "from previous", "from first", "median s"],
+            *(
+                tabulate(
+                    f"funnel {series.breakdown_value or ''}".strip(),
+                    ["step", "count", "from previous", "from first", "median s"],
+                    [
+                        [
+                            s.name,
+                            s.count,
+                            s.conversion_from_previous,
+                            s.conversion_from_first,
+                            s.median_seconds_from_first,
+                        ]
+                        for s in series.steps
+                    ],
+                )
+                for series in response.series
+            ),
+            tabulate(
+                f"time to convert ({converted.actors} actors, median {cell(converted.median_s)} s)",
+                ["from s", "to s", "actors"],
+                [[b.start_s, b.end_s, b.actors] for b in converted.bins],
+            ),
+        ],
+    )
+
+
+@app.command()
+def correlation(
+    step: list[str] = _STEP,
+    window: int = _FUNNEL_WINDOW,
+    order: str = _ORDER,
+    exclude: list[str] = _EXCLUDE,
+    actor: str = _ACTOR,
+    of_step: int = typer.Option(0, "--of-step", help="Step (1-based) whose converters are examined; 0 = the last."),
+    prop: list[str] = typer.Option([], "--property", help="A property to examine; repeat; none = all."),
+    tenant: str = _TENANT,
+    start: str | None = _START,
+    end: str | None = _END,
+    as_json: bool = _JSON,
+) -> None:
+    """Properties over- or under-represented among a funnel step's converters vs its drop-offs."""
+    request = pb.FunnelCorrelationRequest(
+        tenant_id=tenant,
+        funnel=_funnel_request(step, window, order, exclude, actor, tenant, _range(start, end)),
+        step=of_step,
+        properties=prop,
+    )
+    response = _call("FunnelCorrelation", request)
+    show(
+        response,
+        as_json,
+        empty=None if response.converted + response.dropped else "no actor reached the step before it in the range",
+        tables=lambda: [
+            tabulate(
+                f"correlation with step {response.step} ({response.converted} converted, {response.dropped} dropped)",
+                ["property", "value", "converted", "dropped", "odds ratio", "p-value", "significant"],
                 [
-                    [s.name, s.count, s.conversion_from_previous, s.conversion_from_first, s.median_seconds_from_first]
-                    for s in series.steps
+                    [
+                        c.property,
+                        c.value,
+                        c.converted,
+                        c.dropped,
+                        c.odds_ratio,
+                        c.p_value,
+                        "yes" if c.significant else "",
+                    ]
+                    for c in response.correlations
                 ],
             )
-            for series in response.series
         ],
     )
 
@@ -234,20 +335,20 @@ def discrepancy(
         counts = [b.frontend, b.backend, b.matched, b.frontend_only, b.backend_only]
         return [name, *counts, b.frontend_duplicates, b.backend_duplicates, b.loss_rate]
 
-    _show(
+    show(
         response,
         as_json,
         empty=None
         if response.total.frontend or response.total.backend
         else "no matching front-end or back-end events in the range",
         tables=lambda: [
-            _table(
+            tabulate(
                 "discrepancy",
                 columns,
                 [row(b.start.ToDatetime(tzinfo=UTC).isoformat(), b) for b in response.buckets]
                 + [row("total", response.total)],
             ),
-            _table(
+            tabulate(
                 "unmatched samples",
                 ["front only", "back only"],
                 [[", ".join(response.frontend_only_sample), ", ".join(response.backend_only_sample)]],
@@ -277,13 +378,13 @@ def prompts(
     def rows(groups: Any) -> list[list[Any]]:
         return [[g.label, g.requests, g.successes, g.success_rate, g.median_dwell_s] for g in groups]
 
-    _show(
+    show(
         response,
         as_json,
         empty=None if any(g.requests for g in response.by_length) else "no generation requests in the range",
         tables=lambda: [
-            _table("by length", columns, rows(response.by_length)),
-            _table("by language", columns, rows(response.by_language)),
+            tabulate("by length", columns, rows(response.by_length)),
+            tabulate("by language", columns, rows(response.by_language)),
         ],
     )
 
@@ -294,7 +395,7 @@ _BITS = typer.Option(0, "--max-distance-bits", help="Bits two prompt signatures 
 
 @app.command()
 def outcomes(
-    breakdown: str = typer.Option("", help="'', language_class, length_bucket, variant or kind."),
+    breakdown: str = typer.Option("", help="'', language_class, length_bucket, variant, kind or template."),
     window_s: int = _WINDOW,
     max_distance_bits: int = _BITS,
     tenant: str = _TENANT,
@@ -307,12 +408,12 @@ def outcomes(
     request = pb.OutcomesRequest(tenant_id=tenant, range=_range(start, end), breakdown=breakdown, rules=rules)
     response = _call("Outcomes", request)
     used = response.rules
-    _show(
+    show(
         response,
         as_json,
         empty=None if response.groups else "no generation requests in the range",
         tables=lambda: [
-            _table(
+            tabulate(
                 f"outcomes (window {used.regenerate_window_s} s, same intent within "
                 f"{used.max_intent_distance_bits} bits)",
                 [
@@ -361,16 +462,109 @@ def retry_loops(
         tenant_id=tenant, range=_range(start, end), rules=rules, min_regenerations=min_regenerations
     )
     response = _call("RetryLoops", request)
-    _show(
+    show(
         response,
         as_json,
         empty=None if response.groups else "no generation requests in the range",
         tables=lambda: [
-            _table(
+            tabulate(
                 f"retry loops ({response.min_regenerations}+ regenerations of one intent, nothing accepted)",
                 ["language", "users", "looping users", "loop rate"],
                 [[g.language_class, g.users, g.looping_users, g.loop_rate] for g in response.groups],
             )
+        ],
+    )
+
+
+@app.command()
+def templates(
+    language: str = typer.Option("", "--language", help="Only this language class: zh, en, mixed or other."),
+    limit: int = typer.Option(0, help="How many (0 = all)."),
+    window_s: int = _WINDOW,
+    max_distance_bits: int = _BITS,
+    tenant: str = _TENANT,
+    start: str | None = typer.Option(None, "--start", help="Range start, ISO 8601 (default: 30 days back)."),
+    end: str | None = _END,
+    as_json: bool = _JSON,
+) -> None:
+    """Prompt templates ranked by perceived success, and the suggestion loop: shown, picked, used, accepted."""
+    request = pb.RecommendTemplatesRequest(
+        tenant_id=tenant,
+        language_class=language,
+        limit=limit,
+        rules=pb.OutcomeRules(regenerate_window_s=window_s, max_intent_distance_bits=max_distance_bits),
+    )
+    chosen = _optional_range(start, end)
+    if chosen is not None:
+        request.range.CopyFrom(chosen)
+    response = _call("RecommendTemplates", request)
+    show(
+        response,
+        as_json,
+        empty=None if response.templates else "no templates",
+        tables=lambda: [
+            tabulate(
+                f"templates (prior {cell(response.prior_mean)} over {response.prior_strength:g} requests)",
+                ["template", "name", "shown", "picked", "requests", "accepted", "success", "estimate", "95% interval"],
+                [
+                    [
+                        t.template_id,
+                        t.name,
+                        t.shown,
+                        t.picked,
+                        t.requests,
+                        t.accepted,
+                        t.perceived_success,
+                        t.estimate,
+                        f"{cell(t.interval_low)}-{cell(t.interval_high)}",
+                    ]
+                    for t in response.templates
+                ],
+            )
+        ],
+    )
+
+
+@app.command()
+def experiments(
+    name: str = typer.Option(..., "--name", help="The experiment, e.g. inpaint_hint."),
+    min_exposures: int = typer.Option(0, help="Fewest exposed visitors per arm for a verdict (0 = its own)."),
+    tenant: str = _TENANT,
+    start: str | None = typer.Option(None, "--start", help="Range start, ISO 8601 (default: when it started)."),
+    end: str | None = typer.Option(None, "--end", help="Range end, ISO 8601 (default: when it stopped, or now)."),
+    as_json: bool = _JSON,
+) -> None:
+    """An experiment's readout: per arm and goal, rate, uplift, chance to beat control, p-value; SRM check."""
+    request = pb.ExperimentResultsRequest(tenant_id=tenant, experiment=name, min_exposures=min_exposures)
+    chosen = _optional_range(start, end)
+    if chosen is not None:
+        request.range.CopyFrom(chosen)
+    response = _call("ExperimentResults", request)
+    ratio = response.sample_ratio
+    srm = "SAMPLE RATIO MISMATCH: do not trust this readout" if ratio.mismatch else "split as weighted"
+    show(
+        response,
+        as_json,
+        tables=lambda: [
+            tabulate(
+                f"{response.experiment} · {goal.goal}: {goal.verdict} (min {response.min_exposures} per arm; {srm}, "
+                f"p={cell(ratio.p_value)}; {response.crossover_visitors} in several arms)",
+                ["arm", "exposed", "converted", "rate", "95% interval", "uplift", "P(beats control)", "p-value"],
+                [
+                    [
+                        a.arm,
+                        a.exposures,
+                        a.conversions,
+                        a.rate,
+                        f"{cell(a.rate_low)}-{cell(a.rate_high)}",
+                        a.uplift,
+                        a.probability_to_beat_control,
+                        a.p_value,
+                    ]
+                    for a in goal.arms
+                ],
+            )
+            for goal in response.goals
         ],
     )
 
@@ -386,12 +580,12 @@ def adoption(
     """Exposure → click rate of page entries; page views and unique visitors."""
     request = pb.FeatureAdoptionRequest(tenant_id=tenant, range=_range(start, end), features=feature)
     response = _call("FeatureAdoption", request)
-    _show(
+    show(
         response,
         as_json,
         empty=None if response.features or response.page_views else "no page views or tracked entries in the range",
         tables=lambda: [
-            _table(
+            tabulate(
                 f"adoption (page views {response.page_views}, unique visitors {response.unique_visitors})",
                 ["feature", "exposures", "clicks", "click rate", "exposed visitors", "clicked visitors"],
                 [
@@ -407,12 +601,12 @@ def adoption(
 def variants(tenant: str = _TENANT, start: str | None = _START, end: str | None = _END, as_json: bool = _JSON) -> None:
     """A/B: per model variant."""
     response = _call("CompareVariants", pb.CompareVariantsRequest(tenant_id=tenant, range=_range(start, end)))
-    _show(
+    show(
         response,
         as_json,
         empty=None if any(v.requests for v in response.variants) else "no generation requests in the range",
         tables=lambda: [
-            _table(
+            tabulate(
                 "variants",
                 ["variant", "requests", "successes", "success rate", "p50 s", "p95 s", "downloads", "per success"],
                 [
@@ -444,14 +638,14 @@ def alerts(
     """Fired alerts (newest first), or the alert rules."""
     if rules:
         listed = _call("ListAlertRules", pb.ListAlertRulesRequest())
-        _show(
+        show(
             listed,
             as_json,
             empty=None
             if listed.rules
             else "no alert rules are configured (see the analytics alert-rules-file setting)",
             tables=lambda: [
-                _table(
+                tabulate(
                     "alert rules",
                     ["name", "kind", "per", "threshold", "window s", "min events"],
                     [
@@ -466,12 +660,12 @@ def alerts(
     if start is not None or end is not None:
         request.range.CopyFrom(_range(start, end))
     fired = _call("ListAlerts", request)
-    _show(
+    show(
         fired,
         as_json,
         empty=None if fired.alerts else "no alert fired in the range",
         tables=lambda: [
-            _table(
+            tabulate(
                 "alerts",
                 ["fired at", "tenant", "rule", "subject", "value", "message"],
                 [

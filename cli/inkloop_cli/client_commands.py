@@ -45,9 +45,9 @@ def _parameters(
     return parameters
 
 
-def _run(task: common_pb2.GenerationTask, output: Path) -> None:
+def _run(task: common_pb2.GenerationTask, output: Path, template_id: str = "") -> None:
     settings = ClientSettings()
-    request = gateway_pb2.GenerateRequest(request_id=uuid.uuid4().hex, task=task)
+    request = gateway_pb2.GenerateRequest(request_id=uuid.uuid4().hex, task=task, template_id=template_id)
     with (
         grpc.insecure_channel(settings.gateway) as channel,
         Progress(
@@ -102,10 +102,12 @@ def generate(
     height: int = _HEIGHT,
     negative: str = _NEGATIVE,
     cfg: float | None = _CFG,
+    template: str = typer.Option("", "--template", help="Id of the template the prompt was made from."),
 ) -> None:
     """Generate an image from a prompt."""
     parameters = _parameters(prompt, output, seed, steps, width, height, negative, cfg)
-    _run(common_pb2.GenerationTask(text_to_image=common_pb2.TextToImageRequest(parameters=parameters)), output)
+    task = common_pb2.GenerationTask(text_to_image=common_pb2.TextToImageRequest(parameters=parameters))
+    _run(task, output, template)
 
 
 def inpaint(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 
+from inkloop import errors
 from inkloop.prompts import PrivacyPolicy
 from inkloop.rpc.client import channel_credentials
 from inkloop.v1 import gateway_pb2_grpc
@@ -33,6 +34,9 @@ from inkloop_gateway.jobs.store_redis import RedisJobStore
 from inkloop_gateway.jobs.store_sqlite import SqliteJobStore
 from inkloop_gateway.jobs.watch import Hub
 from inkloop_gateway.media.images import ImageStore, load_or_create_secret
+from inkloop_gateway.nudges.documents import document_store_from_settings
+from inkloop_gateway.nudges.experiments import ExperimentBook
+from inkloop_gateway.nudges.templates import TemplateBook
 from inkloop_gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -86,7 +90,12 @@ class GatewayApp:
             spool_max_bytes=s.events_spool_max_bytes,
             credentials=upstream,
         )
-        self.analytics = AnalyticsClient(s.analytics_target, upstream)
+        self.documents = document_store_from_settings(s.redis_url or None, s.data_dir)
+        self.templates = TemplateBook(self.documents)
+        self.experiments = ExperimentBook(self.documents)
+        self.analytics = AnalyticsClient(
+            s.analytics_target, upstream, templates=self.templates, experiments=self.experiments
+        )
         self.hub = Hub()
         self.cache = cache_from_settings(s.redis_url or None, s.data_dir, s.cache_max_bytes, s.cache_ttl_s)
         self.limiter = limiter_from_url(s.redis_url or None)
@@ -100,6 +109,7 @@ class GatewayApp:
                 store_text=s.prompt_store_text,
                 salt=_secret(s.prompt_hash_salt, s.data_dir / "prompt-hash-salt").decode(),
             ),
+            templates=self.templates,
         )
         self.dispatcher = Dispatcher(
             self.store,
@@ -141,10 +151,17 @@ class GatewayApp:
 
     def register(self, server: grpc.aio.Server) -> None:
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(self.jobs), server)
-        gateway_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(self.keys, self.jobs), server)
+        gateway_pb2_grpc.add_AdminServiceServicer_to_server(
+            AdminServicer(self.keys, self.jobs, self.templates, self.experiments), server
+        )
         gateway_pb2_grpc.add_AnalyticsQueryServiceServicer_to_server(AnalyticsQueryServicer(self.analytics), server)
 
     async def start(self) -> None:
+        if self.settings.web_builtin_experiments:
+            try:
+                await self.experiments.ensure_builtin(self.settings.web_tenant_id)
+            except errors.Unavailable:  # Redis restarting: serve anyway; the next start creates them
+                log.warning("could not create the built-in experiments: the shared store is unreachable")
         await self.events.start()
         await self.dispatcher.start()
         if self.changes is not None:
@@ -182,6 +199,7 @@ class GatewayApp:
             self.store.close,
             self.cache.aclose,
             self.variants.aclose,
+            self.documents.aclose,
             self.limiter.aclose,
             self.images.aclose,
             self.analytics.aclose,

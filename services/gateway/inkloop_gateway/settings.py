@@ -143,6 +143,9 @@ class GatewaySettings(ServiceSettings):
         description="File with a user-role API key the page uses without asking; unset = visitors paste their key.",
     )
     web_collect_max_events: int = Field(50, ge=1, le=1000, description="Most events one POST /collect may carry.")
+    web_builtin_experiments: bool = Field(
+        True, description="Create and start the built-in page experiments (inpaint_hint) for the page's tenant."
+    )
 
     def keys_db_path(self) -> Path:
         return self.data_dir / "keys.db"

@@ -73,17 +73,22 @@ def validate_variants(variants: Sequence[Variant]) -> list[Variant]:
 
 def assign(variants: Sequence[Variant], user_key: str) -> Variant:
     """The variant of `user_key`: sticky, proportional to weight, zero weight gets nobody."""
-    total = sum(variant.weight for variant in variants if variant.weight > 0)
-    if total <= 0:
+    if not any(variant.weight > 0 for variant in variants):
         raise errors.FailedPrecondition("no model variant has traffic weight")
-    digest = int.from_bytes(hashlib.sha256(user_key.encode()).digest()[:8], "big")
+    return variants[sticky_choice([variant.weight for variant in variants], user_key)]
+
+
+def sticky_choice(weights: Sequence[int], key: str) -> int:
+    """The index `key` falls on when [0, 1) is cut into `weights` in order (some weight must be > 0)."""
+    total = sum(weight for weight in weights if weight > 0)
+    digest = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
     point = (digest * total) >> 64  # = floor(u * total) with u = digest / 2**64, exact in integers
-    for variant in variants:
-        if variant.weight <= 0:
+    for index, weight in enumerate(weights):
+        if weight <= 0:
             continue
-        if point < variant.weight:
-            return variant
-        point -= variant.weight
+        if point < weight:
+            return index
+        point -= weight
     raise AssertionError("unreachable: point < total")
 
 

@@ -21,6 +21,7 @@ from inkloop_gateway.api.bridge import JobsBridge, PageConfig, page_key
 from inkloop_gateway.api.collect import Collector
 from inkloop_gateway.api.dashboard import Dashboard
 from inkloop_gateway.api.http_json import json_errors
+from inkloop_gateway.api.nudges import PageNudges
 from inkloop_gateway.events.sender import EventFacts, EventSender, EventType
 from inkloop_gateway.media.images import FORMATS, ImageStore, convert, load_or_create_secret
 
@@ -101,7 +102,8 @@ def routes(
     analytics: AnalyticsClient,
     settings: GatewaySettings,
 ) -> list[web.RouteDef]:
-    """Every route but the page's files: the jobs bridge, page config, downloads, collect and dashboard."""
+    """Every route but the page's files: the jobs bridge, page config and nudges, downloads, collect and
+    dashboard."""
     secret = settings.web_visitor_secret or load_or_create_secret(settings.data_dir / "visitor-secret").decode()
     collector = Collector(
         analytics.stub, tenant_id=settings.web_tenant_id, secret=secret, max_events=settings.web_collect_max_events
@@ -112,6 +114,7 @@ def routes(
         web.get("/v1/images/{name}", ImageDownloads(keys, images, events).get),
         web.post("/collect", collector.collect),
         web.get("/v1/web/config", PageConfig(page_key(keys, settings.web_page_key_file), jobs).get),
+        *PageNudges(analytics, tenant_id=settings.web_tenant_id, visitor_secret=secret).routes(),
     ]
 
 

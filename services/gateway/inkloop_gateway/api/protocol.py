@@ -8,10 +8,12 @@ from typing import cast
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from inkloop import errors
-from inkloop.v1 import common_pb2, gateway_pb2
+from inkloop.v1 import analytics_pb2, common_pb2, gateway_pb2
 from inkloop_gateway.admission.keys import ApiKey, Role
 from inkloop_gateway.admission.variants import Variant
 from inkloop_gateway.jobs.store import Failure, Job, JobState
+from inkloop_gateway.nudges.experiments import Arm, Experiment, ExperimentState
+from inkloop_gateway.nudges.templates import Template
 
 STATE_TO_PB = {
     JobState.QUEUED: gateway_pb2.JOB_STATE_QUEUED,
@@ -154,3 +156,55 @@ def variant_to_pb(variant: Variant) -> gateway_pb2.ModelVariant:
 
 def variant_from_pb(message: gateway_pb2.ModelVariant) -> Variant:
     return Variant(name=message.name, target=message.target, weight=message.weight)
+
+
+def template_to_pb(template: Template) -> gateway_pb2.PromptTemplate:
+    return gateway_pb2.PromptTemplate(
+        id=template.id,
+        name=template.name,
+        language_class=template.language_class,
+        pattern=template.pattern,
+        slots=template.slots,
+        category=template.category,
+        builtin=template.builtin,
+    )
+
+
+def template_from_pb(message: gateway_pb2.PromptTemplate) -> Template:
+    return Template(message.id, message.name, message.language_class, message.pattern, message.category)
+
+
+_EXPERIMENT_STATES = {
+    ExperimentState.DRAFT: gateway_pb2.EXPERIMENT_STATE_DRAFT,
+    ExperimentState.RUNNING: gateway_pb2.EXPERIMENT_STATE_RUNNING,
+    ExperimentState.STOPPED: gateway_pb2.EXPERIMENT_STATE_STOPPED,
+}
+
+
+def experiment_to_pb(experiment: Experiment) -> gateway_pb2.Experiment:
+    message = gateway_pb2.Experiment(
+        name=experiment.name,
+        description=experiment.description,
+        arms=[analytics_pb2.ExperimentArm(name=arm.name, weight=arm.weight) for arm in experiment.arms],
+        goals=experiment.goals,
+        state=_EXPERIMENT_STATES[experiment.state],
+        conversion_window_s=experiment.conversion_window_s,
+        min_exposures=experiment.min_exposures,
+    )
+    if experiment.started_at is not None:
+        message.started_at.CopyFrom(timestamp(experiment.started_at))
+    if experiment.stopped_at is not None:
+        message.stopped_at.CopyFrom(timestamp(experiment.stopped_at))
+    return message
+
+
+def experiment_from_pb(message: gateway_pb2.Experiment) -> Experiment:
+    """A new experiment's definition (state and times are the book's to set)."""
+    return Experiment(
+        name=message.name,
+        description=message.description,
+        arms=tuple(Arm(arm.name, arm.weight) for arm in message.arms),
+        goals=tuple(message.goals),
+        conversion_window_s=message.conversion_window_s,
+        min_exposures=message.min_exposures,
+    )

@@ -15,6 +15,8 @@ from inkloop_gateway.api import protocol
 from inkloop_gateway.api.analyst import AnalyticsClient
 from inkloop_gateway.jobs.service import JobService
 from inkloop_gateway.jobs.store import Job
+from inkloop_gateway.nudges.experiments import ExperimentBook
+from inkloop_gateway.nudges.templates import TemplateBook
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
@@ -24,7 +26,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def SubmitJob(
         self, request: gateway_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.SubmitJobResponse:
-        job = await self.jobs.submit(current_principal(), request.request_id, request.task, request.user_id)
+        job = await self.jobs.submit(
+            current_principal(), request.request_id, request.task, request.user_id, request.template_id
+        )
         return gateway_pb2.SubmitJobResponse(job=await self._job(job))
 
     async def GetJob(
@@ -62,7 +66,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def Generate(
         self, request: gateway_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[gateway_pb2.JobEvent]:
-        job = await self.jobs.submit(current_principal(), request.request_id, request.task, request.user_id)
+        job = await self.jobs.submit(
+            current_principal(), request.request_id, request.task, request.user_id, request.template_id
+        )
         async for event in self.jobs.follow(job):
             yield event
             if event.HasField("succeeded"):  # the call's answer is the file: each image is a download
@@ -79,9 +85,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 class AdminServicer(gateway_pb2_grpc.AdminServiceServicer):
     """Admin role only: the auth interceptor refuses every other key before these run."""
 
-    def __init__(self, keys: KeyStore, jobs: JobService) -> None:
+    def __init__(self, keys: KeyStore, jobs: JobService, templates: TemplateBook, experiments: ExperimentBook) -> None:
         self.keys = keys
         self.jobs = jobs
+        self.templates = templates
+        self.experiments = experiments
 
     async def CreateApiKey(
         self, request: gateway_pb2.CreateApiKeyRequest, context: grpc.aio.ServicerContext
@@ -112,6 +120,55 @@ class AdminServicer(gateway_pb2_grpc.AdminServiceServicer):
     ) -> gateway_pb2.SetVariantsResponse:
         in_force = await self.jobs.set_variants([protocol.variant_from_pb(v) for v in request.variants])
         return gateway_pb2.SetVariantsResponse(variants=[protocol.variant_to_pb(v) for v in in_force])
+
+    async def ListTemplates(
+        self, request: gateway_pb2.ListTemplatesRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ListTemplatesResponse:
+        templates = await self.templates.list(_tenant(request.tenant_id))
+        return gateway_pb2.ListTemplatesResponse(templates=[protocol.template_to_pb(t) for t in templates])
+
+    async def PutTemplate(
+        self, request: gateway_pb2.PutTemplateRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.PutTemplateResponse:
+        stored = await self.templates.put(_tenant(request.tenant_id), protocol.template_from_pb(request.template))
+        return gateway_pb2.PutTemplateResponse(template=protocol.template_to_pb(stored))
+
+    async def DeleteTemplate(
+        self, request: gateway_pb2.DeleteTemplateRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.DeleteTemplateResponse:
+        await self.templates.delete(_tenant(request.tenant_id), request.template_id)
+        return gateway_pb2.DeleteTemplateResponse()
+
+    async def CreateExperiment(
+        self, request: gateway_pb2.CreateExperimentRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.CreateExperimentResponse:
+        draft = await self.experiments.create(
+            _tenant(request.tenant_id), protocol.experiment_from_pb(request.experiment)
+        )
+        return gateway_pb2.CreateExperimentResponse(experiment=protocol.experiment_to_pb(draft))
+
+    async def StartExperiment(
+        self, request: gateway_pb2.StartExperimentRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.StartExperimentResponse:
+        running = await self.experiments.start(_tenant(request.tenant_id), request.name)
+        return gateway_pb2.StartExperimentResponse(experiment=protocol.experiment_to_pb(running))
+
+    async def StopExperiment(
+        self, request: gateway_pb2.StopExperimentRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.StopExperimentResponse:
+        stopped = await self.experiments.stop(_tenant(request.tenant_id), request.name)
+        return gateway_pb2.StopExperimentResponse(experiment=protocol.experiment_to_pb(stopped))
+
+    async def ListExperiments(
+        self, request: gateway_pb2.ListExperimentsRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ListExperimentsResponse:
+        experiments = await self.experiments.list(_tenant(request.tenant_id))
+        return gateway_pb2.ListExperimentsResponse(experiments=[protocol.experiment_to_pb(e) for e in experiments])
+
+
+def _tenant(requested: str) -> str:
+    """An admin request's tenant: the one named, else the admin key's own."""
+    return requested or current_principal().tenant_id
 
 
 class AnalyticsQueryServicer(gateway_pb2_grpc.AnalyticsQueryServiceServicer):
@@ -157,3 +214,18 @@ class AnalyticsQueryServicer(gateway_pb2_grpc.AnalyticsQueryServiceServicer):
 
     async def ListAlerts(self, request: analytics_pb2.ListAlertsRequest, context: grpc.aio.ServicerContext) -> Any:
         return await self._query("ListAlerts", request, context)
+
+    async def RecommendTemplates(
+        self, request: analytics_pb2.RecommendTemplatesRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
+        return await self._query("RecommendTemplates", request, context)
+
+    async def ExperimentResults(
+        self, request: analytics_pb2.ExperimentResultsRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
+        return await self._query("ExperimentResults", request, context)
+
+    async def FunnelCorrelation(
+        self, request: analytics_pb2.FunnelCorrelationRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
+        return await self._query("FunnelCorrelation", request, context)

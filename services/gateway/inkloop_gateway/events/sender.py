@@ -63,6 +63,8 @@ class EventFacts:
     accepted_at: float
     #: An inpaint/outpaint's base image came from this request (REQUESTED events only).
     base_request_id: str = ""
+    #: The prompt template the request was made from (REQUESTED events only).
+    template_id: str = ""
 
     @classmethod
     def of_task(
@@ -149,6 +151,7 @@ class EventFacts:
             seed=self.seed,
             has_negative_prompt=self.has_negative_prompt,
             base_request_id=self.base_request_id,
+            template_id=self.template_id,
         )
         if self.prompt:
             shared.prompt.ParseFromString(self.prompt)

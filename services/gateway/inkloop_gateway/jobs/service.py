@@ -33,6 +33,7 @@ from inkloop_gateway.jobs.replicas import Pools
 from inkloop_gateway.jobs.store import Job, JobState, JobStore, Page, new_job_id
 from inkloop_gateway.jobs.watch import Hub, watch
 from inkloop_gateway.media.images import EXTENSION_OF_FORMAT, ImageStore
+from inkloop_gateway.nudges.templates import TemplateBook
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # How long CancelJob waits for a local worker to stop, so the reply usually says CANCELLED.
@@ -47,6 +48,7 @@ class Admission:
     rate_limits: RateLimitPolicy
     cache: ResultCache | None
     privacy: PrivacyPolicy
+    templates: TemplateBook
 
 
 class JobService:
@@ -75,7 +77,14 @@ class JobService:
         self.job_deadline_s = job_deadline_s
         self.poll_interval_s = poll_interval_s
 
-    async def submit(self, principal: Principal, request_id: str, task: common_pb2.GenerationTask, user_id: str) -> Job:
+    async def submit(
+        self,
+        principal: Principal,
+        request_id: str,
+        task: common_pb2.GenerationTask,
+        user_id: str,
+        template_id: str = "",
+    ) -> Job:
         # 1. Idempotency: a known request id is answered from the store, whatever it asked.
         if request_id and not _REQUEST_ID.match(request_id):
             raise errors.InvalidArgument("request_id", "must be 1-128 characters of A-Z a-z 0-9 . _ : -")
@@ -93,6 +102,7 @@ class JobService:
 
         # 3. Validation.
         try:
+            await self.admission.templates.require(principal.tenant_id, template_id)
             validated = await _validate(task, info)
         except errors.InvalidArgument:
             raw_prompt = task_parameters(task).prompt if task.WhichOneof("kind") else ""
@@ -136,7 +146,7 @@ class JobService:
             if validated.image
             else {}
         )
-        requested = replace(facts, base_request_id=base.get("request_id", "")) if base else facts
+        requested = replace(facts, base_request_id=base.get("request_id", ""), template_id=template_id)
         self.events.emit(requested.event(EventType.BACKEND_EVENT_TYPE_REQUESTED))
         if violation is not None:
             self.events.emit(

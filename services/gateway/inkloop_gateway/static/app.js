@@ -10,6 +10,11 @@
   let current = null; // the image shown: {imageId, url, width, height, seed}
   let running = null; // {jobId, abort}
   const session = [];
+  let template = null; // the suggested template the prompt was made from: {id, pattern}
+  let assignments = {}; // experiment name -> this visitor's arm (GET /v1/web/experiments)
+  // Same-intent regenerations since the last accepted image (downloaded or edited), for the hint.
+  let regenerations = 0;
+  let lastPrompt = null;
 
   // _trackEvent(category, action, label, value) plus the request id the gateway gets.
   const track = (category, action, label, value, requestId) =>
@@ -141,6 +146,113 @@
     else askForKey();
   }
 
+  // ---- nudges: template suggestions beside the prompt, experiment arms
+  const HAN = /[\u3400-\u9fff\uf900-\ufaff]/;
+  const LATIN = /[A-Za-z]/;
+  function languageOf(text) {
+    const han = HAN.test(text);
+    const latin = LATIN.test(text);
+    if (han && latin) return "mixed";
+    if (han || (!latin && navigator.language.startsWith("zh"))) return "zh";
+    return "en";
+  }
+
+  const shownTemplates = new Set();
+  let suggestedFor = null;
+  async function suggest() {
+    const language = languageOf($("prompt").value);
+    if (language === suggestedFor) return;
+    suggestedFor = language;
+    let templates = [];
+    try {
+      ({ templates } = await (await fetch(`/v1/web/templates?language=${language}`)).json());
+    } catch {
+      templates = [];
+    }
+    const box = $("suggestions");
+    box.querySelectorAll("button").forEach((button) => button.remove());
+    for (const item of templates || []) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = item.name;
+      button.title = item.pattern;
+      button.dataset.templateId = item.id;
+      button.className = template && template.id === item.id ? "chosen" : "";
+      button.addEventListener("click", () => pickTemplate(item));
+      box.append(button);
+      if (!shownTemplates.has(item.id)) {
+        shownTemplates.add(item.id);
+        track("template", "exposure", item.id);
+      }
+    }
+    box.hidden = !(templates && templates.length);
+  }
+
+  function pickTemplate(item) {
+    template = { id: item.id, pattern: item.pattern };
+    $("prompt").value = item.pattern;
+    $("prompt").focus();
+    track("template", "pick", item.id);
+    $("suggestions").querySelectorAll("button").forEach((b) => (b.className = b.dataset.templateId === item.id ? "chosen" : ""));
+  }
+
+  let suggestTimer = 0;
+  $("prompt").addEventListener("input", () => {
+    if (!$("prompt").value.trim()) template = null; // cleared: no longer made from the template
+    clearTimeout(suggestTimer);
+    suggestTimer = setTimeout(suggest, 400);
+  });
+
+  async function loadAssignments() {
+    try {
+      ({ assignments } = await (await fetch("/v1/web/experiments")).json());
+    } catch {
+      assignments = {};
+    }
+  }
+
+  // Same intent, as the page can tell it: character-trigram overlap of the normalised prompts.
+  function trigrams(text) {
+    const s = text.toLowerCase().replace(/[\s\p{P}]+/gu, "");
+    const grams = new Set();
+    for (let i = 0; i + 3 <= s.length; i++) grams.add(s.slice(i, i + 3));
+    if (!grams.size && s) grams.add(s);
+    return grams;
+  }
+  function sameIntent(a, b) {
+    const x = trigrams(a);
+    const y = trigrams(b);
+    const shared = [...x].filter((g) => y.has(g)).length;
+    return shared / Math.max(1, x.size + y.size - shared) >= 0.5;
+  }
+
+  function noteGeneration(prompt) {
+    regenerations = lastPrompt !== null && sameIntent(prompt, lastPrompt) ? regenerations + 1 : 0;
+    lastPrompt = prompt;
+  }
+  function noteAccepted() {
+    regenerations = 0;
+    lastPrompt = null;
+    $("inpaint-hint").hidden = true;
+  }
+
+  // inpaint_hint: after two regenerations of one intent; every arm reports the exposure, only "hint"
+  // shows the hint.
+  let hintExposed = false;
+  function maybeHint() {
+    const arm = assignments.inpaint_hint;
+    if (regenerations < 2 || !arm) return;
+    if (!hintExposed) {
+      hintExposed = true;
+      track("experiment", "exposure", `inpaint_hint:${arm}`);
+    }
+    $("inpaint-hint").hidden = arm !== "hint";
+  }
+  $("try-inpaint").addEventListener("click", () => {
+    track("experiment", "click", "inpaint_hint:hint");
+    $("inpaint").click();
+  });
+
   // ---- the form
   function parameters() {
     const [width, height] = $("size").value.split("x").map(Number);
@@ -156,6 +268,8 @@
     clearError();
     const requestId = uuid();
     const prompt = $("prompt").value;
+    if (entry === "generate") noteGeneration(prompt);
+    else noteAccepted(); // repainting or extending an image is keeping it
     // Every submission is a generate click with the request id the gateway gets (inpaint and
     // outpaint say so in a custom var); the label is hashed by the tracker (it has a space), the
     // value is the prompt length in characters.
@@ -167,7 +281,9 @@
     }
     setBusy(true);
     try {
-      const { job } = await api("POST", "/v1/jobs", { requestId, task: await task() });
+      const request = { requestId, task: await task() };
+      if (template && entry === "generate") request.templateId = template.id;
+      const { job } = await api("POST", "/v1/jobs", request);
       await follow(job.jobId, entry);
     } catch (error) {
       showError(error instanceof ApiError ? error : new ApiError(0, { code: "NETWORK", message: String(error) }));
@@ -232,6 +348,7 @@
       const [image] = event.succeeded.images;
       status("完成 Done", 1, 1);
       show({ ...image, url: image.downloadUrl, kind: entry }, true);
+      if (entry === "generate") maybeHint();
     } else if (event.failed) {
       status("失败 Failed", 0, 1);
       showError(new ApiError(0, event.failed));
@@ -294,7 +411,10 @@
   $("format").addEventListener("change", () => {
     if (current) $("download").href = downloadHref();
   });
-  $("download").addEventListener("click", () => track("download", "click", $("format").value));
+  $("download").addEventListener("click", () => {
+    track("download", "click", $("format").value);
+    noteAccepted();
+  });
 
   // ---- inpaint: paint a mask with a brush, then repaint the white part
   const mask = $("mask");
@@ -392,4 +512,6 @@
   });
 
   loadConfig();
+  loadAssignments();
+  suggest();
 })();
