@@ -22,6 +22,7 @@ from inkloop_gateway.api.collect import Collector
 from inkloop_gateway.api.dashboard import Dashboard
 from inkloop_gateway.api.http_json import json_errors
 from inkloop_gateway.api.nudges import PageNudges
+from inkloop_gateway.api.openai_images import OpenAIImages
 from inkloop_gateway.events.sender import EventFacts, EventSender, EventType
 from inkloop_gateway.media.images import FORMATS, ImageStore, convert, load_or_create_secret
 
@@ -115,6 +116,7 @@ def routes(
         web.post("/collect", collector.collect),
         web.get("/v1/web/config", PageConfig(page_key(keys, settings.web_page_key_file), jobs).get),
         *PageNudges(analytics, tenant_id=settings.web_tenant_id, visitor_secret=secret).routes(),
+        *OpenAIImages(keys, jobs).routes(),
     ]
 
 

@@ -84,6 +84,7 @@ class JobService:
         task: common_pb2.GenerationTask,
         user_id: str,
         template_id: str = "",
+        variant_name: str = "",
     ) -> Job:
         # 1. Idempotency: a known request id is answered from the store, whatever it asked.
         if request_id and not _REQUEST_ID.match(request_id):
@@ -95,8 +96,15 @@ class JobService:
         user_id = user_id or principal.key_id
         accepted_at = time.time()
 
-        # 2. Sticky A/B assignment: the variant decides the model, hence the limits.
-        variant = assign(await self.variants.list(), user_id)
+        # 2. Sticky A/B assignment (unless the client names a variant): it decides the model, hence the limits.
+        variants = await self.variants.list()
+        if variant_name:
+            named = [variant for variant in variants if variant.name == variant_name]
+            if not named:
+                raise errors.NotFound(f"no model variant {variant_name!r}")
+            variant = named[0]
+        else:
+            variant = assign(variants, user_id)
         pool = await self.pools.get(variant.target)
         info = await pool.model_info()
 
