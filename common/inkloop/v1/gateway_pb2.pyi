@@ -34,6 +34,21 @@ class ExperimentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EXPERIMENT_STATE_DRAFT: _ClassVar[ExperimentState]
     EXPERIMENT_STATE_RUNNING: _ClassVar[ExperimentState]
     EXPERIMENT_STATE_STOPPED: _ClassVar[ExperimentState]
+
+class WebhookEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WEBHOOK_EVENT_TYPE_UNSPECIFIED: _ClassVar[WebhookEventType]
+    WEBHOOK_EVENT_TYPE_JOB_SUCCEEDED: _ClassVar[WebhookEventType]
+    WEBHOOK_EVENT_TYPE_JOB_FAILED: _ClassVar[WebhookEventType]
+    WEBHOOK_EVENT_TYPE_JOB_CANCELLED: _ClassVar[WebhookEventType]
+
+class WebhookDeliveryState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WEBHOOK_DELIVERY_STATE_UNSPECIFIED: _ClassVar[WebhookDeliveryState]
+    WEBHOOK_DELIVERY_STATE_PENDING: _ClassVar[WebhookDeliveryState]
+    WEBHOOK_DELIVERY_STATE_DELIVERED: _ClassVar[WebhookDeliveryState]
+    WEBHOOK_DELIVERY_STATE_FAILED: _ClassVar[WebhookDeliveryState]
+    WEBHOOK_DELIVERY_STATE_SKIPPED: _ClassVar[WebhookDeliveryState]
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_RUNNING: JobState
@@ -48,6 +63,15 @@ EXPERIMENT_STATE_UNSPECIFIED: ExperimentState
 EXPERIMENT_STATE_DRAFT: ExperimentState
 EXPERIMENT_STATE_RUNNING: ExperimentState
 EXPERIMENT_STATE_STOPPED: ExperimentState
+WEBHOOK_EVENT_TYPE_UNSPECIFIED: WebhookEventType
+WEBHOOK_EVENT_TYPE_JOB_SUCCEEDED: WebhookEventType
+WEBHOOK_EVENT_TYPE_JOB_FAILED: WebhookEventType
+WEBHOOK_EVENT_TYPE_JOB_CANCELLED: WebhookEventType
+WEBHOOK_DELIVERY_STATE_UNSPECIFIED: WebhookDeliveryState
+WEBHOOK_DELIVERY_STATE_PENDING: WebhookDeliveryState
+WEBHOOK_DELIVERY_STATE_DELIVERED: WebhookDeliveryState
+WEBHOOK_DELIVERY_STATE_FAILED: WebhookDeliveryState
+WEBHOOK_DELIVERY_STATE_SKIPPED: WebhookDeliveryState
 
 class Job(_message.Message):
     __slots__ = ("job_id", "request_id", "state", "kind", "parameters", "variant", "queue_position", "progress", "result", "failure", "cache_hit", "created_at", "started_at", "finished_at", "user_id")
@@ -110,16 +134,18 @@ class JobCancelled(_message.Message):
     def __init__(self, steps_completed: _Optional[int] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("request_id", "task", "user_id", "template_id")
+    __slots__ = ("request_id", "task", "user_id", "template_id", "webhook_url")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     TEMPLATE_ID_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_URL_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     task: _common_pb2.GenerationTask
     user_id: str
     template_id: str
-    def __init__(self, request_id: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.GenerationTask, _Mapping]] = ..., user_id: _Optional[str] = ..., template_id: _Optional[str] = ...) -> None: ...
+    webhook_url: str
+    def __init__(self, request_id: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.GenerationTask, _Mapping]] = ..., user_id: _Optional[str] = ..., template_id: _Optional[str] = ..., webhook_url: _Optional[str] = ...) -> None: ...
 
 class SubmitJobResponse(_message.Message):
     __slots__ = ("job",)
@@ -178,16 +204,18 @@ class ListJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("request_id", "task", "user_id", "template_id")
+    __slots__ = ("request_id", "task", "user_id", "template_id", "webhook_url")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     TEMPLATE_ID_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_URL_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     task: _common_pb2.GenerationTask
     user_id: str
     template_id: str
-    def __init__(self, request_id: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.GenerationTask, _Mapping]] = ..., user_id: _Optional[str] = ..., template_id: _Optional[str] = ...) -> None: ...
+    webhook_url: str
+    def __init__(self, request_id: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.GenerationTask, _Mapping]] = ..., user_id: _Optional[str] = ..., template_id: _Optional[str] = ..., webhook_url: _Optional[str] = ...) -> None: ...
 
 class ApiKey(_message.Message):
     __slots__ = ("key_id", "tenant_id", "role", "name", "prefix", "created_at", "revoked_at", "from_key_file")
@@ -416,3 +444,121 @@ class ListExperimentsResponse(_message.Message):
     EXPERIMENTS_FIELD_NUMBER: _ClassVar[int]
     experiments: _containers.RepeatedCompositeFieldContainer[Experiment]
     def __init__(self, experiments: _Optional[_Iterable[_Union[Experiment, _Mapping]]] = ...) -> None: ...
+
+class WebhookEndpoint(_message.Message):
+    __slots__ = ("endpoint_id", "tenant_id", "url", "event_types", "secret", "created_at")
+    ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPES_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    endpoint_id: str
+    tenant_id: str
+    url: str
+    event_types: _containers.RepeatedScalarFieldContainer[WebhookEventType]
+    secret: str
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, endpoint_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., url: _Optional[str] = ..., event_types: _Optional[_Iterable[_Union[WebhookEventType, str]]] = ..., secret: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateWebhookEndpointRequest(_message.Message):
+    __slots__ = ("tenant_id", "url", "event_types")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPES_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    url: str
+    event_types: _containers.RepeatedScalarFieldContainer[WebhookEventType]
+    def __init__(self, tenant_id: _Optional[str] = ..., url: _Optional[str] = ..., event_types: _Optional[_Iterable[_Union[WebhookEventType, str]]] = ...) -> None: ...
+
+class CreateWebhookEndpointResponse(_message.Message):
+    __slots__ = ("endpoint",)
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    endpoint: WebhookEndpoint
+    def __init__(self, endpoint: _Optional[_Union[WebhookEndpoint, _Mapping]] = ...) -> None: ...
+
+class ListWebhookEndpointsRequest(_message.Message):
+    __slots__ = ("tenant_id",)
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    def __init__(self, tenant_id: _Optional[str] = ...) -> None: ...
+
+class ListWebhookEndpointsResponse(_message.Message):
+    __slots__ = ("endpoints",)
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    endpoints: _containers.RepeatedCompositeFieldContainer[WebhookEndpoint]
+    def __init__(self, endpoints: _Optional[_Iterable[_Union[WebhookEndpoint, _Mapping]]] = ...) -> None: ...
+
+class DeleteWebhookEndpointRequest(_message.Message):
+    __slots__ = ("tenant_id", "endpoint_id")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    endpoint_id: str
+    def __init__(self, tenant_id: _Optional[str] = ..., endpoint_id: _Optional[str] = ...) -> None: ...
+
+class DeleteWebhookEndpointResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetJobWebhookSecretRequest(_message.Message):
+    __slots__ = ("tenant_id",)
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    def __init__(self, tenant_id: _Optional[str] = ...) -> None: ...
+
+class GetJobWebhookSecretResponse(_message.Message):
+    __slots__ = ("secret",)
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    secret: str
+    def __init__(self, secret: _Optional[str] = ...) -> None: ...
+
+class WebhookAttempt(_message.Message):
+    __slots__ = ("at", "http_status", "error", "duration_s")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    HTTP_STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    at: _timestamp_pb2.Timestamp
+    http_status: int
+    error: str
+    duration_s: float
+    def __init__(self, at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., http_status: _Optional[int] = ..., error: _Optional[str] = ..., duration_s: _Optional[float] = ...) -> None: ...
+
+class WebhookDelivery(_message.Message):
+    __slots__ = ("delivery_id", "job_id", "endpoint_id", "url", "event_type", "state", "attempts", "next_attempt_at", "created_at")
+    DELIVERY_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ATTEMPT_AT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    delivery_id: str
+    job_id: str
+    endpoint_id: str
+    url: str
+    event_type: WebhookEventType
+    state: WebhookDeliveryState
+    attempts: _containers.RepeatedCompositeFieldContainer[WebhookAttempt]
+    next_attempt_at: _timestamp_pb2.Timestamp
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, delivery_id: _Optional[str] = ..., job_id: _Optional[str] = ..., endpoint_id: _Optional[str] = ..., url: _Optional[str] = ..., event_type: _Optional[_Union[WebhookEventType, str]] = ..., state: _Optional[_Union[WebhookDeliveryState, str]] = ..., attempts: _Optional[_Iterable[_Union[WebhookAttempt, _Mapping]]] = ..., next_attempt_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListWebhookDeliveriesRequest(_message.Message):
+    __slots__ = ("tenant_id", "job_id", "page_size")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    job_id: str
+    page_size: int
+    def __init__(self, tenant_id: _Optional[str] = ..., job_id: _Optional[str] = ..., page_size: _Optional[int] = ...) -> None: ...
+
+class ListWebhookDeliveriesResponse(_message.Message):
+    __slots__ = ("deliveries",)
+    DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    deliveries: _containers.RepeatedCompositeFieldContainer[WebhookDelivery]
+    def __init__(self, deliveries: _Optional[_Iterable[_Union[WebhookDelivery, _Mapping]]] = ...) -> None: ...

@@ -395,6 +395,31 @@ class AdminServiceStub:
                 request_serializer=inkloop_dot_v1_dot_gateway__pb2.ListExperimentsRequest.SerializeToString,
                 response_deserializer=inkloop_dot_v1_dot_gateway__pb2.ListExperimentsResponse.FromString,
                 _registered_method=True)
+        self.CreateWebhookEndpoint = channel.unary_unary(
+                '/inkloop.v1.AdminService/CreateWebhookEndpoint',
+                request_serializer=inkloop_dot_v1_dot_gateway__pb2.CreateWebhookEndpointRequest.SerializeToString,
+                response_deserializer=inkloop_dot_v1_dot_gateway__pb2.CreateWebhookEndpointResponse.FromString,
+                _registered_method=True)
+        self.ListWebhookEndpoints = channel.unary_unary(
+                '/inkloop.v1.AdminService/ListWebhookEndpoints',
+                request_serializer=inkloop_dot_v1_dot_gateway__pb2.ListWebhookEndpointsRequest.SerializeToString,
+                response_deserializer=inkloop_dot_v1_dot_gateway__pb2.ListWebhookEndpointsResponse.FromString,
+                _registered_method=True)
+        self.DeleteWebhookEndpoint = channel.unary_unary(
+                '/inkloop.v1.AdminService/DeleteWebhookEndpoint',
+                request_serializer=inkloop_dot_v1_dot_gateway__pb2.DeleteWebhookEndpointRequest.SerializeToString,
+                response_deserializer=inkloop_dot_v1_dot_gateway__pb2.DeleteWebhookEndpointResponse.FromString,
+                _registered_method=True)
+        self.GetJobWebhookSecret = channel.unary_unary(
+                '/inkloop.v1.AdminService/GetJobWebhookSecret',
+                request_serializer=inkloop_dot_v1_dot_gateway__pb2.GetJobWebhookSecretRequest.SerializeToString,
+                response_deserializer=inkloop_dot_v1_dot_gateway__pb2.GetJobWebhookSecretResponse.FromString,
+                _registered_method=True)
+        self.ListWebhookDeliveries = channel.unary_unary(
+                '/inkloop.v1.AdminService/ListWebhookDeliveries',
+                request_serializer=inkloop_dot_v1_dot_gateway__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+                response_deserializer=inkloop_dot_v1_dot_gateway__pb2.ListWebhookDeliveriesResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -486,6 +511,41 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateWebhookEndpoint(self, request, context):
+        """Registers a webhook endpoint for a tenant's job outcomes; its signing secret is returned once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhookEndpoints(self, request, context):
+        """Lists a tenant's webhook endpoints (without secrets).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteWebhookEndpoint(self, request, context):
+        """Removes an endpoint; deliveries already queued for it are still made.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJobWebhookSecret(self, request, context):
+        """The secret that signs deliveries to the webhook URLs jobs name themselves (created on first use).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhookDeliveries(self, request, context):
+        """Lists webhook deliveries with every attempt's outcome, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -548,6 +608,31 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListExperiments,
                     request_deserializer=inkloop_dot_v1_dot_gateway__pb2.ListExperimentsRequest.FromString,
                     response_serializer=inkloop_dot_v1_dot_gateway__pb2.ListExperimentsResponse.SerializeToString,
+            ),
+            'CreateWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateWebhookEndpoint,
+                    request_deserializer=inkloop_dot_v1_dot_gateway__pb2.CreateWebhookEndpointRequest.FromString,
+                    response_serializer=inkloop_dot_v1_dot_gateway__pb2.CreateWebhookEndpointResponse.SerializeToString,
+            ),
+            'ListWebhookEndpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhookEndpoints,
+                    request_deserializer=inkloop_dot_v1_dot_gateway__pb2.ListWebhookEndpointsRequest.FromString,
+                    response_serializer=inkloop_dot_v1_dot_gateway__pb2.ListWebhookEndpointsResponse.SerializeToString,
+            ),
+            'DeleteWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteWebhookEndpoint,
+                    request_deserializer=inkloop_dot_v1_dot_gateway__pb2.DeleteWebhookEndpointRequest.FromString,
+                    response_serializer=inkloop_dot_v1_dot_gateway__pb2.DeleteWebhookEndpointResponse.SerializeToString,
+            ),
+            'GetJobWebhookSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJobWebhookSecret,
+                    request_deserializer=inkloop_dot_v1_dot_gateway__pb2.GetJobWebhookSecretRequest.FromString,
+                    response_serializer=inkloop_dot_v1_dot_gateway__pb2.GetJobWebhookSecretResponse.SerializeToString,
+            ),
+            'ListWebhookDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhookDeliveries,
+                    request_deserializer=inkloop_dot_v1_dot_gateway__pb2.ListWebhookDeliveriesRequest.FromString,
+                    response_serializer=inkloop_dot_v1_dot_gateway__pb2.ListWebhookDeliveriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -875,6 +960,141 @@ class AdminService:
             '/inkloop.v1.AdminService/ListExperiments',
             inkloop_dot_v1_dot_gateway__pb2.ListExperimentsRequest.SerializeToString,
             inkloop_dot_v1_dot_gateway__pb2.ListExperimentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inkloop.v1.AdminService/CreateWebhookEndpoint',
+            inkloop_dot_v1_dot_gateway__pb2.CreateWebhookEndpointRequest.SerializeToString,
+            inkloop_dot_v1_dot_gateway__pb2.CreateWebhookEndpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhookEndpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inkloop.v1.AdminService/ListWebhookEndpoints',
+            inkloop_dot_v1_dot_gateway__pb2.ListWebhookEndpointsRequest.SerializeToString,
+            inkloop_dot_v1_dot_gateway__pb2.ListWebhookEndpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inkloop.v1.AdminService/DeleteWebhookEndpoint',
+            inkloop_dot_v1_dot_gateway__pb2.DeleteWebhookEndpointRequest.SerializeToString,
+            inkloop_dot_v1_dot_gateway__pb2.DeleteWebhookEndpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJobWebhookSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inkloop.v1.AdminService/GetJobWebhookSecret',
+            inkloop_dot_v1_dot_gateway__pb2.GetJobWebhookSecretRequest.SerializeToString,
+            inkloop_dot_v1_dot_gateway__pb2.GetJobWebhookSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhookDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inkloop.v1.AdminService/ListWebhookDeliveries',
+            inkloop_dot_v1_dot_gateway__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+            inkloop_dot_v1_dot_gateway__pb2.ListWebhookDeliveriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,11 @@ from inkloop_gateway.nudges.documents import document_store_from_settings
 from inkloop_gateway.nudges.experiments import ExperimentBook
 from inkloop_gateway.nudges.templates import TemplateBook
 from inkloop_gateway.settings import GatewaySettings
+from inkloop_gateway.webhooks.deliverer import DeliverySettings, WebhookDeliverer
+from inkloop_gateway.webhooks.endpoints import EndpointBook
+from inkloop_gateway.webhooks.outbox import outbox_from_settings
+from inkloop_gateway.webhooks.planner import WebhookPlanner
+from inkloop_gateway.webhooks.targets import Targets
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +140,9 @@ class GatewayApp:
             if s.redis_url
             else None
         )
+        targets = Targets(s.webhook_allowed_hosts)
+        self.endpoints = EndpointBook(self.documents, targets)
+        self.outbox = outbox_from_settings(s.redis_url or None, s.data_dir)
         self.jobs = JobService(
             self.store,
             self.variants,
@@ -144,15 +152,29 @@ class GatewayApp:
             self.events,
             self.hub,
             admission,
+            WebhookPlanner(self.outbox, self.endpoints, targets),
             job_deadline_s=s.job_deadline_s,
             poll_interval_s=s.poll_interval_s,
+            public_base_url=s.public_base_url,
+        )
+        self.deliverer = WebhookDeliverer(
+            self.outbox,
+            self.endpoints,
+            self.jobs.outcome_of,
+            targets,
+            DeliverySettings(
+                retry_schedule_s=tuple(s.webhook_retry_schedule_s),
+                poll_interval_s=max(0.05, min(0.5, s.poll_interval_s * 5)),
+                timeout_s=s.webhook_timeout_s,
+                owner=self.dispatcher.settings.owner,
+            ),
         )
         self.http = HttpServer(s.host, s.http_port)
 
     def register(self, server: grpc.aio.Server) -> None:
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(GatewayServicer(self.jobs), server)
         gateway_pb2_grpc.add_AdminServiceServicer_to_server(
-            AdminServicer(self.keys, self.jobs, self.templates, self.experiments), server
+            AdminServicer(self.keys, self.jobs, self.templates, self.experiments, self.endpoints, self.outbox), server
         )
         gateway_pb2_grpc.add_AnalyticsQueryServiceServicer_to_server(AnalyticsQueryServicer(self.analytics), server)
 
@@ -164,6 +186,7 @@ class GatewayApp:
                 log.warning("could not create the built-in experiments: the shared store is unreachable")
         await self.events.start()
         await self.dispatcher.start()
+        await self.deliverer.start()
         if self.changes is not None:
             await self.changes.start()
         await self.http.start(
@@ -192,6 +215,7 @@ class GatewayApp:
         await self.http.stop()
         if self.changes is not None:
             await self.changes.stop()
+        await self.deliverer.stop()  # an attempt cut short is made again (its lease runs out)
         await self.dispatcher.stop()  # running jobs go back to the queue
         await self.events.stop()  # unsent events go to the spool
         await self.pools.stop()
@@ -200,6 +224,7 @@ class GatewayApp:
             self.cache.aclose,
             self.variants.aclose,
             self.documents.aclose,
+            self.outbox.aclose,
             self.limiter.aclose,
             self.images.aclose,
             self.analytics.aclose,

@@ -85,3 +85,11 @@ def count_event(event: analytics_pb2.BackendEvent) -> None:
     _counter(event.type, event.variant).inc()
     if event.type in _ENDS:
         _timer(event.type, event.variant).observe(event.latency_s)
+
+
+WEBHOOK_ATTEMPTS = Counter(
+    "inkloop_gateway_webhook_attempts_total",
+    "Webhook delivery attempts by outcome: delivered (2xx), failed (anything else; retried on schedule), "
+    "skipped (the endpoint does not want the outcome or is gone).",
+    ["outcome"],
+)

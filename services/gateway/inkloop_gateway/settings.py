@@ -143,6 +143,22 @@ class GatewaySettings(ServiceSettings):
         description="File with a user-role API key the page uses without asking; unset = visitors paste their key.",
     )
     web_collect_max_events: int = Field(50, ge=1, le=1000, description="Most events one POST /collect may carry.")
+    # webhooks
+    public_base_url: str = Field(
+        "",
+        description="Base URL clients reach the HTTP port at (e.g. https://images.example.com), for absolute "
+        "image links in webhooks; empty = paths only.",
+    )
+    webhook_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts, addresses or networks (CIDR) webhooks may call although they are loopback, private or "
+        "link-local; empty = none.",
+    )
+    webhook_retry_schedule_s: list[float] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
+        description="Seconds before each retry of a failed webhook delivery (Standard Webhooks' schedule: a day).",
+    )
+    webhook_timeout_s: float = Field(10.0, gt=0, le=60, description="Seconds one webhook attempt may take.")
     web_builtin_experiments: bool = Field(
         True, description="Create and start the built-in page experiments (inpaint_hint) for the page's tenant."
     )

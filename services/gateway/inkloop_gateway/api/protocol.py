@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import cast
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -14,6 +15,8 @@ from inkloop_gateway.admission.variants import Variant
 from inkloop_gateway.jobs.store import Failure, Job, JobState
 from inkloop_gateway.nudges.experiments import Arm, Experiment, ExperimentState
 from inkloop_gateway.nudges.templates import Template
+from inkloop_gateway.webhooks.endpoints import Endpoint
+from inkloop_gateway.webhooks.outbox import DELIVERED, FAILED, PENDING, SKIPPED, Delivery
 
 STATE_TO_PB = {
     JobState.QUEUED: gateway_pb2.JOB_STATE_QUEUED,
@@ -208,3 +211,56 @@ def experiment_from_pb(message: gateway_pb2.Experiment) -> Experiment:
         conversion_window_s=message.conversion_window_s,
         min_exposures=message.min_exposures,
     )
+
+
+_WEBHOOK_EVENT_TYPES = {
+    "job.succeeded": gateway_pb2.WEBHOOK_EVENT_TYPE_JOB_SUCCEEDED,
+    "job.failed": gateway_pb2.WEBHOOK_EVENT_TYPE_JOB_FAILED,
+    "job.cancelled": gateway_pb2.WEBHOOK_EVENT_TYPE_JOB_CANCELLED,
+}
+_DELIVERY_STATES = {
+    PENDING: gateway_pb2.WEBHOOK_DELIVERY_STATE_PENDING,
+    DELIVERED: gateway_pb2.WEBHOOK_DELIVERY_STATE_DELIVERED,
+    FAILED: gateway_pb2.WEBHOOK_DELIVERY_STATE_FAILED,
+    SKIPPED: gateway_pb2.WEBHOOK_DELIVERY_STATE_SKIPPED,
+}
+
+
+def webhook_event_types_from_pb(values: Sequence[int]) -> tuple[str, ...]:
+    names: dict[int, str] = {number: name for name, number in _WEBHOOK_EVENT_TYPES.items()}
+    unknown = [value for value in values if value not in names]
+    if unknown:
+        raise errors.InvalidArgument("event_types", f"unknown event types {unknown}")
+    return tuple(names[value] for value in values)
+
+
+def endpoint_to_pb(tenant_id: str, endpoint: Endpoint, *, with_secret: bool = False) -> gateway_pb2.WebhookEndpoint:
+    return gateway_pb2.WebhookEndpoint(
+        endpoint_id=endpoint.endpoint_id,
+        tenant_id=tenant_id,
+        url=endpoint.url,
+        event_types=[_WEBHOOK_EVENT_TYPES[name] for name in endpoint.event_types],
+        secret=endpoint.secret if with_secret else "",
+        created_at=timestamp(endpoint.created_at),
+    )
+
+
+def delivery_to_pb(delivery: Delivery) -> gateway_pb2.WebhookDelivery:
+    message = gateway_pb2.WebhookDelivery(
+        delivery_id=delivery.delivery_id,
+        job_id=delivery.job_id,
+        endpoint_id=delivery.endpoint_id,
+        url=delivery.url,
+        event_type=_WEBHOOK_EVENT_TYPES.get(delivery.event_type, gateway_pb2.WEBHOOK_EVENT_TYPE_UNSPECIFIED),
+        state=_DELIVERY_STATES[delivery.state],
+        attempts=[
+            gateway_pb2.WebhookAttempt(
+                at=timestamp(a.at), http_status=a.http_status, error=a.error, duration_s=a.duration_s
+            )
+            for a in delivery.attempts
+        ],
+        created_at=timestamp(delivery.created_at),
+    )
+    if delivery.state == PENDING:
+        message.next_attempt_at.CopyFrom(timestamp(delivery.next_attempt_at))
+    return message

@@ -17,6 +17,8 @@ from inkloop_gateway.jobs.service import JobService
 from inkloop_gateway.jobs.store import Job
 from inkloop_gateway.nudges.experiments import ExperimentBook
 from inkloop_gateway.nudges.templates import TemplateBook
+from inkloop_gateway.webhooks.endpoints import EndpointBook
+from inkloop_gateway.webhooks.outbox import Outbox
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
@@ -27,7 +29,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.SubmitJobResponse:
         job = await self.jobs.submit(
-            current_principal(), request.request_id, request.task, request.user_id, request.template_id
+            current_principal(),
+            request.request_id,
+            request.task,
+            request.user_id,
+            request.template_id,
+            webhook_url=request.webhook_url,
         )
         return gateway_pb2.SubmitJobResponse(job=await self._job(job))
 
@@ -67,7 +74,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[gateway_pb2.JobEvent]:
         job = await self.jobs.submit(
-            current_principal(), request.request_id, request.task, request.user_id, request.template_id
+            current_principal(),
+            request.request_id,
+            request.task,
+            request.user_id,
+            request.template_id,
+            webhook_url=request.webhook_url,
         )
         async for event in self.jobs.follow(job):
             yield event
@@ -85,11 +97,21 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 class AdminServicer(gateway_pb2_grpc.AdminServiceServicer):
     """Admin role only: the auth interceptor refuses every other key before these run."""
 
-    def __init__(self, keys: KeyStore, jobs: JobService, templates: TemplateBook, experiments: ExperimentBook) -> None:
+    def __init__(
+        self,
+        keys: KeyStore,
+        jobs: JobService,
+        templates: TemplateBook,
+        experiments: ExperimentBook,
+        endpoints: EndpointBook,
+        outbox: Outbox,
+    ) -> None:
         self.keys = keys
         self.jobs = jobs
         self.templates = templates
         self.experiments = experiments
+        self.endpoints = endpoints
+        self.outbox = outbox
 
     async def CreateApiKey(
         self, request: gateway_pb2.CreateApiKeyRequest, context: grpc.aio.ServicerContext
@@ -164,6 +186,45 @@ class AdminServicer(gateway_pb2_grpc.AdminServiceServicer):
     ) -> gateway_pb2.ListExperimentsResponse:
         experiments = await self.experiments.list(_tenant(request.tenant_id))
         return gateway_pb2.ListExperimentsResponse(experiments=[protocol.experiment_to_pb(e) for e in experiments])
+
+    async def CreateWebhookEndpoint(
+        self, request: gateway_pb2.CreateWebhookEndpointRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.CreateWebhookEndpointResponse:
+        tenant = _tenant(request.tenant_id)
+        types = protocol.webhook_event_types_from_pb(request.event_types)
+        endpoint = await self.endpoints.create(tenant, request.url, types)
+        return gateway_pb2.CreateWebhookEndpointResponse(
+            endpoint=protocol.endpoint_to_pb(tenant, endpoint, with_secret=True)
+        )
+
+    async def ListWebhookEndpoints(
+        self, request: gateway_pb2.ListWebhookEndpointsRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ListWebhookEndpointsResponse:
+        tenant = _tenant(request.tenant_id)
+        endpoints = await self.endpoints.list(tenant)
+        return gateway_pb2.ListWebhookEndpointsResponse(
+            endpoints=[protocol.endpoint_to_pb(tenant, endpoint) for endpoint in endpoints]
+        )
+
+    async def DeleteWebhookEndpoint(
+        self, request: gateway_pb2.DeleteWebhookEndpointRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.DeleteWebhookEndpointResponse:
+        await self.endpoints.delete(_tenant(request.tenant_id), request.endpoint_id)
+        return gateway_pb2.DeleteWebhookEndpointResponse()
+
+    async def GetJobWebhookSecret(
+        self, request: gateway_pb2.GetJobWebhookSecretRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.GetJobWebhookSecretResponse:
+        return gateway_pb2.GetJobWebhookSecretResponse(
+            secret=await self.endpoints.job_secret(_tenant(request.tenant_id))
+        )
+
+    async def ListWebhookDeliveries(
+        self, request: gateway_pb2.ListWebhookDeliveriesRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ListWebhookDeliveriesResponse:
+        limit = protocol.page_size(request.page_size)
+        deliveries = await self.outbox.list(_tenant(request.tenant_id), request.job_id, limit)
+        return gateway_pb2.ListWebhookDeliveriesResponse(deliveries=[protocol.delivery_to_pb(d) for d in deliveries])
 
 
 def _tenant(requested: str) -> str:

@@ -34,6 +34,8 @@ from inkloop_gateway.jobs.store import Job, JobState, JobStore, Page, new_job_id
 from inkloop_gateway.jobs.watch import Hub, watch
 from inkloop_gateway.media.images import EXTENSION_OF_FORMAT, ImageStore
 from inkloop_gateway.nudges.templates import TemplateBook
+from inkloop_gateway.webhooks.deliverer import Outcome
+from inkloop_gateway.webhooks.planner import WebhookPlanner
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # How long CancelJob waits for a local worker to stop, so the reply usually says CANCELLED.
@@ -62,9 +64,11 @@ class JobService:
         events: EventSender,
         hub: Hub,
         admission: Admission,
+        webhooks: WebhookPlanner,
         *,
         job_deadline_s: float,
         poll_interval_s: float,
+        public_base_url: str = "",
     ) -> None:
         self.store = store
         self.variants = variants
@@ -74,8 +78,10 @@ class JobService:
         self.events = events
         self.hub = hub
         self.admission = admission
+        self.webhooks = webhooks
         self.job_deadline_s = job_deadline_s
         self.poll_interval_s = poll_interval_s
+        self.public_base_url = public_base_url.rstrip("/")
 
     async def submit(
         self,
@@ -85,6 +91,7 @@ class JobService:
         user_id: str,
         template_id: str = "",
         variant_name: str = "",
+        webhook_url: str = "",
     ) -> Job:
         # 1. Idempotency: a known request id is answered from the store, whatever it asked.
         if request_id and not _REQUEST_ID.match(request_id):
@@ -111,6 +118,7 @@ class JobService:
         # 3. Validation.
         try:
             await self.admission.templates.require(principal.tenant_id, template_id)
+            self.webhooks.check(webhook_url)
             validated = await _validate(task, info)
         except errors.InvalidArgument:
             raw_prompt = task_parameters(task).prompt if task.WhichOneof("kind") else ""
@@ -171,7 +179,8 @@ class JobService:
             self.events.emit(facts.event(EventType.BACKEND_EVENT_TYPE_REJECTED, error_code="RESOURCE_EXHAUSTED"))
             raise
 
-        # 6. The cache, 7. the queue.
+        # 6. Webhooks (planned before the job exists, so no crash loses them), 7. the cache, 8. the queue.
+        await self.webhooks.plan(principal.tenant_id, facts.job_id, webhook_url)
         job = Job(
             job_id=facts.job_id,
             tenant_id=principal.tenant_id,
@@ -294,8 +303,45 @@ class JobService:
                 image.data = kept
         return result
 
+    async def outcome_of(self, job_id: str, tenant_id: str) -> Outcome | None:
+        """What a webhook reports of a job: None while it runs; NotFound when there is no such job."""
+        job = self.hub.current(await self.store.get(job_id, tenant_id))
+        if not job.state.terminal:
+            return None
+        data: dict[str, object] = {
+            "job_id": job.job_id,
+            "request_id": job.request_id,
+            "state": job.state.name,
+            "variant": job.variant,
+            "cache_hit": job.cache_hit,
+        }
+        # Paths that a key opens, not signed URLs: a retry hours later must send the same body, and a
+        # signed URL would have expired (or changed) by then.
+        result = common_pb2.GenerationResult.FromString(job.result) if job.result else common_pb2.GenerationResult()
+        data["images"] = [
+            {
+                "image_id": image.image_id,
+                "url": self.public_base_url + _image_path(image),
+                "width": image.width,
+                "height": image.height,
+                "seed": str(image.seed),
+            }
+            for image in result.images
+        ]
+        failure = job.failure
+        data["failure"] = (
+            {"code": failure.code, "message": failure.message, "field": failure.field, "policy": failure.policy}
+            if failure
+            else None
+        )
+        return Outcome(f"job.{job.state.name.lower()}", job.finished_at or time.time(), data)
+
     async def _result_with_images(self, job: Job) -> common_pb2.GenerationResult:
         return await self.result(job, include_images=True) or common_pb2.GenerationResult()
+
+
+def _image_path(image: common_pb2.Image) -> str:
+    return f"/v1/images/{image.image_id}.{EXTENSION_OF_FORMAT.get(image.format, 'png')}"
 
 
 async def _validate(task: common_pb2.GenerationTask, info: inference_pb2.GetModelInfoResponse) -> ValidatedTask:
