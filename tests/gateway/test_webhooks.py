@@ -6,16 +6,20 @@ redirects followed)."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
+from harness import free_ports
 from inkloop import errors
 from inkloop.rpc.status import field_violations
 from inkloop.v1 import gateway_pb2
@@ -24,6 +28,7 @@ from inkloop_gateway.webhooks.targets import RefusedTarget, Targets
 from .conftest import Gateway, StartGateway, finished, text_task
 
 FAST = [0.2, 0.2, 0.2]
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 S = gateway_pb2.WebhookDeliveryState
 
 
@@ -220,3 +225,35 @@ async def test_names_are_checked_after_resolving_and_allow_lists_open_them() -> 
     opened.check_url("http://10.9.8.7/hook", "url")
     with pytest.raises(errors.InvalidArgument):
         opened.check_url("http://172.16.0.1/hook", "url")
+
+
+async def test_the_example_receiver_verifies_and_deduplicates(webhook_gateway: Gateway) -> None:
+    spec = importlib.util.spec_from_file_location("webhook_receiver", EXAMPLES / "webhook_receiver.py")
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    [port] = free_ports(1)
+    created = await webhook_gateway.admin.CreateWebhookEndpoint(
+        gateway_pb2.CreateWebhookEndpointRequest(url=f"http://127.0.0.1:{port}/hooks/inkloop"),
+        metadata=webhook_gateway.auth("admin"),
+    )
+    app = example.receiver(created.endpoint.secret)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        submitted = await webhook_gateway.jobs.SubmitJob(
+            gateway_pb2.SubmitJobRequest(task=text_task("a kite", seed=6)), metadata=webhook_gateway.auth()
+        )
+        await finished(webhook_gateway, submitted.job.job_id)
+        [delivery] = await _settled(webhook_gateway, submitted.job.job_id, 1)
+        assert [a.http_status for a in delivery.attempts] == [204]
+        assert [event["data"]["job_id"] for event in app["events"]] == [submitted.job.job_id]
+        forged = {"webhook-id": "msg_x", "webhook-timestamp": str(int(time.time())), "webhook-signature": "v1,AAAA"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"http://127.0.0.1:{port}/hooks/inkloop", data=b"{}", headers=forged) as reply,
+        ):
+            assert reply.status == 400  # a forged message is refused
+    finally:
+        await runner.cleanup()

@@ -28,6 +28,12 @@ class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROLE_ANALYST: _ClassVar[Role]
     ROLE_ADMIN: _ClassVar[Role]
 
+class JobPriority(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_PRIORITY_UNSPECIFIED: _ClassVar[JobPriority]
+    JOB_PRIORITY_INTERACTIVE: _ClassVar[JobPriority]
+    JOB_PRIORITY_BATCH: _ClassVar[JobPriority]
+
 class ExperimentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     EXPERIMENT_STATE_UNSPECIFIED: _ClassVar[ExperimentState]
@@ -59,6 +65,9 @@ ROLE_UNSPECIFIED: Role
 ROLE_USER: Role
 ROLE_ANALYST: Role
 ROLE_ADMIN: Role
+JOB_PRIORITY_UNSPECIFIED: JobPriority
+JOB_PRIORITY_INTERACTIVE: JobPriority
+JOB_PRIORITY_BATCH: JobPriority
 EXPERIMENT_STATE_UNSPECIFIED: ExperimentState
 EXPERIMENT_STATE_DRAFT: ExperimentState
 EXPERIMENT_STATE_RUNNING: ExperimentState
@@ -74,7 +83,7 @@ WEBHOOK_DELIVERY_STATE_FAILED: WebhookDeliveryState
 WEBHOOK_DELIVERY_STATE_SKIPPED: WebhookDeliveryState
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "request_id", "state", "kind", "parameters", "variant", "queue_position", "progress", "result", "failure", "cache_hit", "created_at", "started_at", "finished_at", "user_id")
+    __slots__ = ("job_id", "request_id", "state", "kind", "parameters", "variant", "queue_position", "progress", "result", "failure", "cache_hit", "created_at", "started_at", "finished_at", "user_id", "priority")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +99,7 @@ class Job(_message.Message):
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     request_id: str
     state: JobState
@@ -105,7 +115,8 @@ class Job(_message.Message):
     started_at: _timestamp_pb2.Timestamp
     finished_at: _timestamp_pb2.Timestamp
     user_id: str
-    def __init__(self, job_id: _Optional[str] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., kind: _Optional[_Union[_common_pb2.GenerationKind, str]] = ..., parameters: _Optional[_Union[_common_pb2.GenerationParameters, _Mapping]] = ..., variant: _Optional[str] = ..., queue_position: _Optional[int] = ..., progress: _Optional[_Union[_common_pb2.StepProgress, _Mapping]] = ..., result: _Optional[_Union[_common_pb2.GenerationResult, _Mapping]] = ..., failure: _Optional[_Union[_common_pb2.Failure, _Mapping]] = ..., cache_hit: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., user_id: _Optional[str] = ...) -> None: ...
+    priority: JobPriority
+    def __init__(self, job_id: _Optional[str] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., kind: _Optional[_Union[_common_pb2.GenerationKind, str]] = ..., parameters: _Optional[_Union[_common_pb2.GenerationParameters, _Mapping]] = ..., variant: _Optional[str] = ..., queue_position: _Optional[int] = ..., progress: _Optional[_Union[_common_pb2.StepProgress, _Mapping]] = ..., result: _Optional[_Union[_common_pb2.GenerationResult, _Mapping]] = ..., failure: _Optional[_Union[_common_pb2.Failure, _Mapping]] = ..., cache_hit: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., user_id: _Optional[str] = ..., priority: _Optional[_Union[JobPriority, str]] = ...) -> None: ...
 
 class JobEvent(_message.Message):
     __slots__ = ("job_id", "queued", "running", "succeeded", "failed", "cancelled", "time", "variant")
@@ -134,18 +145,20 @@ class JobCancelled(_message.Message):
     def __init__(self, steps_completed: _Optional[int] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("request_id", "task", "user_id", "template_id", "webhook_url")
+    __slots__ = ("request_id", "task", "user_id", "template_id", "webhook_url", "priority")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     TEMPLATE_ID_FIELD_NUMBER: _ClassVar[int]
     WEBHOOK_URL_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     task: _common_pb2.GenerationTask
     user_id: str
     template_id: str
     webhook_url: str
-    def __init__(self, request_id: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.GenerationTask, _Mapping]] = ..., user_id: _Optional[str] = ..., template_id: _Optional[str] = ..., webhook_url: _Optional[str] = ...) -> None: ...
+    priority: JobPriority
+    def __init__(self, request_id: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.GenerationTask, _Mapping]] = ..., user_id: _Optional[str] = ..., template_id: _Optional[str] = ..., webhook_url: _Optional[str] = ..., priority: _Optional[_Union[JobPriority, str]] = ...) -> None: ...
 
 class SubmitJobResponse(_message.Message):
     __slots__ = ("job",)
@@ -204,18 +217,20 @@ class ListJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("request_id", "task", "user_id", "template_id", "webhook_url")
+    __slots__ = ("request_id", "task", "user_id", "template_id", "webhook_url", "priority")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     TEMPLATE_ID_FIELD_NUMBER: _ClassVar[int]
     WEBHOOK_URL_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     task: _common_pb2.GenerationTask
     user_id: str
     template_id: str
     webhook_url: str
-    def __init__(self, request_id: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.GenerationTask, _Mapping]] = ..., user_id: _Optional[str] = ..., template_id: _Optional[str] = ..., webhook_url: _Optional[str] = ...) -> None: ...
+    priority: JobPriority
+    def __init__(self, request_id: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.GenerationTask, _Mapping]] = ..., user_id: _Optional[str] = ..., template_id: _Optional[str] = ..., webhook_url: _Optional[str] = ..., priority: _Optional[_Union[JobPriority, str]] = ...) -> None: ...
 
 class ApiKey(_message.Message):
     __slots__ = ("key_id", "tenant_id", "role", "name", "prefix", "created_at", "revoked_at", "from_key_file")

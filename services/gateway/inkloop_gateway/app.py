@@ -29,7 +29,8 @@ from inkloop_gateway.jobs.dispatch import Dispatcher, DispatchSettings
 from inkloop_gateway.jobs.notify import ChangeRelay
 from inkloop_gateway.jobs.replicas import Pools
 from inkloop_gateway.jobs.service import Admission, JobService
-from inkloop_gateway.jobs.store import JobStore
+from inkloop_gateway.jobs.shares import QueueShares
+from inkloop_gateway.jobs.store import JobStore, Priority
 from inkloop_gateway.jobs.store_redis import RedisJobStore
 from inkloop_gateway.jobs.store_sqlite import SqliteJobStore
 from inkloop_gateway.jobs.watch import Hub
@@ -153,6 +154,9 @@ class GatewayApp:
             self.hub,
             admission,
             WebhookPlanner(self.outbox, self.endpoints, targets),
+            shares=QueueShares(
+                weights=s.tenant_weights, max_priority={t: Priority(p) for t, p in s.tenant_max_priority.items()}
+            ),
             job_deadline_s=s.job_deadline_s,
             poll_interval_s=s.poll_interval_s,
             public_base_url=s.public_base_url,

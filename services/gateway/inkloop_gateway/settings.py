@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, PositiveFloat
 from pydantic_settings import SettingsConfigDict
 
 from inkloop.config import ServiceSettings
@@ -143,6 +143,14 @@ class GatewaySettings(ServiceSettings):
         description="File with a user-role API key the page uses without asking; unset = visitors paste their key.",
     )
     web_collect_max_events: int = Field(50, ge=1, le=1000, description="Most events one POST /collect may carry.")
+    # queueing
+    tenant_weights: dict[str, PositiveFloat] = Field(
+        default_factory=dict, description='Tenant -> share of the queue within its class, e.g. {"acme": 2}; default 1.'
+    )
+    tenant_max_priority: dict[str, Literal["interactive", "batch"]] = Field(
+        default_factory=dict, description='Tenant -> highest queue class its jobs get, e.g. {"bulk": "batch"}.'
+    )
+
     # webhooks
     public_base_url: str = Field(
         "",

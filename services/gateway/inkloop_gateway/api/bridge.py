@@ -57,6 +57,7 @@ class JobsBridge:
             message.user_id,
             message.template_id,
             webhook_url=message.webhook_url,
+            priority=protocol.priority_from_pb(message.priority),
         )
         return web.json_response(to_json(gateway_pb2.SubmitJobResponse(job=await self._job(job))))
 

@@ -5,8 +5,8 @@ users already call.
   served model's id = the user's sticky A/B variant), `n`, `size` (`WxH` or `auto`), `response_format`
   (`url`, the default as in OpenAI's reference, or `b64_json`), `output_format` (png/jpeg/webp),
   `user`; and the extra fields vLLM-Omni and SGLang accept: `seed`, `num_inference_steps`,
-  `negative_prompt`, `true_cfg_scale`. OpenAI's other fields (`quality`, `style`, `background`, …)
-  are accepted and ignored; `stream` is refused.
+  `negative_prompt`, `true_cfg_scale`; and inkloop's `priority` (interactive or batch). OpenAI's
+  other fields (`quality`, `style`, `background`, …) are accepted and ignored; `stream` is refused.
 - `POST /v1/images/edits` (multipart): `image`, `mask`, `prompt`, `n`, `size` → inpainting. OpenAI's
   mask semantics: its fully transparent pixels are the area to edit (with no mask, the image's own
   transparent pixels are); a mask without transparency is read black/white, white = edit. With
@@ -41,6 +41,7 @@ from inkloop_gateway.admission.auth import Principal, authenticate_header
 from inkloop_gateway.admission.keys import KeyStore
 from inkloop_gateway.admission.safety import PolicyViolation
 from inkloop_gateway.jobs.service import JobService
+from inkloop_gateway.jobs.store import Priority
 from inkloop_gateway.redis_client import OUTAGE_ERRORS, OUTAGE_MESSAGE
 
 log = logging.getLogger(__name__)
@@ -331,8 +332,9 @@ class OpenAIImages:
     ) -> web.Response:
         response_format = _choice(fields, "response_format", _RESPONSE_FORMATS, "url")
         variant = await self._variant(fields.get("model"))
+        priority = Priority(_choice(fields, "priority", tuple(Priority), Priority.INTERACTIVE))
         job = await self.jobs.submit(
-            principal, uuid.uuid4().hex, task, str(fields.get("user") or ""), variant_name=variant
+            principal, uuid.uuid4().hex, task, str(fields.get("user") or ""), variant_name=variant, priority=priority
         )
         images: list[common_pb2.Image] = []
         async for event in self.jobs.follow(job):

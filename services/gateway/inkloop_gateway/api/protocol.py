@@ -12,7 +12,7 @@ from inkloop import errors
 from inkloop.v1 import analytics_pb2, common_pb2, gateway_pb2
 from inkloop_gateway.admission.keys import ApiKey, Role
 from inkloop_gateway.admission.variants import Variant
-from inkloop_gateway.jobs.store import Failure, Job, JobState
+from inkloop_gateway.jobs.store import Failure, Job, JobState, Priority
 from inkloop_gateway.nudges.experiments import Arm, Experiment, ExperimentState
 from inkloop_gateway.nudges.templates import Template
 from inkloop_gateway.webhooks.endpoints import Endpoint
@@ -66,6 +66,20 @@ def failure_to_pb(failure: Failure) -> common_pb2.Failure:
     return common_pb2.Failure(code=failure.code, message=failure.message, field=failure.field, policy=failure.policy)
 
 
+_PRIORITIES = {
+    Priority.INTERACTIVE: gateway_pb2.JOB_PRIORITY_INTERACTIVE,
+    Priority.BATCH: gateway_pb2.JOB_PRIORITY_BATCH,
+}
+
+
+def priority_from_pb(value: int) -> Priority:
+    if value == gateway_pb2.JOB_PRIORITY_BATCH:
+        return Priority.BATCH
+    if value in (gateway_pb2.JOB_PRIORITY_UNSPECIFIED, gateway_pb2.JOB_PRIORITY_INTERACTIVE):
+        return Priority.INTERACTIVE
+    raise errors.InvalidArgument("priority", f"unknown priority {value}")
+
+
 def job_to_pb(
     job: Job, *, queue_position: int = 0, result: common_pb2.GenerationResult | None = None
 ) -> gateway_pb2.Job:
@@ -82,6 +96,7 @@ def job_to_pb(
         cache_hit=job.cache_hit,
         created_at=timestamp(job.created_at),
         user_id=job.user_id,
+        priority=_PRIORITIES[job.priority],
     )
     if job.state == JobState.RUNNING and job.total_steps:
         message.progress.CopyFrom(_progress(job))

@@ -35,6 +35,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             request.user_id,
             request.template_id,
             webhook_url=request.webhook_url,
+            priority=protocol.priority_from_pb(request.priority),
         )
         return gateway_pb2.SubmitJobResponse(job=await self._job(job))
 
@@ -80,6 +81,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             request.user_id,
             request.template_id,
             webhook_url=request.webhook_url,
+            priority=protocol.priority_from_pb(request.priority),
         )
         async for event in self.jobs.follow(job):
             yield event

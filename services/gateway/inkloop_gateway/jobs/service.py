@@ -30,7 +30,8 @@ from inkloop_gateway.events.sender import EventFacts, EventSender, EventType
 from inkloop_gateway.jobs.cache import ResultCache, cache_key
 from inkloop_gateway.jobs.dispatch import Dispatcher
 from inkloop_gateway.jobs.replicas import Pools
-from inkloop_gateway.jobs.store import Job, JobState, JobStore, Page, new_job_id
+from inkloop_gateway.jobs.shares import QueueShares
+from inkloop_gateway.jobs.store import Job, JobState, JobStore, Page, Priority, new_job_id
 from inkloop_gateway.jobs.watch import Hub, watch
 from inkloop_gateway.media.images import EXTENSION_OF_FORMAT, ImageStore
 from inkloop_gateway.nudges.templates import TemplateBook
@@ -66,6 +67,7 @@ class JobService:
         admission: Admission,
         webhooks: WebhookPlanner,
         *,
+        shares: QueueShares,
         job_deadline_s: float,
         poll_interval_s: float,
         public_base_url: str = "",
@@ -79,6 +81,7 @@ class JobService:
         self.hub = hub
         self.admission = admission
         self.webhooks = webhooks
+        self.shares = shares
         self.job_deadline_s = job_deadline_s
         self.poll_interval_s = poll_interval_s
         self.public_base_url = public_base_url.rstrip("/")
@@ -92,6 +95,7 @@ class JobService:
         template_id: str = "",
         variant_name: str = "",
         webhook_url: str = "",
+        priority: Priority = Priority.INTERACTIVE,
     ) -> Job:
         # 1. Idempotency: a known request id is answered from the store, whatever it asked.
         if request_id and not _REQUEST_ID.match(request_id):
@@ -179,8 +183,10 @@ class JobService:
             self.events.emit(facts.event(EventType.BACKEND_EVENT_TYPE_REJECTED, error_code="RESOURCE_EXHAUSTED"))
             raise
 
-        # 6. Webhooks (planned before the job exists, so no crash loses them), 7. the cache, 8. the queue.
+        # 6. Webhooks (planned before the job exists, so no crash loses them), 7. the cache, 8. the queue
+        # in the tenant's class and share.
         await self.webhooks.plan(principal.tenant_id, facts.job_id, webhook_url)
+        queue_class, weight = self.shares.place(principal.tenant_id, priority)
         job = Job(
             job_id=facts.job_id,
             tenant_id=principal.tenant_id,
@@ -195,6 +201,8 @@ class JobService:
             cache_key=cache_key(variant.name, info.model_revision, validated, seed),
             prompt_features=features,
             deadline_at=facts.accepted_at + self.job_deadline_s,
+            priority=queue_class,
+            weight=weight,
         )
         cached = await self._cached(job)
         if cached is not None:

@@ -65,6 +65,22 @@ class Lease:
         )
 
 
+class Priority(enum.StrEnum):
+    INTERACTIVE = "interactive"
+    BATCH = "batch"
+
+
+PRIORITY_RANK = {Priority.INTERACTIVE: 0, Priority.BATCH: 1}
+
+
+def next_fair_tag(clock: float, tenant_last: float, weight: float) -> float:
+    """Start-time fair queueing: a tenant's next job starts at the later of the queue's virtual clock
+    (the tag last claimed in its class) and its own previous tag, and advances by 1 / weight. Tenants
+    that keep the queue full are served in proportion to their weights; one that was idle starts at
+    the clock, so idling saves no credit to flood with later."""
+    return max(clock, tenant_last) + 1.0 / weight
+
+
 @dataclass(frozen=True)
 class Job:
     job_id: str
@@ -101,6 +117,12 @@ class Job:
     deadline_at: float = 0.0
     #: Why a QUEUED job its worker holds waits (e.g. "waiting for an inference replica"); "" otherwise.
     waiting: str = ""
+    #: Queue class: every interactive job is claimed before any batch job.
+    priority: Priority = Priority.INTERACTIVE
+    #: The tenant's share within its class (`fair_tag`): twice the weight, twice the jobs.
+    weight: float = 1.0
+    #: Start-time fair queueing tag, set by the store at submission: claims go by (priority, tag, seq).
+    fair_tag: float = 0.0
 
     @property
     def held(self) -> bool:
@@ -155,7 +177,15 @@ class Job:
             seq=int(fields.get("seq", "0")),
             deadline_at=float(fields.get("deadline_at", "0") or 0),
             waiting=fields.get("waiting", ""),
+            priority=Priority(fields.get("priority") or Priority.INTERACTIVE),
+            weight=float(fields.get("weight", "1") or 1),
+            fair_tag=float(fields.get("fair_tag", "0") or 0),
         )
+
+    @property
+    def queue_key(self) -> tuple[int, float, int]:
+        """Claims take the smallest: interactive before batch, then the fair tag, then submission order."""
+        return (PRIORITY_RANK[self.priority], self.fair_tag, self.seq)
 
     def with_(self, **changes: object) -> Job:
         return replace(self, **changes)  # type: ignore[arg-type]

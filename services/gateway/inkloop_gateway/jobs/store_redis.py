@@ -2,12 +2,14 @@
 
 Keys (prefix `inkloop:`): `job:<id>` a hash of the job's fields; `req:<tenant>:<request id>` the
 idempotency index; `tenant:<tenant>` a sorted set of the tenant's job ids by submission order
-(listings); `queued` a sorted set of every queued job (queue positions); `q:<tenant>` the tenant's
-FIFO; `tenants` the round-robin list of tenants with a non-empty FIFO (fair share: a claim pops a
-tenant, takes its oldest job and pushes the tenant back to the end); `running` a sorted set of
-running jobs by lease expiry (recovery of jobs whose replica died), which also holds the queued
-jobs a worker keeps waiting for inference (`wait`): those are in `queued` (they count in queue
-positions) but in no FIFO (nobody else claims them).
+(listings); per priority class r (0 interactive, 1 batch) `queued:<r>` a sorted set of every queued
+job of the class (queue positions) and `ready:<r>` of those any worker may claim, both scored by the
+job's fair tag (`store.next_fair_tag`) with the member `<seq, 12 digits>:<job id>` (ties in
+submission order), `clock:<r>` the class's virtual clock and `tags:<r>` each tenant's last tag; a
+claim takes the first of `ready:0`, else of `ready:1`. `running` a sorted set of running jobs by
+lease expiry (recovery of jobs whose replica died), which also holds the queued jobs a worker keeps
+waiting for inference (`wait`): those are in `queued:<r>` (they count in queue positions) but not in
+`ready:<r>` (nobody else claims them).
 
 Every script that changes a job publishes `<change> <job id>` on the channel `changes` in the same
 script, so the notification is atomic with the change: a replica that hears of it and re-reads the
@@ -52,8 +54,33 @@ PREFIX = "inkloop:"
 #: The channel (after the prefix) of change notifications.
 CHANGES = "changes"
 
+# Where a job stands in its class's sets (see the module docstring), and leaving them.
+QUEUE = """
+local function rank_of(key)
+  return redis.call('HGET', key, 'priority') == 'batch' and 1 or 0
+end
+local function member_of(key, id)
+  return string.format('%012d', tonumber(redis.call('HGET', key, 'seq'))) .. ':' .. id
+end
+local function enqueue(p, id, key, claimable)
+  local r, tag = rank_of(key), redis.call('HGET', key, 'fair_tag')
+  redis.call('ZADD', p..'queued:'..r, tag, member_of(key, id))
+  if claimable then redis.call('ZADD', p..'ready:'..r, tag, member_of(key, id)) end
+end
+local function unqueue(p, id, key)
+  local r = rank_of(key)
+  redis.call('ZREM', p..'queued:'..r, member_of(key, id))
+  redis.call('ZREM', p..'ready:'..r, member_of(key, id))
+end
+local function anything_queued(p)
+  return redis.call('ZCARD', p..'queued:0') + redis.call('ZCARD', p..'queued:1') > 0
+end
+"""
+
 # ARGV[5..7]: the lease to start the job under at once when nothing is queued ('' = none).
-SUBMIT = """
+SUBMIT = (
+    QUEUE
+    + """
 local p, tenant, req, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local owner, lease_until, now = ARGV[5], ARGV[6], ARGV[7]
 local existing = redis.call('GET', p..'req:'..tenant..':'..req)
@@ -65,32 +92,45 @@ redis.call('HSET', key, 'seq', seq)
 redis.call('SET', p..'req:'..tenant..':'..req, id)
 redis.call('ZADD', p..'tenant:'..tenant, seq, id)
 if redis.call('HGET', key, 'state') == 'queued' then
-  if owner ~= '' and redis.call('ZCARD', p..'queued') == 0 then
+  -- Start-time fair queueing (store.next_fair_tag), in the class's own clock.
+  local r = rank_of(key)
+  local clock = tonumber(redis.call('GET', p..'clock:'..r) or '0')
+  local last = tonumber(redis.call('HGET', p..'tags:'..r, tenant) or '0')
+  local tag = math.max(clock, last) + 1 / tonumber(redis.call('HGET', key, 'weight') or '1')
+  redis.call('HSET', p..'tags:'..r, tenant, tag)
+  redis.call('HSET', key, 'fair_tag', tag)
+  if owner ~= '' and not anything_queued(p) then
     local attempts = tonumber(redis.call('HGET', key, 'attempts') or '0') + 1
     redis.call('HSET', key, 'state', 'running', 'owner', owner, 'lease_until', lease_until,
                'started_at', now, 'attempts', attempts)
     redis.call('ZADD', p..'running', lease_until, id)
+    if tag > clock then redis.call('SET', p..'clock:'..r, tag) end
     redis.call('PUBLISH', p..'changes', 'changed '..id)
   else
-    redis.call('ZADD', p..'queued', seq, id)
-    if redis.call('RPUSH', p..'q:'..tenant, id) == 1 then redis.call('RPUSH', p..'tenants', tenant) end
+    enqueue(p, id, key, true)
     redis.call('PUBLISH', p..'changes', 'submitted '..id)
   end
 end
 return {1, id}
 """
+)
 
-CLAIM = """
+CLAIM = (
+    QUEUE
+    + """
 local p, owner, lease_until, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-while true do
-  local tenant = redis.call('LPOP', p..'tenants')
-  if not tenant then return false end
-  local id = redis.call('LPOP', p..'q:'..tenant)
-  if redis.call('LLEN', p..'q:'..tenant) > 0 then redis.call('RPUSH', p..'tenants', tenant) end
-  if id then
+for r = 0, 1 do
+  while true do
+    local first = redis.call('ZRANGE', p..'ready:'..r, 0, 0, 'WITHSCORES')
+    if #first == 0 then break end
+    redis.call('ZREM', p..'ready:'..r, first[1])
+    local id = string.sub(first[1], 14)
     local key = p..'job:'..id
     if redis.call('HGET', key, 'state') == 'queued' and (redis.call('HGET', key, 'owner') or '') == '' then
-      redis.call('ZREM', p..'queued', id)
+      unqueue(p, id, key)
+      if tonumber(first[2]) > tonumber(redis.call('GET', p..'clock:'..r) or '0') then
+        redis.call('SET', p..'clock:'..r, first[2])
+      end
       local attempts = tonumber(redis.call('HGET', key, 'attempts') or '0') + 1
       redis.call('HSET', key, 'state', 'running', 'owner', owner, 'lease_until', lease_until,
                  'started_at', now, 'attempts', attempts)
@@ -100,7 +140,23 @@ while true do
     end
   end
 end
+return false
 """
+)
+
+# Jobs ahead of one in the queue: every queued job of a class before it, and those before it in its own.
+POSITION = (
+    QUEUE
+    + """
+local p, id = ARGV[1], ARGV[2]
+local key = p..'job:'..id
+local r = rank_of(key)
+local ahead = redis.call('ZRANK', p..'queued:'..r, member_of(key, id))
+if not ahead then return 0 end
+if r == 1 then ahead = ahead + redis.call('ZCARD', p..'queued:0') end
+return ahead
+"""
+)
 
 # A job `owner` holds: running, or queued while it waits for inference (owner is never '' here).
 HELD = """
@@ -131,54 +187,60 @@ return stop
 
 FINISH = (
     HELD
+    + QUEUE
     + """
 local p, id, owner = ARGV[1], ARGV[2], ARGV[3]
 local key = p..'job:'..id
 if not held(key, owner) then return false end
 redis.call('HSET', key, unpack(ARGV, 4))
 redis.call('ZREM', p..'running', id)
-redis.call('ZREM', p..'queued', id)
+unqueue(p, id, key)
 redis.call('PUBLISH', p..'changes', 'changed '..id)
 return redis.call('HGETALL', key)
 """
 )
 
-# Stays in `running` (its lease is still watched) and joins `queued` (queue positions), in no FIFO.
+# Stays in `running` (its lease is still watched) and joins `queued:<r>` (queue positions), not `ready:<r>`.
 WAIT = (
     HELD
+    + QUEUE
     + """
 local p, id, owner, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local key = p..'job:'..id
 if not held(key, owner) then return false end
 redis.call('HSET', key, 'state', 'queued', 'step', '0', 'total_steps', '0', 'waiting', reason)
-redis.call('ZADD', p..'queued', redis.call('HGET', key, 'seq'), id)
+enqueue(p, id, key, false)
 redis.call('PUBLISH', p..'changes', 'waiting '..id)
 return redis.call('HGETALL', key)
 """
 )
 
-RESUME = """
+RESUME = (
+    QUEUE
+    + """
 local p, id, owner, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local key = p..'job:'..id
 if redis.call('HGET', key, 'owner') ~= owner or redis.call('HGET', key, 'state') ~= 'queued' then return false end
 redis.call('HSET', key, 'state', 'running', 'started_at', now, 'waiting', '')
-redis.call('ZREM', p..'queued', id)
+unqueue(p, id, key)
 redis.call('PUBLISH', p..'changes', 'dequeued '..id)
 return redis.call('HGETALL', key)
 """
+)
 
-# Back to the front of its tenant's FIFO: it was the oldest when it was claimed.
-REQUEUE_FRONT = """
+# Back in the queue with its own tag: near the front, as it was when it was claimed.
+REQUEUE_FRONT = (
+    QUEUE
+    + """
 local function requeue(p, id, key)
-  local tenant = redis.call('HGET', key, 'tenant_id')
   redis.call('HSET', key, 'state', 'queued', 'owner', '', 'lease_until', '0', 'step', '0', 'total_steps', '0',
              'waiting', '')
   redis.call('ZREM', p..'running', id)
-  redis.call('ZADD', p..'queued', redis.call('HGET', key, 'seq'), id)
-  if redis.call('LPUSH', p..'q:'..tenant, id) == 1 then redis.call('RPUSH', p..'tenants', tenant) end
+  enqueue(p, id, key, true)
   redis.call('PUBLISH', p..'changes', 'requeued '..id)
 end
 """
+)
 
 RELEASE = (
     REQUEUE_FRONT
@@ -203,14 +265,16 @@ redis.call('PUBLISH', p..'changes', 'changed '..id)
 return 1
 """
 
-CANCEL = """
+CANCEL = (
+    QUEUE
+    + """
 local p, id, tenant, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local key = p..'job:'..id
 if redis.call('HGET', key, 'tenant_id') ~= tenant then return {'not_found'} end
 local state = redis.call('HGET', key, 'state')
 if state == 'queued' then
   redis.call('HSET', key, 'state', 'cancelled', 'cancel_requested', '1', 'finished_at', now, 'waiting', '')
-  redis.call('ZREM', p..'queued', id)
+  unqueue(p, id, key)
   redis.call('PUBLISH', p..'changes', 'dequeued '..id)
 elseif state == 'running' then
   redis.call('HSET', key, 'cancel_requested', '1')
@@ -220,6 +284,7 @@ else
 end
 return {'ok'}
 """
+)
 
 RECOVER = (
     REQUEUE_FRONT
@@ -231,7 +296,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', p..'running', '-inf', now)) do
   redis.call('ZREM', p..'running', id)
   local state = redis.call('HGET', key, 'state')
   if state == 'running' or (state == 'queued' and (redis.call('HGET', key, 'owner') or '') ~= '') then
-    redis.call('ZREM', p..'queued', id)
+    unqueue(p, id, key)
     if redis.call('HGET', key, 'cancel_requested') == '1' then
       redis.call('HSET', key, 'state', 'cancelled', 'owner', '', 'finished_at', now)
       redis.call('PUBLISH', p..'changes', 'changed '..id)
@@ -273,6 +338,7 @@ class RedisJobStore:
         self._recover = self._redis.register_script(RECOVER)
         self._wait = self._redis.register_script(WAIT)
         self._resume = self._redis.register_script(RESUME)
+        self._position = self._redis.register_script(POSITION)
 
     async def _load(self, job_id: str) -> Job | None:
         reply = await self._redis.hgetall(f"{self._p}job:{job_id}")
@@ -327,7 +393,7 @@ class RedisJobStore:
         return Page(jobs, token)
 
     async def queue_position(self, job: Job) -> int:
-        return int(await self._redis.zcount(f"{self._p}queued", "-inf", f"({job.seq}"))
+        return int(await self._position(args=[self._p, job.job_id]))
 
     async def claim(self, owner: str, lease_s: float) -> Job | None:
         now = time.time()

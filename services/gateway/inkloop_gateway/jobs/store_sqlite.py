@@ -20,6 +20,7 @@ from pathlib import Path
 
 from inkloop import errors
 from inkloop_gateway.jobs.store import (
+    PRIORITY_RANK,
     Failure,
     Job,
     JobIds,
@@ -30,6 +31,7 @@ from inkloop_gateway.jobs.store import (
     decode_page_token,
     encode_page_token,
     lost_failure,
+    next_fair_tag,
     not_found,
 )
 
@@ -49,30 +51,45 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant_id, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, tenant_id, seq);
-CREATE TABLE IF NOT EXISTS tenant_turns (
-    tenant_id  TEXT PRIMARY KEY,
-    last_claim INTEGER NOT NULL
+CREATE TABLE IF NOT EXISTS fair_tags (
+    queue_rank INTEGER NOT NULL,
+    tenant_id  TEXT NOT NULL,
+    last_tag   REAL NOT NULL,
+    PRIMARY KEY (queue_rank, tenant_id)
+);
+CREATE TABLE IF NOT EXISTS fair_clock (
+    queue_rank INTEGER PRIMARY KEY,
+    clock      REAL NOT NULL
 );
 """
+#: Columns added after the jobs table was first created: stores of earlier versions get them on open.
+ADDED_COLUMNS = (("queue_rank", "INTEGER NOT NULL DEFAULT 0"), ("fair_tag", "REAL NOT NULL DEFAULT 0"))
+QUEUE_INDEX = "CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (state, owner, queue_rank, fair_tag, seq)"
 
 _SELECT = "SELECT seq, data FROM jobs"
 INSERT_JOB = (
-    "INSERT INTO jobs (job_id, tenant_id, request_id, state, owner, lease_until, data) VALUES (?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (tenant_id, request_id) DO NOTHING"
+    "INSERT INTO jobs (job_id, tenant_id, request_id, state, owner, lease_until, data, queue_rank, fair_tag) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, request_id) DO NOTHING"
 )
 UPDATE_JOB = "UPDATE jobs SET state = ?, owner = ?, lease_until = ?, data = ? WHERE job_id = ?"
-TAKE_TURN = (
-    "INSERT INTO tenant_turns VALUES (?, ?) ON CONFLICT (tenant_id) DO UPDATE SET last_claim = excluded.last_claim"
-)
-# Fair share: the tenant served longest ago goes first, then its oldest queued job (not one a worker
-# keeps waiting for inference).
+# Priority, then weighted fair share (`store.next_fair_tag`), then submission order; never a job a
+# worker keeps waiting for inference.
 NEXT_QUEUED = """
-SELECT q.seq, q.data FROM jobs q
-LEFT JOIN tenant_turns t ON t.tenant_id = q.tenant_id
-WHERE q.state = 'queued' AND q.owner = ''
-ORDER BY COALESCE(t.last_claim, -1), q.seq
+SELECT seq, data FROM jobs
+WHERE state = 'queued' AND owner = ''
+ORDER BY queue_rank, fair_tag, seq
 LIMIT 1
 """
+QUEUED_AHEAD = "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND (queue_rank, fair_tag, seq) < (?, ?, ?)"
+LAST_TAG = "SELECT last_tag FROM fair_tags WHERE queue_rank = ? AND tenant_id = ?"
+SET_LAST_TAG = (
+    "INSERT INTO fair_tags VALUES (?, ?, ?) "
+    "ON CONFLICT (queue_rank, tenant_id) DO UPDATE SET last_tag = excluded.last_tag"
+)
+CLOCK = "SELECT clock FROM fair_clock WHERE queue_rank = ?"
+ADVANCE_CLOCK = (
+    "INSERT INTO fair_clock VALUES (?, ?) ON CONFLICT (queue_rank) DO UPDATE SET clock = MAX(clock, excluded.clock)"
+)
 ANY_QUEUED = "SELECT 1 FROM jobs WHERE state = 'queued' LIMIT 1"
 # A job `owner` holds: running, or queued while it waits for inference (owner is never '' here).
 HELD_BY = "job_id = ? AND owner = ? AND state IN ('running', 'queued')"
@@ -93,6 +110,11 @@ class SqliteJobStore:
         # thread with its own connection does it instead; PASSIVE never blocks readers or writers.
         self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.executescript(SCHEMA)
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, definition in ADDED_COLUMNS:
+            if name not in present:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
+        self._db.execute(QUEUE_INDEX)
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._checkpointer = threading.Thread(
@@ -124,23 +146,41 @@ class SqliteJobStore:
         return self._job(row) if row else None
 
     async def submit(self, job: Job, *, lease: Lease | None = None) -> tuple[Job, bool]:
-        if lease is not None and job.state == JobState.QUEUED:
-            with self._transaction() as db:
-                if db.execute(ANY_QUEUED).fetchone() is None:
-                    job = lease.start(job, time.time())
-                stored, created = self._insert(db, job)
-                if created and stored.state == JobState.RUNNING:
-                    self._take_turn(db, stored.tenant_id)
-                return stored, created
-        # Without a lease one INSERT is atomic on its own: no BEGIN/COMMIT round trips (this is the hot
-        # path of a cache hit).
-        with self._lock:
-            return self._insert(self._db, job)
+        if job.state != JobState.QUEUED:
+            # An ended job (a cache hit) takes no turn: one INSERT is atomic on its own, without
+            # BEGIN/COMMIT round trips (this is the hot path of a cache hit).
+            with self._lock:
+                return self._insert(self._db, job)
+        with self._transaction() as db:
+            if lease is not None and db.execute(ANY_QUEUED).fetchone() is None:
+                job = lease.start(job, time.time())
+            rank = PRIORITY_RANK[job.priority]
+            (clock,) = db.execute(CLOCK, (rank,)).fetchone() or (0.0,)
+            (last,) = db.execute(LAST_TAG, (rank, job.tenant_id)).fetchone() or (0.0,)
+            job = job.with_(fair_tag=next_fair_tag(clock, last, job.weight))
+            stored, created = self._insert(db, job)
+            if created:
+                db.execute(SET_LAST_TAG, (rank, job.tenant_id, job.fair_tag))
+                if stored.state == JobState.RUNNING:
+                    db.execute(ADVANCE_CLOCK, (rank, job.fair_tag))
+            return stored, created
 
     def _insert(self, db: sqlite3.Connection, job: Job) -> tuple[Job, bool]:
         data = json.dumps(job.to_fields())
+        rank = PRIORITY_RANK[job.priority]
         cursor = db.execute(
-            INSERT_JOB, (job.job_id, job.tenant_id, job.request_id, job.state.value, job.owner, job.lease_until, data)
+            INSERT_JOB,
+            (
+                job.job_id,
+                job.tenant_id,
+                job.request_id,
+                job.state.value,
+                job.owner,
+                job.lease_until,
+                data,
+                rank,
+                job.fair_tag,
+            ),
         )
         if cursor.rowcount == 0:  # the tenant already used this request id
             # Jobs are never deleted, so the existing row can be read after the conflict.
@@ -149,11 +189,6 @@ class SqliteJobStore:
             return existing, False
         # `seq` lives in its column; the copy in `data` is never read.
         return job.with_(seq=cursor.lastrowid or 0), True
-
-    @staticmethod
-    def _take_turn(db: sqlite3.Connection, tenant_id: str) -> None:
-        (turn,) = db.execute("SELECT COALESCE(MAX(last_claim), 0) + 1 FROM tenant_turns").fetchone()
-        db.execute(TAKE_TURN, (tenant_id, turn))
 
     async def get(self, job_id: str, tenant_id: str | None = None) -> Job:
         with self._lock:
@@ -184,9 +219,7 @@ class SqliteJobStore:
 
     async def queue_position(self, job: Job) -> int:
         with self._lock:
-            (ahead,) = self._db.execute(
-                "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND seq < ?", (job.seq,)
-            ).fetchone()
+            (ahead,) = self._db.execute(QUEUED_AHEAD, job.queue_key).fetchone()
         return int(ahead)
 
     async def claim(self, owner: str, lease_s: float) -> Job | None:
@@ -196,7 +229,7 @@ class SqliteJobStore:
             if row is None:
                 return None
             job = Lease(owner, lease_s).start(self._job(row), now)
-            self._take_turn(db, job.tenant_id)
+            db.execute(ADVANCE_CLOCK, (PRIORITY_RANK[job.priority], job.fair_tag))
             self._write(db, job)
             return job
 
