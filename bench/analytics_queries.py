@@ -6,6 +6,10 @@ Events are generated inside ClickHouse (INSERT … SELECT FROM numbers), 4 per v
 generate click, inpaint exposure, inpaint click, with drop-off; plus one REQUESTED back-end event
 for 90% of the generate clicks. The anchor is a hand-written 4-step windowFunnel over the same
 table; the service's funnel runs the same 4 front-end steps (and, separately, a front+back funnel).
+The same 4 steps then run in strict and in any order and as an ordered funnel with an exclusion
+(these three count chains in per-actor arrays, not with windowFunnel), each against the plain
+funnel; and a correlation of the front+back funnel's last step over all six properties (one funnel
+per property) against that funnel.
 """
 
 from __future__ import annotations
@@ -16,13 +20,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from harness.clickhouse import ClickHouseServer, fresh_database
-from inkloop_analytics import discrepancy, funnel
+from inkloop_analytics import correlation, discrepancy, funnel
 from inkloop_analytics.matchers import EventMatcher, TimeRange
 from inkloop_analytics.migrations import migrate
 from inkloop_analytics.storage import ClickHouse
@@ -72,6 +77,7 @@ FRONT_STEPS = (
     EventMatcher("frontend", category="inpaint", action="exposure"),
     EventMatcher("frontend", category="inpaint", action="click"),
 )
+HOVER = EventMatcher("frontend", category="inpaint", action="hover")
 MIXED_STEPS = (
     EventMatcher("frontend", frontend_type="page_view"),
     EventMatcher("frontend", category="generate", action="click"),
@@ -108,10 +114,20 @@ def bench(engine: str, ch: ClickHouse, events: int, repeat: int) -> None:
     )
     gap = discrepancy.DiscrepancyQuery("t1", FRONT_STEPS[1], MIXED_STEPS[2], window, bucket_s=3600, sample_size=10)
     disc = timed(repeat, lambda: discrepancy.run(ch, gap))
+    plain = funnel.FunnelQuery("t1", FRONT_STEPS, 3600, window)
+    strict = timed(repeat, lambda: funnel.run(ch, replace(plain, order="strict")))
+    any_order = timed(repeat, lambda: funnel.run(ch, replace(plain, order="any")))
+    excluded = timed(repeat, lambda: funnel.run(ch, replace(plain, exclusions=(funnel.FunnelExclusion(HOVER, 2, 4),))))
+    mixed_query = funnel.FunnelQuery("t1", MIXED_STEPS, 3600, window)
+    correlated = timed(repeat, lambda: correlation.run(ch, correlation.CorrelationQuery("t1", mixed_query)))
     print(f"  hand-written windowFunnel (4 steps)     {anchor:7.3f} s")
     print(f"  service funnel, same 4 steps           {ours:7.3f} s  ({ours / anchor:.2f}x the anchor)")
     print(f"  service funnel, 4 steps by device      {by_device:7.3f} s  ({by_device / anchor:.2f}x)")
+    print(f"  strict order, same 4 steps             {strict:7.3f} s  ({strict / ours:.2f}x the service funnel)")
+    print(f"  any order, same 4 steps                {any_order:7.3f} s  ({any_order / ours:.2f}x)")
+    print(f"  ordered, one exclusion (steps 2-4)     {excluded:7.3f} s  ({excluded / ours:.2f}x)")
     print(f"  service funnel, front+back (3 steps)   {mixed:7.3f} s")
+    print(f"  correlation of it, 6 properties        {correlated:7.3f} s  ({correlated / mixed:.2f}x that funnel)")
     print(f"  discrepancy, hourly buckets            {disc:7.3f} s")
 
 

@@ -9,7 +9,7 @@ from google.protobuf import timestamp_pb2
 
 from inkloop.errors import InvalidArgument
 from inkloop.v1 import analytics_pb2 as pb
-from inkloop_analytics import adoption, alerts, discrepancy, funnel, insights, outcomes, variants
+from inkloop_analytics import adoption, alerts, correlation, discrepancy, funnel, insights, outcomes, variants
 from inkloop_analytics.ingest import Acks, IngestResult
 from inkloop_analytics.matchers import EventMatcher, Source, TimeRange
 
@@ -105,18 +105,41 @@ def _add_acks(field: Any, acks: Acks) -> None:
 # Funnel.
 
 
-def funnel_from_pb(request: pb.FunnelRequest) -> funnel.FunnelQuery:
+_FUNNEL_ORDERS = {
+    pb.FUNNEL_ORDER_UNSPECIFIED: "ordered",
+    pb.FUNNEL_ORDER_ORDERED: "ordered",
+    pb.FUNNEL_ORDER_STRICT: "strict",
+    pb.FUNNEL_ORDER_ANY: "any",
+}
+
+
+def funnel_from_pb(request: pb.FunnelRequest, field: str = "") -> funnel.FunnelQuery:
+    """`field`: where the request sits in a larger one ("funnel."), for the fields errors name."""
+    order = _FUNNEL_ORDERS.get(request.order)
+    if order is None:
+        raise InvalidArgument(f"{field}order", "unknown value")
     return funnel.FunnelQuery(
         tenant_id=request.tenant_id,
-        steps=tuple(matcher_from_pb(step, f"steps[{index}]") for index, step in enumerate(request.steps)),
+        steps=tuple(matcher_from_pb(step, f"{field}steps[{index}]") for index, step in enumerate(request.steps)),
         window_s=request.window_s,
-        range=time_range_from_pb(request.range, request.HasField("range")),
+        range=time_range_from_pb(request.range, request.HasField("range"), f"{field}range"),
         breakdown=request.breakdown,
         actor=request.actor or "visitor",
+        order=order,
+        exclusions=tuple(
+            funnel.FunnelExclusion(
+                matcher_from_pb(exclusion.event, f"{field}exclusions[{index}].event"),
+                exclusion.from_step,
+                exclusion.to_step,
+            )
+            for index, exclusion in enumerate(request.exclusions)
+        ),
+        time_to_convert_bins=request.time_to_convert_bins,
     )
 
 
-def funnel_to_pb(series: list[funnel.FunnelSeries]) -> pb.FunnelResponse:
+def funnel_to_pb(report: funnel.FunnelReport) -> pb.FunnelResponse:
+    time_to_convert = report.time_to_convert
     return pb.FunnelResponse(
         series=[
             pb.FunnelSeries(
@@ -132,8 +155,45 @@ def funnel_to_pb(series: list[funnel.FunnelSeries]) -> pb.FunnelResponse:
                     for step in one.steps
                 ],
             )
-            for one in series
-        ]
+            for one in report.series
+        ],
+        time_to_convert=pb.TimeToConvert(
+            bins=[pb.TimeToConvertBin(start_s=b.start_s, end_s=b.end_s, actors=b.actors) for b in time_to_convert.bins],
+            actors=time_to_convert.actors,
+            median_s=time_to_convert.median_s,
+        ),
+    )
+
+
+# Funnel correlation.
+
+
+def correlation_from_pb(request: pb.FunnelCorrelationRequest) -> correlation.CorrelationQuery:
+    return correlation.CorrelationQuery(
+        tenant_id=request.tenant_id,
+        funnel=funnel_from_pb(request.funnel, "funnel.") if request.HasField("funnel") else None,
+        step=request.step,
+        properties=tuple(request.properties),
+    )
+
+
+def correlation_to_pb(result: correlation.Correlation) -> pb.FunnelCorrelationResponse:
+    return pb.FunnelCorrelationResponse(
+        correlations=[
+            pb.PropertyCorrelation(
+                property=one.property,
+                value=one.value,
+                converted=one.converted,
+                dropped=one.dropped,
+                odds_ratio=one.odds_ratio,
+                p_value=one.p_value,
+                significant=one.significant,
+            )
+            for one in result.correlations
+        ],
+        converted=result.converted,
+        dropped=result.dropped,
+        step=result.step,
     )
 
 

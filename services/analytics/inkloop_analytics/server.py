@@ -32,7 +32,13 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
             yield protocol.ingest_result_to_pb(result)
 
     async def Funnel(self, request: pb.FunnelRequest, context: grpc.aio.ServicerContext) -> pb.FunnelResponse:
-        return protocol.funnel_to_pb(await self.analytics.funnel(protocol.funnel_from_pb(request)))
+        return protocol.funnel_to_pb(await self.analytics.funnel_report(protocol.funnel_from_pb(request)))
+
+    async def FunnelCorrelation(
+        self, request: pb.FunnelCorrelationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.FunnelCorrelationResponse:
+        query = protocol.correlation_from_pb(request)
+        return protocol.correlation_to_pb(await self.analytics.funnel_correlation(query))
 
     async def Discrepancy(
         self, request: pb.DiscrepancyRequest, context: grpc.aio.ServicerContext

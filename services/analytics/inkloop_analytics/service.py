@@ -19,7 +19,18 @@ from typing import Any, TypeVar
 from inkloop.errors import InkloopError
 from inkloop.spool import Spool
 from inkloop.v1 import analytics_pb2
-from inkloop_analytics import adoption, alerts, discrepancy, funnel, insights, outcomes, retention, variants
+from inkloop_analytics import (
+    adoption,
+    alerts,
+    correlation,
+    discrepancy,
+    funnel,
+    insights,
+    outcomes,
+    retention,
+    variants,
+)
+from inkloop_analytics.funnel import FunnelQuery, FunnelReport
 from inkloop_analytics.ingest import IngestConfig, Ingestor, IngestResult
 from inkloop_analytics.migrations import migrate
 from inkloop_analytics.outcomes import Outcomes, OutcomesQuery, RetryLoops, RetryLoopsQuery
@@ -129,6 +140,13 @@ class Analytics:
 
     async def funnel(self, query: funnel.FunnelQuery) -> list[funnel.FunnelSeries]:
         return await self._run(funnel.run, query)
+
+    async def funnel_report(self, query: FunnelQuery) -> FunnelReport:
+        """The series and the time to convert (what the Funnel RPC answers)."""
+        return await self._run(funnel.report, query)
+
+    async def funnel_correlation(self, query: correlation.CorrelationQuery) -> correlation.Correlation:
+        return await self._run(correlation.run, query)
 
     async def discrepancy(self, query: discrepancy.DiscrepancyQuery) -> discrepancy.Discrepancy:
         return await self._run(discrepancy.run, query)
