@@ -17,12 +17,17 @@ The same is measured for a bare relay (`--relay`, on by default): a grpc.aio pro
 only forwards the call to inference and relays each event, with no auth, queue, store or images. It
 is the floor for any Python gateway that adds a hop on this machine; the gateway's own cost is what
 it adds above that floor.
+
+With `--tracing`, both services export every span by OTLP/gRPC to a sink in this process (a real
+exporter, batching in the background, as in production); the figure is then the gateway's overhead
+with tracing on, and the sink's span count is printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import statistics
 import subprocess
@@ -139,11 +144,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seeds the order of each pair")
     parser.add_argument("--no-relay", dest="relay", action="store_false", help="skip the bare relay's floor")
     parser.add_argument("--serve-relay", nargs=2, metavar=("PORT", "INFERENCE"), help=argparse.SUPPRESS)
+    parser.add_argument("--tracing", action="store_true", help="export spans by OTLP to an in-process sink")
     args = parser.parse_args()
     if args.serve_relay:
         asyncio.run(serve_relay(int(args.serve_relay[0]), args.serve_relay[1]))
         return
     random.seed(args.seed)
+    sink = start_span_sink() if args.tracing else None
     with tempfile.TemporaryDirectory(prefix="bench-gateway-overhead-") as directory:
         processes, address, secret = start_stack(Path(directory), cache_max_bytes="0", poll_interval_s="0.2")
         inference_address = _inference_address(processes)
@@ -157,6 +164,33 @@ def main() -> None:
                 asyncio.run(measure("bare relay", f"127.0.0.1:{port}", inference_address, secret, args))
         finally:
             stop_stack(processes)
+            if sink is not None:
+                server, received = sink
+                server.stop(0)
+                print(f"tracing: the OTLP sink received {received[0]} spans")
+
+
+def start_span_sink() -> tuple[grpc.Server, list[int]]:
+    """An OTLP/gRPC trace receiver that counts spans; both services are pointed at it."""
+    from concurrent import futures
+
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    received = [0]
+
+    class Sink(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request, context):  # type: ignore[no-untyped-def]
+            received[0] += sum(len(scope.spans) for rs in request.resource_spans for scope in rs.scope_spans)
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    [port] = free_ports(1)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Sink(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    for service in ("GATEWAY", "INFERENCE"):
+        os.environ[f"INKLOOP_{service}_OTLP_ENDPOINT"] = f"http://127.0.0.1:{port}"
+    return server, received
 
 
 def _wait_listening(port: int) -> None:

@@ -16,6 +16,8 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 log = logging.getLogger("webhook-receiver")
+#: The verified events received, first delivery of each id only.
+EVENTS = web.AppKey("events", list)
 
 
 def receiver(secret: str) -> web.Application:
@@ -32,11 +34,11 @@ def receiver(secret: str) -> web.Application:
         message_id = request.headers["webhook-id"]
         if message_id not in seen:  # at-least-once: a retry after a lost answer has the same id
             seen.add(message_id)
-            app["events"].append(event)
+            app[EVENTS].append(event)
             log.info("%s %s", event["type"], event["data"]["job_id"])
         return web.Response(status=204)
 
-    app["events"] = []
+    app[EVENTS] = []
     app.router.add_post("/hooks/inkloop", hook)
     return app
 

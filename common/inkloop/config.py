@@ -49,6 +49,9 @@ class ServiceSettings(BaseSettings):
     tls_client_ca_file: Path | None = Field(
         None, description="PEM CA bundle: require client certificates signed by it (mTLS)."
     )
+    otlp_endpoint: str = Field(
+        "", description="OpenTelemetry collector (OTLP/gRPC, e.g. http://otel-collector:4317) for traces; empty = off."
+    )
 
     @classmethod
     def from_args(cls, argv: Sequence[str] | None, *, prog: str) -> Self:

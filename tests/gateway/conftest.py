@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from aiohttp import web
 
 from harness import free_ports
 from inkloop.rpc.server import RunningServer, start_server
@@ -137,7 +138,8 @@ def ensure_keys(data_dir: Path) -> dict[str, str]:
 
 @pytest.fixture
 async def start_gateway(inference: Inference, tmp_path: Path) -> AsyncIterator[StartGateway]:
-    """Starts gateways (default: on this test's data dir, against the session's inference service)."""
+    """Starts gateways (default: on this test's data dir, against the session's inference service, gRPC on a
+    free port; `port=N` binds that one)."""
     started: list[Gateway] = []
 
     async def start(data_dir: Path | None = None, **overrides: object) -> Gateway:
@@ -151,8 +153,9 @@ async def start_gateway(inference: Inference, tmp_path: Path) -> AsyncIterator[S
             "analytics_target": dead_address(),
             **overrides,
         }
-        app = GatewayApp(GatewaySettings(**values))  # type: ignore[arg-type]
-        running = await start_server(app, "127.0.0.1", 0)
+        settings = GatewaySettings(**values)  # type: ignore[arg-type]
+        app = GatewayApp(settings)
+        running = await start_server(app, "127.0.0.1", settings.port)
         await app.start()
         await running.set_serving(True)
         gateway = Gateway(app, running, grpc.aio.insecure_channel(f"127.0.0.1:{running.port}"), keys)
@@ -186,3 +189,35 @@ async def finished(gateway: Gateway, job_id: str, who: str = "acme") -> gateway_
         gateway.jobs.WatchJob(gateway_pb2.WatchJobRequest(job_id=job_id), metadata=gateway.auth(who))
     )
     return events[-1]
+
+
+@dataclass
+class Receiver:
+    """A local webhook receiver; `answers` says what each next request gets (then 200)."""
+
+    url: str = ""
+    answers: list[int] = field(default_factory=list)
+    received: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.received.append((request.path_qs, dict(request.headers), body))
+        status = self.answers.pop(0) if self.answers else 200
+        if status == 302:
+            return web.Response(status=302, headers={"Location": self.url.rsplit("/", 1)[0] + "/elsewhere"})
+        return web.Response(status=status, text="ok" if status < 300 else "no")
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    found = Receiver()
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", found.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    found.url = f"http://127.0.0.1:{port}/hooks/inkloop"
+    yield found
+    await runner.cleanup()

@@ -8,8 +8,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,43 +24,11 @@ from inkloop.rpc.status import field_violations
 from inkloop.v1 import gateway_pb2
 from inkloop_gateway.webhooks.targets import RefusedTarget, Targets
 
-from .conftest import Gateway, StartGateway, finished, text_task
+from .conftest import Gateway, Receiver, StartGateway, finished, text_task
 
 FAST = [0.2, 0.2, 0.2]
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 S = gateway_pb2.WebhookDeliveryState
-
-
-@dataclass
-class Receiver:
-    """A local webhook receiver; `answers` says what each next request gets (then 200)."""
-
-    url: str = ""
-    answers: list[int] = field(default_factory=list)
-    received: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        self.received.append((request.path_qs, dict(request.headers), body))
-        status = self.answers.pop(0) if self.answers else 200
-        if status == 302:
-            return web.Response(status=302, headers={"Location": self.url.rsplit("/", 1)[0] + "/elsewhere"})
-        return web.Response(status=status, text="ok" if status < 300 else "no")
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    found = Receiver()
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", found.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    found.url = f"http://127.0.0.1:{port}/hooks/inkloop"
-    yield found
-    await runner.cleanup()
 
 
 async def _until(check: Callable[[], Any], within_s: float = 20.0) -> Any:
@@ -248,7 +215,7 @@ async def test_the_example_receiver_verifies_and_deduplicates(webhook_gateway: G
         await finished(webhook_gateway, submitted.job.job_id)
         [delivery] = await _settled(webhook_gateway, submitted.job.job_id, 1)
         assert [a.http_status for a in delivery.attempts] == [204]
-        assert [event["data"]["job_id"] for event in app["events"]] == [submitted.job.job_id]
+        assert [event["data"]["job_id"] for event in app[example.EVENTS]] == [submitted.job.job_id]
         forged = {"webhook-id": "msg_x", "webhook-timestamp": str(int(time.time())), "webhook-signature": "v1,AAAA"}
         async with (
             aiohttp.ClientSession() as http,

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
 from inkloop.logs import new_request_id, request_id_var
 from inkloop.metrics import GRPC_IN_FLIGHT, GRPC_LATENCY, GRPC_REQUESTS
@@ -246,5 +247,12 @@ class PropagateStreamStream(_Propagate, grpc.aio.StreamStreamClientInterceptor):
 
 
 def propagating_interceptors() -> list[grpc.aio.ClientInterceptor]:
-    """Client interceptors that carry the request id and the remaining deadline to downstream calls."""
-    return [PropagateUnaryUnary(), PropagateUnaryStream(), PropagateStreamUnary(), PropagateStreamStream()]
+    """Client interceptors that carry the request id, the remaining deadline and the trace context
+    (`traceparent`) to downstream calls."""
+    return [
+        PropagateUnaryUnary(),
+        PropagateUnaryStream(),
+        PropagateStreamUnary(),
+        PropagateStreamStream(),
+        *aio_client_interceptors(),
+    ]

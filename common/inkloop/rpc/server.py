@@ -19,11 +19,13 @@ from typing import Protocol
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from inkloop.config import ServiceSettings
 from inkloop.logs import configure_logging
 from inkloop.metrics import SERVICE_READY, serve_metrics
 from inkloop.rpc.interceptors import ServerInterceptor
+from inkloop.tracing import configure_tracing
 
 log = logging.getLogger("inkloop.server")
 
@@ -110,7 +112,9 @@ async def start_server(
     options: Sequence[tuple[str, int]] = SERVER_OPTIONS,
 ) -> RunningServer:
     """Binds and starts the server with every service NOT_SERVING; returns it with its bound port."""
-    server = grpc.aio.server(interceptors=[ServerInterceptor(), *app.interceptors], options=list(options))
+    # The trace context first, so request-id logging and the app's interceptors run inside the call's span.
+    interceptors = [aio_server_interceptor(), ServerInterceptor(), *app.interceptors]
+    server = grpc.aio.server(interceptors=interceptors, options=list(options))
     app.register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -133,6 +137,7 @@ async def start_server(
 async def serve(app: App, settings: ServiceSettings, service: str) -> None:
     """Runs `app` until SIGTERM/SIGINT, following the life cycle in the module docstring."""
     configure_logging(service, settings.log_level, settings.log_format)
+    configure_tracing(service, settings.otlp_endpoint)
     metrics_port = serve_metrics(settings.host, settings.metrics_port)
     running = await start_server(
         app,

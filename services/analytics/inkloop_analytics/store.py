@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+from inkloop import tracing
 from inkloop.errors import Unavailable
 from inkloop_analytics import metrics
 from inkloop_analytics.storage import ClickHouse, DataError
@@ -75,11 +76,14 @@ class EventStore:
         Not atomic across tables: after a partial failure the whole batch is spooled and replayed,
         and the rows that did get in are then stored twice, which deduplication by event_id absorbs.
         """
-        refused = self._insert_isolating(FRONTEND_TABLE, FRONTEND_COLUMNS, rows.frontend)
-        refused += self._insert_isolating(BACKEND_TABLE, BACKEND_COLUMNS, rows.backend)
-        now = datetime.now(UTC).replace(microsecond=0)
-        dead_letters = [_dead_letter(refusal, now) for refusal in refused]
-        lost = self._insert_isolating(REJECTED_TABLE, REJECTED_COLUMNS, [*rows.rejected, *dead_letters])
+        with tracing.tracer().start_as_current_span(
+            "clickhouse insert", attributes={"frontend_rows": len(rows.frontend), "backend_rows": len(rows.backend)}
+        ):
+            refused = self._insert_isolating(FRONTEND_TABLE, FRONTEND_COLUMNS, rows.frontend)
+            refused += self._insert_isolating(BACKEND_TABLE, BACKEND_COLUMNS, rows.backend)
+            now = datetime.now(UTC).replace(microsecond=0)
+            dead_letters = [_dead_letter(refusal, now) for refusal in refused]
+            lost = self._insert_isolating(REJECTED_TABLE, REJECTED_COLUMNS, [*rows.rejected, *dead_letters])
         # Reported only now that nothing more can fail: a retried batch reports each row once.
         for refusal in refused:
             _report(refusal, kept=True)

@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
+from inkloop import tracing
 from inkloop.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 from inkloop_inference import metrics, protocol
 from inkloop_inference.batching import Done
 from inkloop_inference.model import InferenceModel
-from inkloop_inference.pipelines import GenerationRequest
+from inkloop_inference.pipelines import GenerationRequest, GenerationResult
 from inkloop_inference.settings import InferenceSettings
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,22 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         async for event in self.model.batcher.generate(request):
             if isinstance(event, Done):
                 metrics.observe(request, event)
+                _trace_stages(event)
             yield protocol.event_to_pb(event, request, loaded, accepted_at)
+
+
+def _trace_stages(done: Done[GenerationResult]) -> None:
+    """The stages of the request's batch, as child spans of its call (they ended just now)."""
+    timings = done.result.timings
+    tracing.record_stages(
+        [
+            ("batch wait", done.queue_s),
+            ("text encode", timings.text_encode_s),
+            ("denoise", timings.denoise_s),
+            ("decode", timings.decode_s + timings.postprocess_s),
+        ],
+        batch_size=done.batch_size,
+    )
 
 
 class InferenceApp:

@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from inkloop import errors
+from inkloop import errors, tracing
 from inkloop_gateway.admission.auth import authenticate_header
 from inkloop_gateway.admission.keys import KeyStore
 from inkloop_gateway.api.analyst import AnalyticsClient
 from inkloop_gateway.api.bridge import JobsBridge, PageConfig, page_key
 from inkloop_gateway.api.collect import Collector
 from inkloop_gateway.api.dashboard import Dashboard
-from inkloop_gateway.api.http_json import json_errors
+from inkloop_gateway.api.http_json import Handler, json_errors
 from inkloop_gateway.api.nudges import PageNudges
 from inkloop_gateway.api.openai_images import OpenAIImages
 from inkloop_gateway.events.sender import EventFacts, EventSender, EventType
@@ -120,12 +120,22 @@ def routes(
     ]
 
 
+@web.middleware
+async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A server span per request, continuing the caller's `traceparent` (named by route, not path)."""
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else request.path
+    with tracing.server_span(f"{request.method} {route}", request.headers, **{"http.method": request.method}) as span:
+        response = await handler(request)
+        span.set_attribute("http.status_code", response.status)
+        return response
+
+
 def build_app(is_ready: Callable[[], bool], routes: Sequence[web.RouteDef] = ()) -> web.Application:
     async def healthz(_request: web.Request) -> web.Response:
         ready = is_ready()
         return web.json_response({"status": "ok" if ready else "starting"}, status=200 if ready else 503)
 
-    app = web.Application(client_max_size=32 * 1024 * 1024, middlewares=[json_errors])
+    app = web.Application(client_max_size=32 * 1024 * 1024, middlewares=[traced, json_errors])
     app.router.add_get("/", _page("index.html"))
     app.router.add_get("/dashboard", _page("dashboard.html"))
     app.router.add_get("/hm.js", _script("hm.js"))

@@ -38,6 +38,7 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
+from inkloop import tracing
 from inkloop.logs import request_id_var
 from inkloop.rpc.status import field_violations, retry_delay_s
 from inkloop.v1 import common_pb2
@@ -267,6 +268,11 @@ class Dispatcher:
         task.add_done_callback(self._runs.discard)
 
     async def _run(self, job: Job) -> None:
+        with tracing.span_in(job.traceparent, "job", job_id=job.job_id, variant=job.variant):
+            tracing.record_past("queue wait", job.created_at, job.started_at or time.time(), attempts=job.attempts)
+            await self._run_traced(job)
+
+    async def _run_traced(self, job: Job) -> None:
         token = request_id_var.set(job.request_id)
         running = self._running[job.job_id]
         facts = EventFacts.of_job(job)
@@ -403,9 +409,12 @@ class Dispatcher:
             which or "", replica.stub.Outpaint
         )
         replica.in_flight += 1
+        result: common_pb2.GenerationResult | None = None
         try:
             call = method(getattr(task, which or "outpaint"), timeout=job.remaining_s())
             running.call = call
+            # Read to the end of the stream (it ends right after the result): the call, and its client
+            # span, are complete only then.
             async for event in call:
                 if event.HasField("step"):
                     running.unserved_since = None
@@ -417,12 +426,14 @@ class Dispatcher:
                     if self.store.announces_progress and (running.announcer is None or running.announcer.done()):
                         running.announcer = asyncio.create_task(self._announce_steps(job.job_id, running))
                 elif event.HasField("result"):
-                    return event.result
+                    result = event.result
         finally:
             replica.in_flight -= 1
             running.call = None
             self._stop_persisting(running)
-        raise _Failed(Failure("INTERNAL", "inference ended the stream without a result"))
+        if result is None:
+            raise _Failed(Failure("INTERNAL", "inference ended the stream without a result"))
+        return result
 
     async def _persist_progress(self, job_id: str, running: _Running) -> None:
         """Every `progress_persist_s` while the job runs, the newest progress (if it moved) to the store."""

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
-from inkloop import errors
+from inkloop import errors, tracing
 from inkloop.prompts import PrivacyPolicy, prompt_features
 from inkloop.v1 import analytics_pb2, common_pb2, gateway_pb2, inference_pb2
 from inkloop_gateway.admission.auth import Principal
@@ -106,6 +106,25 @@ class JobService:
             return existing
         user_id = user_id or principal.key_id
         accepted_at = time.time()
+        try:
+            return await self._admit(
+                principal, request_id, task, user_id, accepted_at, template_id, variant_name, webhook_url, priority
+            )
+        finally:
+            tracing.record_past("admission", accepted_at, time.time(), request_id=request_id)
+
+    async def _admit(
+        self,
+        principal: Principal,
+        request_id: str,
+        task: common_pb2.GenerationTask,
+        user_id: str,
+        accepted_at: float,
+        template_id: str,
+        variant_name: str,
+        webhook_url: str,
+        priority: Priority,
+    ) -> Job:
 
         # 2. Sticky A/B assignment (unless the client names a variant): it decides the model, hence the limits.
         variants = await self.variants.list()
@@ -203,6 +222,7 @@ class JobService:
             deadline_at=facts.accepted_at + self.job_deadline_s,
             priority=queue_class,
             weight=weight,
+            traceparent=tracing.current_context_carrier(),
         )
         cached = await self._cached(job)
         if cached is not None:
@@ -342,7 +362,7 @@ class JobService:
             if failure
             else None
         )
-        return Outcome(f"job.{job.state.name.lower()}", job.finished_at or time.time(), data)
+        return Outcome(f"job.{job.state.name.lower()}", job.finished_at or time.time(), data, job.traceparent)
 
     async def _result_with_images(self, job: Job) -> common_pb2.GenerationResult:
         return await self.result(job, include_images=True) or common_pb2.GenerationResult()

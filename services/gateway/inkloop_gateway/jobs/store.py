@@ -123,6 +123,8 @@ class Job:
     weight: float = 1.0
     #: Start-time fair queueing tag, set by the store at submission: claims go by (priority, tag, seq).
     fair_tag: float = 0.0
+    #: W3C traceparent of the submission: the job's queue wait, run and webhooks continue its trace.
+    traceparent: str = ""
 
     @property
     def held(self) -> bool:
@@ -180,6 +182,7 @@ class Job:
             priority=Priority(fields.get("priority") or Priority.INTERACTIVE),
             weight=float(fields.get("weight", "1") or 1),
             fair_tag=float(fields.get("fair_tag", "0") or 0),
+            traceparent=fields.get("traceparent", ""),
         )
 
     @property

@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 from standardwebhooks.webhooks import Webhook
 
-from inkloop import errors
+from inkloop import errors, tracing
 from inkloop_gateway.metrics import WEBHOOK_ATTEMPTS
 from inkloop_gateway.webhooks.endpoints import EndpointBook
 from inkloop_gateway.webhooks.outbox import DELIVERED, FAILED, PENDING, SKIPPED, Attempt, Delivery, Outbox
@@ -43,6 +43,8 @@ class Outcome:
     event_type: str
     ended_at: float
     data: dict[str, Any]
+    #: The job's trace: a delivery continues it, so a receiver's spans join the job's trace.
+    traceparent: str = ""
 
 
 #: job id, tenant -> the job's outcome, None while it runs; NotFound when there is no such job.
@@ -158,6 +160,7 @@ class WebhookDeliverer:
             "webhook-timestamp": str(int(started)),
             "webhook-signature": Webhook(secret).sign(delivery.delivery_id, moment, body),
         }
+        tracing.inject_headers(headers, outcome.traceparent)
         try:
             addresses = await self.targets.resolve(delivery.url)
             timeout = aiohttp.ClientTimeout(total=self.settings.timeout_s, connect=self.settings.connect_timeout_s)
