@@ -145,6 +145,7 @@ class GenerationRequest:
     mask: bytes = b""
     mask_feather_px: int = 0
     outpaint: Outpaint | None = None
+    preview_every_steps: int = 0
 
     @property
     def uses_cfg(self) -> bool:
@@ -197,6 +198,8 @@ class GenerationRequest:
             problems.add(
                 "true_cfg_scale", f"must be in [1, {limits.max_cfg_scale:g}] (1 = off), got {self.true_cfg_scale:g}"
             )
+        if not 0 <= self.preview_every_steps <= self.steps:
+            problems.add("preview_every_steps", f"must be in [0, steps = {self.steps}], got {self.preview_every_steps}")
         if self.seed is not None and not 0 <= self.seed < SEED_SPACE:
             problems.add("seed", f"must be in [0, 2^64), got {self.seed}")
         if self.output_format not in OUTPUT_FORMATS:
@@ -347,6 +350,7 @@ def request_from_pb(
         seed=parameters.seed if parameters.HasField("seed") else None,
         num_images=parameters.num_images or 1,
         output_format=output_format,
+        preview_every_steps=parameters.preview_every_steps,
     )
     if isinstance(message, common_pb2.InpaintRequest):
         return replace(request, image=message.image, mask=message.mask, mask_feather_px=message.mask_feather_px)

@@ -148,7 +148,7 @@ def test_timings_are_measured(tiny_model: LoadedModel) -> None:
 
 def test_on_step_reports_every_step(tiny_model: LoadedModel) -> None:
     seen: list[tuple[int, int]] = []
-    run(tiny_model, [t2i(steps=4)], on_step=lambda done, total: seen.append((done, total)))
+    run(tiny_model, [t2i(steps=4)], on_step=lambda done, total, _previews: seen.append((done, total)))
     assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
 
 
@@ -158,7 +158,7 @@ def test_cancel_stops_after_the_current_step(tiny_model: LoadedModel) -> None:
         run(
             tiny_model,
             [t2i(steps=4)],
-            on_step=lambda done, total: seen.append((done, total)),
+            on_step=lambda done, total, _previews: seen.append((done, total)),
             should_cancel=lambda: len(seen) >= 2,
         )
     assert seen == [(1, 4), (2, 4)]

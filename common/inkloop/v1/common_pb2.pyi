@@ -33,7 +33,7 @@ GENERATION_KIND_INPAINT: GenerationKind
 GENERATION_KIND_OUTPAINT: GenerationKind
 
 class GenerationParameters(_message.Message):
-    __slots__ = ("prompt", "negative_prompt", "width", "height", "steps", "true_cfg_scale", "seed", "num_images", "output_format")
+    __slots__ = ("prompt", "negative_prompt", "width", "height", "steps", "true_cfg_scale", "seed", "num_images", "output_format", "preview_every_steps")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +43,7 @@ class GenerationParameters(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     NUM_IMAGES_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_EVERY_STEPS_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     negative_prompt: str
     width: int
@@ -52,7 +53,8 @@ class GenerationParameters(_message.Message):
     seed: int
     num_images: int
     output_format: ImageFormat
-    def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., true_cfg_scale: _Optional[float] = ..., seed: _Optional[int] = ..., num_images: _Optional[int] = ..., output_format: _Optional[_Union[ImageFormat, str]] = ...) -> None: ...
+    preview_every_steps: int
+    def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., true_cfg_scale: _Optional[float] = ..., seed: _Optional[int] = ..., num_images: _Optional[int] = ..., output_format: _Optional[_Union[ImageFormat, str]] = ..., preview_every_steps: _Optional[int] = ...) -> None: ...
 
 class TextToImageRequest(_message.Message):
     __slots__ = ("parameters",)
@@ -167,14 +169,16 @@ class Queued(_message.Message):
     def __init__(self, position: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class StepProgress(_message.Message):
-    __slots__ = ("step", "total_steps", "elapsed_s")
+    __slots__ = ("step", "total_steps", "elapsed_s", "preview")
     STEP_FIELD_NUMBER: _ClassVar[int]
     TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_S_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
     step: int
     total_steps: int
     elapsed_s: float
-    def __init__(self, step: _Optional[int] = ..., total_steps: _Optional[int] = ..., elapsed_s: _Optional[float] = ...) -> None: ...
+    preview: bytes
+    def __init__(self, step: _Optional[int] = ..., total_steps: _Optional[int] = ..., elapsed_s: _Optional[float] = ..., preview: _Optional[bytes] = ...) -> None: ...
 
 class Failure(_message.Message):
     __slots__ = ("code", "message", "field", "policy")

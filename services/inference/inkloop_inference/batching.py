@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
@@ -47,6 +47,11 @@ class Step:
     step: int  # 1..total
     total: int
     elapsed_s: float  # since the batch started running
+    preview: bytes = b""  # a live preview of this request's image, when it asked for one now
+
+
+#: After each denoising step: (step, total, one preview per request of the batch, b"" = none).
+OnStep = Callable[[int, int, Sequence[bytes]], None]
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,7 @@ class RunBatch(Protocol[Request, Result]):
         self,
         requests: list[Request],
         *,
-        on_step: Callable[[int, int], None],
+        on_step: OnStep,
         should_cancel: Callable[[], bool],
     ) -> list[Result]: ...
 
@@ -190,10 +195,11 @@ class Batcher(Generic[Request, Result]):
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Ticket[Request]]) -> None:
         started = time.monotonic()
 
-        def on_step(step: int, total: int) -> None:  # on the worker thread
-            event = Step(step, total, time.monotonic() - started)
-            for ticket in batch:
-                loop.call_soon_threadsafe(ticket.events.put_nowait, event)
+        def on_step(step: int, total: int, previews: Sequence[bytes] = ()) -> None:  # on the worker thread
+            elapsed = time.monotonic() - started
+            for index, ticket in enumerate(batch):
+                preview = previews[index] if index < len(previews) else b""
+                loop.call_soon_threadsafe(ticket.events.put_nowait, Step(step, total, elapsed, preview))
 
         def should_cancel() -> bool:
             return all(ticket.cancelled for ticket in batch)

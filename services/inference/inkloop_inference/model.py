@@ -15,7 +15,7 @@ from inkloop.generation import Defaults, Limits, defaults_to_pb, limits_to_pb
 from inkloop.v1 import common_pb2, inference_pb2
 from inkloop_inference import pipelines
 from inkloop_inference.acceleration import Acceleration
-from inkloop_inference.batching import Batcher
+from inkloop_inference.batching import Batcher, OnStep
 from inkloop_inference.loading import LoadedModel, load_pipelines
 from inkloop_inference.pipelines import GenerationRequest, GenerationResult
 from inkloop_inference.presets import ensure_preset
@@ -110,7 +110,7 @@ class InferenceModel:
         self,
         requests: list[GenerationRequest],
         *,
-        on_step: Callable[[int, int], None],
+        on_step: OnStep,
         should_cancel: Callable[[], bool],
     ) -> list[GenerationResult]:
         try:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import io
 import secrets
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +47,9 @@ from inkloop.generation import (
     OutputFormat,
 )
 from inkloop.generation import decode_image as _decode_image
+from inkloop_inference.batching import OnStep
 from inkloop_inference.loading import LoadedModel
+from inkloop_inference.previews import Previewer
 
 JPEG_QUALITY = 95
 WEBP_QUALITY = 95
@@ -109,12 +111,13 @@ def run(
     model: LoadedModel,
     requests: list[GenerationRequest],
     *,
-    on_step: Callable[[int, int], None] | None = None,
+    on_step: OnStep | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> list[GenerationResult]:
     """Generate the images of `requests` (one batch key) in one pipeline call; results in order.
 
-    `on_step(done, total)` is called after each denoising step (done = 1..total). `should_cancel` is
+    `on_step(done, total, previews)` is called after each denoising step (done = 1..total), with
+    one live preview per request (JPEG bytes, b"" when the request wants none now). `should_cancel` is
     polled before the call and after every step; when it returns True the call is aborted at once
     and `Cancelled` is raised.
     """
@@ -153,7 +156,9 @@ def run(
         text_encode_s = time.perf_counter() - started
 
         # 5. Denoise and decode: one pipeline call; progress and cancellation after every step.
-        state = _CallState(on_step=on_step, should_cancel=should_cancel)
+        firsts = [sum(counts[:index]) for index in range(len(requests))]
+        previewer = Previewer([request.preview_every_steps for request in requests], firsts, width, height)
+        state = _CallState(on_step=on_step, should_cancel=should_cancel, previewer=previewer)
         call: dict[str, Any] = dict(
             prompt_embeds=prompt_embeds[0],
             prompt_embeds_mask=prompt_embeds[1],
@@ -256,16 +261,20 @@ def feathered_alpha(mask: np.ndarray, feather_px: int) -> np.ndarray:
 class _CallState:
     """Progress, cancellation and stage times of one pipeline call, fed by its step callback."""
 
-    on_step: Callable[[int, int], None] | None
+    on_step: OnStep | None
     should_cancel: Callable[[], bool] | None
+    previewer: Previewer | None = None
     started: float = 0.0
     last_step_end: float = 0.0
 
     def on_step_end(self, pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
-        self.last_step_end = time.perf_counter()
         total = int(pipe.num_timesteps)
+        previews: Sequence[bytes] = ()
+        if self.previewer is not None and self.previewer.active:
+            previews = self.previewer.after_step(pipe, step + 1, callback_kwargs["latents"])
+        self.last_step_end = time.perf_counter()
         if self.on_step is not None:
-            self.on_step(step + 1, total)
+            self.on_step(step + 1, total, previews)
         if self.should_cancel is not None and self.should_cancel():
             # Raising aborts the pipeline at once (setting pipe._interrupt would still VAE-decode).
             raise Cancelled(f"cancelled after step {step + 1} of {total}")

@@ -80,7 +80,9 @@ def event_to_pb(
         return common_pb2.GenerationEvent(queued=common_pb2.Queued(position=event.position), time=_now())
     if isinstance(event, Step):
         return common_pb2.GenerationEvent(
-            step=common_pb2.StepProgress(step=event.step, total_steps=event.total, elapsed_s=event.elapsed_s),
+            step=common_pb2.StepProgress(
+                step=event.step, total_steps=event.total, elapsed_s=event.elapsed_s, preview=event.preview
+            ),
             time=_now(),
         )
     assert isinstance(event, Done)

@@ -71,6 +71,8 @@ class ValidatedTask:
     #: inpaint: mask_feather_px; outpaint: feather_px.
     feather_px: int = 0
     extension: Extension | None = None
+    #: Live previews every this many steps (0 = none); never part of the cache key.
+    preview_every_steps: int = 0
 
     def normalized_prompt(self) -> str:
         return normalize_prompt(self.prompt)
@@ -94,6 +96,7 @@ class ValidatedTask:
             seed=seed,
             num_images=self.num_images,
             output_format=self.output_format,
+            preview_every_steps=self.preview_every_steps,
         )
 
     @property
@@ -169,4 +172,5 @@ def validate_task(task: common_pb2.GenerationTask, info: inference_pb2.GetModelI
         mask=request.mask,
         feather_px=request.mask_feather_px,
         extension=extension,
+        preview_every_steps=request.preview_every_steps,
     )

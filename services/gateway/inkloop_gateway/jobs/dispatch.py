@@ -420,7 +420,7 @@ class Dispatcher:
                     running.unserved_since = None
                     running.steps = event.step.step
                     running.total_steps = event.step.total_steps
-                    self.hub.progress(job.job_id, running.steps, running.total_steps)
+                    self.hub.progress(job.job_id, running.steps, running.total_steps, event.step.preview)
                     if running.persister is None:
                         running.persister = asyncio.create_task(self._persist_progress(job.job_id, running))
                     if self.store.announces_progress and (running.announcer is None or running.announcer.done()):

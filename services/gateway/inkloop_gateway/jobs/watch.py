@@ -37,6 +37,8 @@ class Hub:
         self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
         #: Jobs running on this replica, with their latest progress (newer than the store's).
         self._running: dict[str, Job] = {}
+        #: The latest live preview (step, JPEG) of jobs running here that asked for previews.
+        self._previews: dict[str, tuple[int, bytes]] = {}
         self._ended: OrderedDict[str, Job] = OrderedDict()
         #: (step, total) of jobs running on other replicas, as they announced them (newer than the store's).
         self._announced: OrderedDict[str, tuple[int, int]] = OrderedDict()
@@ -78,11 +80,13 @@ class Hub:
     def untrack(self, job_id: str) -> None:
         """The job stopped running here: the store holds its state (call after its transition committed)."""
         self._running.pop(job_id, None)
+        self._previews.pop(job_id, None)
 
     def ended(self, job: Job) -> None:
         """`job` ended on this replica and the store recorded it so: its watchers here get the end from
         memory, without reading it back."""
         self._running.pop(job.job_id, None)
+        self._previews.pop(job.job_id, None)
         self._ended[job.job_id] = job
         while len(self._ended) > _KEPT_ENDED_JOBS:
             self._ended.popitem(last=False)
@@ -102,12 +106,19 @@ class Hub:
         """The job went back to the queue: its next run counts its steps from 1 again."""
         self._announced.pop(job_id, None)
 
-    def progress(self, job_id: str, step: int, total_steps: int) -> None:
-        """Records a step of a job running here and wakes its watchers."""
+    def progress(self, job_id: str, step: int, total_steps: int, preview: bytes = b"") -> None:
+        """Records a step of a job running here (and its live preview, if it has one) and wakes its watchers."""
         job = self._running.get(job_id)
         if job is not None:
             self._running[job_id] = job.with_(step=step, total_steps=total_steps)
+            if preview:
+                self._previews[job_id] = (step, preview)
         self.publish(job_id)
+
+    def preview(self, job_id: str, step: int) -> bytes:
+        """The live preview of a job running here at `step`; b"" when there is none (or on another replica)."""
+        kept = self._previews.get(job_id)
+        return kept[1] if kept is not None and kept[0] == step else b""
 
     def latest(self, job_id: str) -> Job | None:
         """The newest snapshot of a job running on this replica or just ended here; None: read the store."""
@@ -165,7 +176,10 @@ async def watch(
                 if job.state == JobState.SUCCEEDED:
                     yield job_event(job, result=await result_of(job))
                 elif job.state != JobState.RUNNING or job.step > 0:
-                    yield job_event(job, queue_position=position, queue_reason=reason)
+                    event = job_event(job, queue_position=position, queue_reason=reason)
+                    if job.state == JobState.RUNNING:
+                        event.running.preview = hub.preview(job.job_id, job.step)
+                    yield event
             if job.state.terminal:
                 return
             # asyncio.timeout, not wait_for: no extra task, so a wake-up is not a loop turn late.

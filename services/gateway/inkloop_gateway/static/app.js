@@ -261,6 +261,8 @@
     params.steps = Number($("steps").value) || 0;
     if ($("cfg").value !== "") params.trueCfgScale = Number($("cfg").value);
     if ($("seed").value !== "") params.seed = $("seed").value;
+    // Live previews about five times per image (the model's steps when the field is left empty).
+    if ($("live-preview").checked) params.previewEverySteps = Math.max(1, Math.round((params.steps || 5) / 5));
     return params;
   }
 
@@ -342,8 +344,9 @@
   function onEvent(event, entry) {
     if (event.queued) status(`排队中 Queued · position ${event.queued.position || 0}`, null);
     else if (event.running) {
-      const { step = 0, totalSteps = 1 } = event.running;
+      const { step = 0, totalSteps = 1, preview } = event.running;
       status(`生成中 Step ${step}/${totalSteps}`, step, totalSteps);
+      if (preview) showPreview(preview);
     } else if (event.succeeded) {
       const [image] = event.succeeded.images;
       status("完成 Done", 1, 1);
@@ -376,7 +379,15 @@
     return `${current.url.replace(/\.png\?/, `.${ext}?`)}&download=1`;
   }
 
+  // A live preview (a small JPEG of the image so far) stands in the result's place until it is done.
+  function showPreview(base64) {
+    $("result").hidden = false;
+    $("image").src = `data:image/jpeg;base64,${base64}`;
+    $("image").dataset.preview = "1";
+  }
+
   function show(image, fresh) {
+    delete $("image").dataset.preview;
     current = image;
     $("result").hidden = false;
     $("image").src = image.url;
