@@ -146,6 +146,8 @@ class GenerationRequest:
     mask_feather_px: int = 0
     outpaint: Outpaint | None = None
     preview_every_steps: int = 0
+    #: The inference variant (LoRA set and schedule) to run; "" = the default one.
+    model_variant: str = ""
 
     @property
     def uses_cfg(self) -> bool:
@@ -351,6 +353,7 @@ def request_from_pb(
         num_images=parameters.num_images or 1,
         output_format=output_format,
         preview_every_steps=parameters.preview_every_steps,
+        model_variant=parameters.model_variant,
     )
     if isinstance(message, common_pb2.InpaintRequest):
         return replace(request, image=message.image, mask=message.mask, mask_feather_px=message.mask_feather_px)

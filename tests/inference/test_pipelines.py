@@ -242,7 +242,7 @@ def test_outpaint_grows_the_canvas_and_keeps_the_original(tiny_model: LoadedMode
         true_cfg_scale=1.0,
         seed=5,
     )
-    assert batch_key(request) == ("outpaint", 80, 96, STEPS, None)
+    assert batch_key(request) == ("outpaint", 80, 96, STEPS, None, "")
     result = run(tiny_model, [request])[0]
     out = pixels(result.images[0])
     assert out.shape == (96, 80, 3)
@@ -365,13 +365,22 @@ def test_batch_key_groups_compatible_requests(source: np.ndarray, mask: np.ndarr
     assert batch_key(base) == batch_key(
         dataclasses.replace(base, prompt="other", seed=5, num_images=3, negative_prompt="n", output_format="jpeg")
     )
-    for change in (dict(width=128), dict(steps=3), dict(true_cfg_scale=5.0), dict(true_cfg_scale=1.0)):
+    changes = (
+        dict(width=128),
+        dict(steps=3),
+        dict(true_cfg_scale=5.0),
+        dict(true_cfg_scale=1.0),
+        dict(model_variant="fast"),
+    )
+    for change in changes:
         assert batch_key(base) != batch_key(dataclasses.replace(base, **change)), change
     assert batch_key(t2i(true_cfg_scale=1.0)) == batch_key(t2i(true_cfg_scale=1.0, negative_prompt="n"))
     inpaint = GenerationRequest(
         kind="inpaint", prompt="x", image=png(source), mask=png(mask), steps=STEPS, true_cfg_scale=1.0
     )
-    assert batch_key(inpaint) == ("inpaint", 64, 64, STEPS, None)
+    assert batch_key(inpaint) == ("inpaint", 64, 64, STEPS, None, "")
+    # Previews are per request: they never split a batch.
+    assert batch_key(base) == batch_key(dataclasses.replace(base, preview_every_steps=1))
 
 
 def test_run_refuses_requests_of_different_batch_keys(tiny_model: LoadedModel) -> None:

@@ -33,7 +33,7 @@ GENERATION_KIND_INPAINT: GenerationKind
 GENERATION_KIND_OUTPAINT: GenerationKind
 
 class GenerationParameters(_message.Message):
-    __slots__ = ("prompt", "negative_prompt", "width", "height", "steps", "true_cfg_scale", "seed", "num_images", "output_format", "preview_every_steps")
+    __slots__ = ("prompt", "negative_prompt", "width", "height", "steps", "true_cfg_scale", "seed", "num_images", "output_format", "preview_every_steps", "model_variant")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,7 @@ class GenerationParameters(_message.Message):
     NUM_IMAGES_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_EVERY_STEPS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VARIANT_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     negative_prompt: str
     width: int
@@ -54,7 +55,8 @@ class GenerationParameters(_message.Message):
     num_images: int
     output_format: ImageFormat
     preview_every_steps: int
-    def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., true_cfg_scale: _Optional[float] = ..., seed: _Optional[int] = ..., num_images: _Optional[int] = ..., output_format: _Optional[_Union[ImageFormat, str]] = ..., preview_every_steps: _Optional[int] = ...) -> None: ...
+    model_variant: str
+    def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., true_cfg_scale: _Optional[float] = ..., seed: _Optional[int] = ..., num_images: _Optional[int] = ..., output_format: _Optional[_Union[ImageFormat, str]] = ..., preview_every_steps: _Optional[int] = ..., model_variant: _Optional[str] = ...) -> None: ...
 
 class TextToImageRequest(_message.Message):
     __slots__ = ("parameters",)

@@ -297,14 +297,16 @@ class RevokeApiKeyResponse(_message.Message):
     def __init__(self, key: _Optional[_Union[ApiKey, _Mapping]] = ...) -> None: ...
 
 class ModelVariant(_message.Message):
-    __slots__ = ("name", "target", "weight")
+    __slots__ = ("name", "target", "weight", "model_variant")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VARIANT_FIELD_NUMBER: _ClassVar[int]
     name: str
     target: str
     weight: int
-    def __init__(self, name: _Optional[str] = ..., target: _Optional[str] = ..., weight: _Optional[int] = ...) -> None: ...
+    model_variant: str
+    def __init__(self, name: _Optional[str] = ..., target: _Optional[str] = ..., weight: _Optional[int] = ..., model_variant: _Optional[str] = ...) -> None: ...
 
 class ListVariantsRequest(_message.Message):
     __slots__ = ()

@@ -74,6 +74,8 @@ class LoadedModel:
     cfg_hook: BatchedCfgHook | None = field(default=None, compare=False, repr=False)
     #: The pipelines are not re-entrant (they share modules, scheduler and hooks): hold this to run.
     lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
+    #: The variants served on these weights (`variants.ServedVariants`); None until they are loaded.
+    variants: Any = field(default=None, compare=False, repr=False)
 
 
 def load_pipelines(

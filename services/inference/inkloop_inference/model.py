@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import diffusers
@@ -18,9 +19,10 @@ from inkloop_inference.acceleration import Acceleration
 from inkloop_inference.batching import Batcher, OnStep
 from inkloop_inference.loading import LoadedModel, load_pipelines
 from inkloop_inference.pipelines import GenerationRequest, GenerationResult
-from inkloop_inference.presets import ensure_preset
+from inkloop_inference.presets import FAST_LORA, ensure_preset
 from inkloop_inference.protocol import recommended_sizes
 from inkloop_inference.settings import InferenceSettings
+from inkloop_inference.variants import ServedVariants, VariantSpec, fast_tier, read_variants_file
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +84,9 @@ class InferenceModel:
         diffusers.utils.logging.disable_progress_bar()
         transformers.utils.logging.disable_progress_bar()
         path = self.settings.model_path or ensure_preset(self.settings.model, Path(self.settings.data_dir))
+        specs = self._variant_specs(path)
         device = resolve_device(self.settings.device)
-        self._loaded = load_pipelines(
+        loaded = load_pipelines(
             path,
             device=device,
             dtype=resolve_dtype(self.settings.dtype, device),
@@ -95,6 +98,24 @@ class InferenceModel:
                 attention_backend=self.settings.attention_backend,
             ),
         )
+        self._loaded = replace(loaded, variants=ServedVariants.load(specs, [loaded.t2i, loaded.inpaint]))
+
+    def _variant_specs(self, path: Path) -> list[VariantSpec]:
+        """`variants-file`'s, else the preset's base and fast tier, else the weights' base alone."""
+        if self.settings.variants_file is not None:
+            return read_variants_file(self.settings.variants_file)
+        if self.settings.model_path is None:
+            return [VariantSpec("base"), fast_tier(path / FAST_LORA)]
+        return [VariantSpec("base")]
+
+    def defaults_for(self, variant: str) -> Defaults:
+        """The defaults of a served variant ("" = the default one); INVALID_ARGUMENT for another name."""
+        served = self.loaded.variants
+        if served is None:
+            if variant:
+                raise errors.InvalidArgument("model_variant", "this model serves no variants")
+            return self.defaults
+        return served.spec(variant).defaults(self.defaults)
 
     def start_batching(self) -> None:
         self._batcher = Batcher(
@@ -135,8 +156,8 @@ class InferenceModel:
         if self._batcher is not None:
             await self._batcher.stop()
 
-    def _defaults_pb(self, limits: Limits) -> inference_pb2.ModelDefaults:
-        defaults = defaults_to_pb(self.defaults)
+    def _defaults_pb(self, limits: Limits, of: Defaults | None = None) -> inference_pb2.ModelDefaults:
+        defaults = defaults_to_pb(of or self.defaults)
         sizes = recommended_sizes(
             self.defaults, multiple=limits.size_multiple, min_size=limits.min_size, max_size=limits.max_size
         )
@@ -168,5 +189,14 @@ class InferenceModel:
                 common_pb2.GENERATION_KIND_TEXT_TO_IMAGE,
                 common_pb2.GENERATION_KIND_INPAINT,
                 common_pb2.GENERATION_KIND_OUTPAINT,
+            ],
+            variants=[
+                inference_pb2.ServedVariant(
+                    name=spec.name,
+                    defaults=self._defaults_pb(limits, spec.defaults(self.defaults)),
+                    adapters=[inference_pb2.ServedAdapter(file=a.path.name, scale=a.scale) for a in spec.adapters],
+                    scheduler=spec.scheduler_name,
+                )
+                for spec in (loaded.variants.specs if loaded.variants is not None else ())
             ],
         )

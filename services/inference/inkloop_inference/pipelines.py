@@ -104,7 +104,7 @@ def batch_key(request: GenerationRequest) -> Hashable:
     """Requests with equal keys can share one pipeline call (`run`). Call on validated requests."""
     width, height = request.output_size()
     cfg_scale = request.true_cfg_scale if request.uses_cfg else None
-    return request.kind, width, height, request.steps, cfg_scale
+    return request.kind, width, height, request.steps, cfg_scale, request.model_variant
 
 
 def run(
@@ -135,6 +135,10 @@ def run(
         raise Cancelled("cancelled before the generation started")
 
     with model.lock, torch.inference_mode():
+        # 1b. The batch's variant: its adapters and scheduler (the base weights stay as they are).
+        if model.variants is not None:
+            model.variants.activate(first.model_variant)
+
         # 2. Seeds: entry k of a request uses seed + k; one generator per image.
         seeds = [_request_seeds(request) for request in requests]
         generators = [torch.Generator(device="cpu").manual_seed(seed) for per in seeds for seed in per]

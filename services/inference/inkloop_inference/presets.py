@@ -48,8 +48,12 @@ logger = logging.getLogger(__name__)
 PresetName = Literal["tiny", "demo"]
 PRESETS: tuple[PresetName, ...] = ("tiny", "demo")
 #: Bump when a preset's definition changes: `ensure_preset` then rebuilds the saved copy.
-PRESET_VERSION = 1
+PRESET_VERSION = 2  # 2: with the fast tier's random LoRA (loras/fast.safetensors)
 PRESET_MARKER_FILE = "inkloop_preset.json"
+#: The preset's fast tier LoRA, relative to its directory: random, of the preset's own layer shapes.
+FAST_LORA = Path("loras") / "fast.safetensors"
+#: The attention projections a Qwen-Image LoRA (Lightning's included) adapts.
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
 
 #: Qwen/Qwen-Image scheduler/scheduler_config.json as published (diffusers names, checked against
 #: the FlowMatchEulerDiscreteScheduler signature). Not the Lightning LoRA's config (ln 3 shifts,
@@ -227,6 +231,7 @@ def ensure_preset(name: PresetName, data_dir: Path) -> Path:
     staging = target.parent / f".{name}.tmp-{uuid.uuid4().hex}"
     try:
         pipe.save_pretrained(staging, safe_serialization=True)
+        save_random_lora(pipe.transformer, staging / FAST_LORA, seed=SPECS[name].seed * 1000 + 9)
         (staging / PRESET_MARKER_FILE).write_text(
             json.dumps({"preset": name, "version": PRESET_VERSION}, indent=2) + "\n", encoding="utf-8"
         )
@@ -245,6 +250,23 @@ def ensure_preset(name: PresetName, data_dir: Path) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("built preset %s in %s in %.2f s", name, target, time.perf_counter() - started)
     return target
+
+
+def save_random_lora(transformer: QwenImageTransformer2DModel, path: Path, *, seed: int, rank: int = 4) -> None:
+    """A LoRA of the transformer's own shapes with seeded random weights (no zero-init B, so it changes
+    the image), saved as diffusers saves LoRAs; the transformer is left without it."""
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(seed)
+    transformer.add_adapter(
+        LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False, target_modules=list(LORA_TARGETS)),
+        adapter_name="random",
+    )
+    state = get_peft_model_state_dict(transformer, adapter_name="random")
+    transformer.delete_adapters("random")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    QwenImagePipeline.save_lora_weights(path.parent, transformer_lora_layers=state, weight_name=path.name)
 
 
 @functools.cache

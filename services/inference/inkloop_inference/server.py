@@ -27,19 +27,25 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     async def TextToImage(
         self, request: common_pb2.TextToImageRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[common_pb2.GenerationEvent]:
-        async for event in self._generate(protocol.text_to_image_from_pb(request, self.model.defaults)):
+        async for event in self._generate(
+            protocol.text_to_image_from_pb(request, self.model.defaults_for(request.parameters.model_variant))
+        ):
             yield event
 
     async def Inpaint(
         self, request: common_pb2.InpaintRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[common_pb2.GenerationEvent]:
-        async for event in self._generate(protocol.inpaint_from_pb(request, self.model.defaults)):
+        async for event in self._generate(
+            protocol.inpaint_from_pb(request, self.model.defaults_for(request.parameters.model_variant))
+        ):
             yield event
 
     async def Outpaint(
         self, request: common_pb2.OutpaintRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[common_pb2.GenerationEvent]:
-        async for event in self._generate(protocol.outpaint_from_pb(request, self.model.defaults)):
+        async for event in self._generate(
+            protocol.outpaint_from_pb(request, self.model.defaults_for(request.parameters.model_variant))
+        ):
             yield event
 
     async def GetModelInfo(

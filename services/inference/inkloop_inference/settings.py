@@ -24,6 +24,11 @@ class InferenceSettings(ServiceSettings):
     )
     default_width: int = Field(0, ge=0, le=4096, description="Width a request without one gets; 0 = the model's own.")
     default_height: int = Field(0, ge=0, le=4096, description="Height a request without one gets; 0 = the model's own.")
+    variants_file: Path | None = Field(
+        None,
+        description="YAML of model variants (LoRA adapters, schedule, defaults) served on the base weights; unset = "
+        "base (plus the fast tier on the presets).",
+    )
     default_steps: int = Field(0, ge=0, le=1000, description="Steps a request without them gets; 0 = the model's own.")
     default_true_cfg_scale: float = Field(
         0.0, ge=0, le=100, description="True CFG scale a request without one gets; 0 = the model's own."

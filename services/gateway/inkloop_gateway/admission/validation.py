@@ -104,13 +104,14 @@ class ValidatedTask:
         """A fresh copy each time (protobuf messages are mutable; this object is not)."""
         return self.parameters_pb()
 
-    def to_task_pb(self, seed: int | None = None) -> common_pb2.GenerationTask:
-        """The task to send to inference, with the NORMALISED prompts.
+    def to_task_pb(self, seed: int | None = None, *, model_variant: str = "") -> common_pb2.GenerationTask:
+        """The task to send to inference, with the NORMALISED prompts (and the inference-side variant).
 
         The result cache keys on the normalised prompt, so the model must see that same text: two
         prompts that share a cache entry then also produce the same image.
         """
         parameters = self.parameters_pb(seed)
+        parameters.model_variant = model_variant
         parameters.prompt = self.normalized_prompt()
         parameters.negative_prompt = self.normalized_negative_prompt()
         if self.kind == common_pb2.GENERATION_KIND_INPAINT:

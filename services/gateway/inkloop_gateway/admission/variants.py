@@ -43,6 +43,8 @@ class Variant:
     name: str
     target: str
     weight: int
+    #: The inference-side variant (LoRA set, schedule, defaults) this A/B variant runs; "" = the default.
+    model: str = ""
 
 
 #: `list[Variant]`, spelled so inside classes whose `list` method shadows the builtin.
@@ -105,11 +107,15 @@ class VariantStore(Protocol):
 
 
 def _encode(variants: Sequence[Variant]) -> str:
-    return json.dumps([[v.name, v.target, v.weight] for v in variants], separators=(",", ":"))
+    return json.dumps([[v.name, v.target, v.weight, v.model] for v in variants], separators=(",", ":"))
 
 
 def _decode(text: str | bytes) -> VariantList:
-    return [Variant(str(name), str(target), int(weight)) for name, target, weight in json.loads(text)]
+    # Lists of three were written before variants named an inference-side variant.
+    return [
+        Variant(str(item[0]), str(item[1]), int(item[2]), str(item[3]) if len(item) > 3 else "")
+        for item in json.loads(text)
+    ]
 
 
 class _Cached:

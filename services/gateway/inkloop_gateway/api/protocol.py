@@ -169,11 +169,13 @@ def api_key_to_pb(key: ApiKey) -> gateway_pb2.ApiKey:
 
 
 def variant_to_pb(variant: Variant) -> gateway_pb2.ModelVariant:
-    return gateway_pb2.ModelVariant(name=variant.name, target=variant.target, weight=variant.weight)
+    return gateway_pb2.ModelVariant(
+        name=variant.name, target=variant.target, weight=variant.weight, model_variant=variant.model
+    )
 
 
 def variant_from_pb(message: gateway_pb2.ModelVariant) -> Variant:
-    return Variant(name=message.name, target=message.target, weight=message.weight)
+    return Variant(name=message.name, target=message.target, weight=message.weight, model=message.model_variant)
 
 
 def template_to_pb(template: Template) -> gateway_pb2.PromptTemplate:

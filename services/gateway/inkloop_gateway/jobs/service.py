@@ -136,7 +136,7 @@ class JobService:
         else:
             variant = assign(variants, user_id)
         pool = await self.pools.get(variant.target)
-        info = await pool.model_info()
+        info = _with_variant_defaults(await pool.model_info(), variant.model)
 
         # 3. Validation.
         try:
@@ -159,7 +159,7 @@ class JobService:
             self.events.emit(rejected.event(EventType.BACKEND_EVENT_TYPE_REJECTED, error_code="INVALID_ARGUMENT"))
             raise
         seed = validated.seed if validated.seed is not None else secrets.randbits(63)
-        job_task = validated.to_task_pb(seed)
+        job_task = validated.to_task_pb(seed, model_variant=variant.model)
         features = prompt_features(validated.prompt, self.admission.privacy).to_pb().SerializeToString()
         facts = EventFacts.of_task(
             job_task,
@@ -366,6 +366,21 @@ class JobService:
 
     async def _result_with_images(self, job: Job) -> common_pb2.GenerationResult:
         return await self.result(job, include_images=True) or common_pb2.GenerationResult()
+
+
+def _with_variant_defaults(info: inference_pb2.GetModelInfoResponse, model: str) -> inference_pb2.GetModelInfoResponse:
+    """ModelInfo with the defaults of the inference-side variant `model` (its steps and CFG) in force."""
+    if not model:
+        return info
+    served = {variant.name: variant for variant in info.variants}
+    if model not in served:
+        raise errors.FailedPrecondition(
+            f"the model variant {model!r} is not served by {info.model_id!r} (it serves {sorted(served)})"
+        )
+    chosen = inference_pb2.GetModelInfoResponse()
+    chosen.CopyFrom(info)
+    chosen.defaults.CopyFrom(served[model].defaults)
+    return chosen
 
 
 def _image_path(image: common_pb2.Image) -> str:
