@@ -31,6 +31,7 @@ class BackendEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BACKEND_EVENT_TYPE_REJECTED: _ClassVar[BackendEventType]
     BACKEND_EVENT_TYPE_DOWNLOADED: _ClassVar[BackendEventType]
     BACKEND_EVENT_TYPE_VIEWED: _ClassVar[BackendEventType]
+    BACKEND_EVENT_TYPE_IMAGE_FLAGGED: _ClassVar[BackendEventType]
 
 class LanguageClass(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -83,6 +84,7 @@ BACKEND_EVENT_TYPE_REJECTED_BY_POLICY: BackendEventType
 BACKEND_EVENT_TYPE_REJECTED: BackendEventType
 BACKEND_EVENT_TYPE_DOWNLOADED: BackendEventType
 BACKEND_EVENT_TYPE_VIEWED: BackendEventType
+BACKEND_EVENT_TYPE_IMAGE_FLAGGED: BackendEventType
 LANGUAGE_CLASS_UNSPECIFIED: LanguageClass
 LANGUAGE_CLASS_ZH: LanguageClass
 LANGUAGE_CLASS_EN: LanguageClass

@@ -15,6 +15,7 @@ from inkloop.prompts import PrivacyPolicy
 from inkloop.rpc.client import channel_credentials
 from inkloop.v1 import gateway_pb2_grpc
 from inkloop_gateway.admission.auth import AuthInterceptor
+from inkloop_gateway.admission.image_safety import image_safety_from_settings
 from inkloop_gateway.admission.keys import key_store_from_settings
 from inkloop_gateway.admission.ratelimit import RateLimitPolicy, RateLimits, limiter_from_url
 from inkloop_gateway.admission.safety import SafetyFilter
@@ -133,6 +134,9 @@ class GatewayApp:
                 retry_max_s=s.retry_max_s,
                 sole_replica=not s.redis_url,
                 owner=f"gw-{secrets.token_hex(6)}",
+            ),
+            image_safety_from_settings(
+                s.image_safety, s.image_safety_action, s.image_safety_tenant_actions, s.image_safety_threshold
             ),
         )
         # Other replicas' job changes, pushed; SQLite means one replica, whose changes the hub sees anyway.

