@@ -99,10 +99,16 @@ def parse_arm(spec: str) -> analytics_pb2.ExperimentArm:
     return analytics_pb2.ExperimentArm(name=name, weight=int(weight))
 
 
+def _state(experiment: gateway_pb2.Experiment) -> str:
+    return gateway_pb2.ExperimentState.Name(experiment.state).removeprefix("EXPERIMENT_STATE_").lower()
+
+
+def _arms(experiment: gateway_pb2.Experiment) -> str:
+    return ", ".join(f"{arm.name}={arm.weight}" for arm in experiment.arms)
+
+
 def _print_experiment(experiment: gateway_pb2.Experiment) -> None:
-    state = gateway_pb2.ExperimentState.Name(experiment.state).removeprefix("EXPERIMENT_STATE_").lower()
-    arms = ", ".join(f"{arm.name}={arm.weight}" for arm in experiment.arms)
-    console.print(f"{experiment.name}: {state} ({arms})")
+    console.print(f"{experiment.name}: {_state(experiment)} ({_arms(experiment)})")
 
 
 @experiments.command("create")
@@ -158,8 +164,8 @@ def list_experiments(tenant: str = _TENANT, as_json: bool = _JSON) -> None:
                 [
                     [
                         e.name,
-                        gateway_pb2.ExperimentState.Name(e.state).removeprefix("EXPERIMENT_STATE_").lower(),
-                        ", ".join(f"{a.name}={a.weight}" for a in e.arms),
+                        _state(e),
+                        _arms(e),
                         ", ".join(g.name for g in e.goals),
                         e.started_at.ToJsonString() if e.HasField("started_at") else "",
                     ]

@@ -18,6 +18,9 @@ from inkloop.spool import Spool
 from inkloop.v1 import analytics_pb2, common_pb2, gateway_pb2, gateway_pb2_grpc
 from inkloop_gateway.admission.keys import KeyStore, Role
 from inkloop_gateway.app import GatewayApp
+from inkloop_gateway.jobs.store import JobStore
+from inkloop_gateway.jobs.store_redis import RedisJobStore
+from inkloop_gateway.jobs.store_sqlite import SqliteJobStore
 from inkloop_gateway.settings import GatewaySettings
 
 
@@ -221,3 +224,15 @@ async def receiver() -> AsyncIterator[Receiver]:
     found.url = f"http://127.0.0.1:{port}/hooks/inkloop"
     yield found
     await runner.cleanup()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
+    """A job store on each backend: a SQLite file and the session's real redis-server."""
+    opened: JobStore
+    if request.param == "sqlite":
+        opened = SqliteJobStore(tmp_path / "jobs.db")
+    else:
+        opened = RedisJobStore(request.getfixturevalue("redis_url"))
+    yield opened
+    await opened.close()

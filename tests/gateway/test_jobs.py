@@ -4,26 +4,13 @@ listing, fair share, leases, cancellation and recovery."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from inkloop import errors
 from inkloop_gateway.jobs.store import Job, JobState, JobStore, Lease, new_job_id
-from inkloop_gateway.jobs.store_redis import RedisJobStore
 from inkloop_gateway.jobs.store_sqlite import SqliteJobStore
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
-    opened: JobStore
-    if request.param == "sqlite":
-        opened = SqliteJobStore(tmp_path / "jobs.db")
-    else:
-        opened = RedisJobStore(request.getfixturevalue("redis_url"))
-    yield opened
-    await opened.close()
 
 
 def _job(tenant: str = "acme", request_id: str | None = None, **fields: object) -> Job:

@@ -7,33 +7,18 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
-import pytest
 
 from inkloop.v1 import gateway_pb2
 from inkloop_gateway.jobs.shares import QueueShares
 from inkloop_gateway.jobs.store import Job, JobStore, Priority, next_fair_tag
 from inkloop_gateway.jobs.store_redis import RedisJobStore
-from inkloop_gateway.jobs.store_sqlite import SqliteJobStore
 
 from .conftest import StartGateway, finished, text_task
 from .test_jobs import _job
 
 BATCH, INTERACTIVE = Priority.BATCH, Priority.INTERACTIVE
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
-    opened: JobStore
-    if request.param == "sqlite":
-        opened = SqliteJobStore(tmp_path / "jobs.db")
-    else:
-        opened = RedisJobStore(request.getfixturevalue("redis_url"))
-    yield opened
-    await opened.close()
 
 
 async def _claim_all(store: JobStore, limit: int = 10_000) -> list[Job]:

@@ -50,15 +50,7 @@ class JobsBridge:
         principal = await principal_of(self.keys, request)
         message = gateway_pb2.SubmitJobRequest()
         await read_message(request, message)
-        job = await self.jobs.submit(
-            principal,
-            message.request_id,
-            message.task,
-            message.user_id,
-            message.template_id,
-            webhook_url=message.webhook_url,
-            priority=protocol.priority_from_pb(message.priority),
-        )
+        job = await protocol.submit(self.jobs, principal, message)
         return web.json_response(to_json(gateway_pb2.SubmitJobResponse(job=await self._job(job))))
 
     async def get(self, request: web.Request) -> web.Response:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from inkloop import errors
 from inkloop.v1 import analytics_pb2, common_pb2, gateway_pb2
+from inkloop_gateway.admission.auth import Principal
 from inkloop_gateway.admission.keys import ApiKey, Role
 from inkloop_gateway.admission.variants import Variant
 from inkloop_gateway.jobs.store import Failure, Job, JobState, Priority
@@ -17,6 +18,9 @@ from inkloop_gateway.nudges.experiments import Arm, Experiment, ExperimentState
 from inkloop_gateway.nudges.templates import Template
 from inkloop_gateway.webhooks.endpoints import Endpoint
 from inkloop_gateway.webhooks.outbox import DELIVERED, FAILED, PENDING, SKIPPED, Delivery
+
+if TYPE_CHECKING:
+    from inkloop_gateway.jobs.service import JobService
 
 STATE_TO_PB = {
     JobState.QUEUED: gateway_pb2.JOB_STATE_QUEUED,
@@ -70,6 +74,21 @@ _PRIORITIES = {
     Priority.INTERACTIVE: gateway_pb2.JOB_PRIORITY_INTERACTIVE,
     Priority.BATCH: gateway_pb2.JOB_PRIORITY_BATCH,
 }
+
+
+async def submit(
+    jobs: JobService, principal: Principal, message: gateway_pb2.SubmitJobRequest | gateway_pb2.GenerateRequest
+) -> Job:
+    """A SubmitJob or Generate request (gRPC or the page's JSON) as the one `JobService.submit` call."""
+    return await jobs.submit(
+        principal,
+        message.request_id,
+        message.task,
+        message.user_id,
+        message.template_id,
+        webhook_url=message.webhook_url,
+        priority=priority_from_pb(message.priority),
+    )
 
 
 def priority_from_pb(value: int) -> Priority:

@@ -28,15 +28,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def SubmitJob(
         self, request: gateway_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.SubmitJobResponse:
-        job = await self.jobs.submit(
-            current_principal(),
-            request.request_id,
-            request.task,
-            request.user_id,
-            request.template_id,
-            webhook_url=request.webhook_url,
-            priority=protocol.priority_from_pb(request.priority),
-        )
+        job = await protocol.submit(self.jobs, current_principal(), request)
         return gateway_pb2.SubmitJobResponse(job=await self._job(job))
 
     async def GetJob(
@@ -74,15 +66,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def Generate(
         self, request: gateway_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[gateway_pb2.JobEvent]:
-        job = await self.jobs.submit(
-            current_principal(),
-            request.request_id,
-            request.task,
-            request.user_id,
-            request.template_id,
-            webhook_url=request.webhook_url,
-            priority=protocol.priority_from_pb(request.priority),
-        )
+        job = await protocol.submit(self.jobs, current_principal(), request)
         async for event in self.jobs.follow(job):
             yield event
             if event.HasField("succeeded"):  # the call's answer is the file: each image is a download
