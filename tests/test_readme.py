@@ -8,6 +8,7 @@ test, so it is only checked to be there); every line of the block after it must 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -92,3 +93,25 @@ def test_every_client_command_of_the_quick_start_works_as_written(dev_up: Path) 
         assert result.returncode == 0, f"{line}\nexited {result.returncode}:\n{result.stdout}\n{result.stderr}"
     assert (dev_up / "fox.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (dev_up / "wide.png").exists()
+    for language in ("zh", "en"):
+        assert (dev_up / f"cover-{language}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        sidecar = json.loads((dev_up / f"cover-{language}.json").read_text(encoding="utf-8"))
+        assert sidecar["language"] == language and sidecar["job_id"] and sidecar["prompt"]
+
+
+def python_client_snippet(readme: str) -> str:
+    """The ```python block of the README's "Python client" section."""
+    section = readme.split("\n### Python client", 1)[1].split("\n## ", 1)[0]
+    [snippet] = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    return snippet
+
+
+def test_the_python_client_snippet_works_as_written(dev_up: Path) -> None:
+    snippet = python_client_snippet((dev_up / "README.md").read_text(encoding="utf-8"))
+    env = {name: value for name, value in os.environ.items() if not name.startswith("INKLOOP_")}
+    result = subprocess.run(
+        [".venv/bin/python", "-c", snippet], cwd=dev_up, capture_output=True, text=True, timeout=240, env=env
+    )
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    assert (dev_up / "boat.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (dev_up / "lighthouse.png").exists()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from inkloop_cli import analytics, client_commands, keys, nudges, serve, up
+from inkloop_cli import analytics, client_commands, cover, keys, nudges, serve, up
 
 app = typer.Typer(
     name="inkloop",
@@ -21,6 +21,7 @@ app.command("up")(up.up)
 app.command("generate")(client_commands.generate)
 app.command("inpaint")(client_commands.inpaint)
 app.command("outpaint")(client_commands.outpaint)
+app.command("cover")(cover.cover)
 app.add_typer(keys.app, name="keys")
 app.add_typer(analytics.app, name="analytics")
 app.add_typer(nudges.templates, name="templates")

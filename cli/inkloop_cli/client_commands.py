@@ -1,23 +1,27 @@
-"""`inkloop generate | inpaint | outpaint`: submit through the gateway, show progress, write the image."""
+"""`inkloop generate | inpaint | outpaint`: generate through the gateway (`inkloop.client`), show
+progress, write the image."""
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import Callable
 from pathlib import Path
 
-import grpc
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from inkloop.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
-from inkloop_cli.client import ClientSettings, console, fail
+from inkloop.client import (
+    Client,
+    Generation,
+    InkloopClientError,
+    JobCancelledError,
+    JobFailedError,
+    OnProgress,
+    OnQueued,
+    Retry,
+)
+from inkloop_cli.client import ClientSettings, console
 
-_FORMATS = {
-    ".png": common_pb2.IMAGE_FORMAT_PNG,
-    ".jpg": common_pb2.IMAGE_FORMAT_JPEG,
-    ".jpeg": common_pb2.IMAGE_FORMAT_JPEG,
-    ".webp": common_pb2.IMAGE_FORMAT_WEBP,
-}
+_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 
 _OUTPUT = typer.Option(..., "-o", "--output", help="Image file to write (.png, .jpg or .webp).")
 _SEED = typer.Option(None, help="Seed; omitted = the server picks one and prints it.")
@@ -27,29 +31,43 @@ _HEIGHT = typer.Option(0, help="Height in pixels, multiple of 16 (0 = model defa
 _NEGATIVE = typer.Option("", "--negative", help="Negative prompt.")
 _CFG = typer.Option(None, "--cfg", help="True CFG scale (omitted = model default).")
 
+#: Runs one generation with the client, reporting progress and queue position through the callbacks.
+Generating = Callable[[Client, OnProgress, OnQueued], Generation]
 
-def _parameters(
-    prompt: str, output: Path, seed: int | None, steps: int, width: int, height: int, negative: str, cfg: float | None
-) -> common_pb2.GenerationParameters:
+
+def output_format(output: Path) -> str:
+    """The image format named by the output file's extension; exits 2 on any other extension."""
     image_format = _FORMATS.get(output.suffix.lower())
     if image_format is None:
         console.print(f"[red]error: --output must end in one of {', '.join(_FORMATS)}[/]")
         raise typer.Exit(2)
-    parameters = common_pb2.GenerationParameters(
-        prompt=prompt, negative_prompt=negative, width=width, height=height, steps=steps, output_format=image_format
-    )
-    if seed is not None:
-        parameters.seed = seed
-    if cfg is not None:
-        parameters.true_cfg_scale = cfg
-    return parameters
+    return image_format
 
 
-def _run(task: common_pb2.GenerationTask, output: Path, template_id: str = "") -> None:
+def open_client() -> Client:
+    """A client of the gateway the INKLOOP_* settings name, saying on the console when it retries."""
     settings = ClientSettings()
-    request = gateway_pb2.GenerateRequest(request_id=uuid.uuid4().hex, task=task, template_id=template_id)
+    return Client(settings.gateway, api_key=settings.resolved_api_key(), on_retry=_say_retry)
+
+
+def _say_retry(retry: Retry) -> None:
+    console.print(f"[yellow]{retry.code}: trying again in {retry.delay_s:.1f} s (try {retry.attempt + 1})[/]")
+
+
+def fail(error: InkloopClientError) -> typer.Exit:
+    """Prints a failed call's status, the fields at fault and the retry delay; returns the exit to raise."""
+    console.print(f"[red]error: {error.code}: {error.message}[/]")
+    for field, description in error.field_violations:
+        console.print(f"  field [bold]{field}[/]: {description}")
+    if error.retry_delay_s is not None:
+        console.print(f"  retry after {error.retry_delay_s:.1f} s")
+    return typer.Exit(1)
+
+
+def generating(run: Generating) -> Generation:
+    """Runs `run` behind a progress bar; a failed, cancelled or refused generation exits 1."""
     with (
-        grpc.insecure_channel(settings.gateway) as channel,
+        open_client() as client,
         Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -59,38 +77,37 @@ def _run(task: common_pb2.GenerationTask, output: Path, template_id: str = "") -
         ) as progress,
     ):
         bar = progress.add_task("queued", total=None)
+
+        def on_queued(position: int, _reason: str) -> None:
+            progress.update(bar, description=f"queued (position {position})")
+
+        def on_progress(step: int, total_steps: int) -> None:
+            progress.update(bar, description="denoising", completed=step, total=total_steps)
+
         try:
-            for event in gateway_pb2_grpc.GatewayServiceStub(channel).Generate(request, metadata=settings.metadata()):
-                which = event.WhichOneof("event")
-                if which == "queued":
-                    progress.update(bar, description=f"queued (position {event.queued.position})")
-                elif which == "running":
-                    progress.update(
-                        bar, description="denoising", completed=event.running.step, total=event.running.total_steps
-                    )
-                elif which == "succeeded":
-                    image = event.succeeded.images[0]
-                    output.write_bytes(image.data)
-                    progress.update(bar, description="done")
-                    progress.stop()
-                    console.print(
-                        f"wrote {output} ({image.width}×{image.height}, seed {image.seed}, job {event.job_id})"
-                    )
-                    return
-                elif which == "failed":
-                    progress.stop()
-                    field = f" (field {event.failed.field})" if event.failed.field else ""
-                    console.print(f"[red]error: {event.failed.code}: {event.failed.message}{field}[/]")
-                    raise typer.Exit(1)
-                elif which == "cancelled":
-                    progress.stop()
-                    console.print("[yellow]cancelled[/]")
-                    raise typer.Exit(1)
-        except grpc.RpcError as error:
+            result = run(client, on_progress, on_queued)
+        except JobFailedError as error:
+            progress.stop()
+            failure = error.failure
+            field = f" (field {failure.field})" if failure.field else ""
+            console.print(f"[red]error: {failure.code}: {failure.message}{field}[/]")
+            raise typer.Exit(1) from None
+        except JobCancelledError:
+            progress.stop()
+            console.print("[yellow]cancelled[/]")
+            raise typer.Exit(1) from None
+        except InkloopClientError as error:
             progress.stop()
             raise fail(error) from None
-    console.print("[red]error: the stream ended without a result[/]")
-    raise typer.Exit(1)
+        progress.update(bar, description="done")
+    return result
+
+
+def _write(result: Generation, output: Path) -> None:
+    image = result.image.save(output)
+    console.print(
+        f"wrote {image} ({result.image.width}×{result.image.height}, seed {result.seed}, job {result.job_id})"
+    )
 
 
 def generate(
@@ -105,9 +122,23 @@ def generate(
     template: str = typer.Option("", "--template", help="Id of the template the prompt was made from."),
 ) -> None:
     """Generate an image from a prompt."""
-    parameters = _parameters(prompt, output, seed, steps, width, height, negative, cfg)
-    task = common_pb2.GenerationTask(text_to_image=common_pb2.TextToImageRequest(parameters=parameters))
-    _run(task, output, template)
+    image_format = output_format(output)
+    result = generating(
+        lambda client, on_progress, on_queued: client.generate(
+            prompt,
+            negative_prompt=negative,
+            width=width,
+            height=height,
+            steps=steps,
+            true_cfg_scale=cfg,
+            seed=seed,
+            output_format=image_format,
+            template_id=template,
+            on_progress=on_progress,
+            on_queued=on_queued,
+        )
+    )
+    _write(result, output)
 
 
 def inpaint(
@@ -122,11 +153,23 @@ def inpaint(
     cfg: float | None = _CFG,
 ) -> None:
     """Repaint the white part of a mask; the rest of the image is kept exactly."""
-    parameters = _parameters(prompt, output, seed, steps, 0, 0, negative, cfg)
-    request = common_pb2.InpaintRequest(
-        parameters=parameters, image=image.read_bytes(), mask=mask.read_bytes(), mask_feather_px=feather
+    image_format = output_format(output)
+    result = generating(
+        lambda client, on_progress, on_queued: client.inpaint(
+            prompt,
+            image=image,
+            mask=mask,
+            feather_px=feather,
+            negative_prompt=negative,
+            steps=steps,
+            true_cfg_scale=cfg,
+            seed=seed,
+            output_format=image_format,
+            on_progress=on_progress,
+            on_queued=on_queued,
+        )
     )
-    _run(common_pb2.GenerationTask(inpaint=request), output)
+    _write(result, output)
 
 
 def outpaint(
@@ -144,9 +187,23 @@ def outpaint(
     cfg: float | None = _CFG,
 ) -> None:
     """Extend the canvas on any side; the original pixels are kept exactly."""
-    parameters = _parameters(prompt, output, seed, steps, 0, 0, negative, cfg)
-    extension = common_pb2.OutpaintExtension(left=left, top=top, right=right, bottom=bottom)
-    request = common_pb2.OutpaintRequest(
-        parameters=parameters, image=image.read_bytes(), extension=extension, feather_px=feather
+    image_format = output_format(output)
+    result = generating(
+        lambda client, on_progress, on_queued: client.outpaint(
+            prompt,
+            image=image,
+            left=left,
+            top=top,
+            right=right,
+            bottom=bottom,
+            feather_px=feather,
+            negative_prompt=negative,
+            steps=steps,
+            true_cfg_scale=cfg,
+            seed=seed,
+            output_format=image_format,
+            on_progress=on_progress,
+            on_queued=on_queued,
+        )
     )
-    _run(common_pb2.GenerationTask(outpaint=request), output)
+    _write(result, output)

@@ -39,6 +39,11 @@ def channel_credentials(
     )
 
 
+def channel_options(options: Sequence[tuple[str, int | str]] = ()) -> list[tuple[str, int | str]]:
+    """The default channel options with `options` added to (or overriding) them: for sync channels too."""
+    return list({**dict(_CHANNEL_OPTIONS), **dict(options)}.items())
+
+
 def open_channel(
     target: str,
     *,
@@ -47,7 +52,7 @@ def open_channel(
 ) -> grpc.aio.Channel:
     """An aio channel to `target` ("host:port" or "dns:///name:port") with request-id propagation;
     `options` are added to (or override) the defaults."""
-    merged = list({**dict(_CHANNEL_OPTIONS), **dict(options)}.items())
+    merged = channel_options(options)
     if credentials is None:
         return grpc.aio.insecure_channel(target, options=merged, interceptors=propagating_interceptors())
     return grpc.aio.secure_channel(target, credentials, options=merged, interceptors=propagating_interceptors())

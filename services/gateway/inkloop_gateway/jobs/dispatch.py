@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import random
 import time
@@ -266,7 +267,9 @@ class Dispatcher:
         self.hub.track(job)
         self._running[job.job_id] = _Running(job, cancelled=job.cancel_requested)
         metrics.JOBS_RUNNING.inc()
-        task = asyncio.create_task(self._run(job), name=f"job-{job.job_id}")
+        # A fresh context: a job started inside a call (a submission while a slot is free) must not take
+        # that call's deadline, request id or trace along (`_run` sets the job's own).
+        task = asyncio.create_task(self._run(job), name=f"job-{job.job_id}", context=contextvars.Context())
         self._runs.add(task)
         task.add_done_callback(self._runs.discard)
 
