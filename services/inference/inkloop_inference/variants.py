@@ -163,9 +163,9 @@ class ServedVariants:
                 served._load_adapter(base, f"variants[{index}].adapters[{number}].path", spec, number, adapter)
             if spec.scheduler == "base":
                 served.schedulers[spec.name] = base.scheduler
-            else:
-                overrides = LIGHTNING_SCHEDULER if spec.scheduler == "lightning" else dict(spec.scheduler)
-                served.schedulers[spec.name] = FlowMatchEulerDiscreteScheduler.from_config({**base_config, **overrides})
+                continue
+            overrides = LIGHTNING_SCHEDULER if isinstance(spec.scheduler, str) else spec.scheduler
+            served.schedulers[spec.name] = FlowMatchEulerDiscreteScheduler.from_config({**base_config, **overrides})
         served.active = ""
         served.activate(specs[0].name)
         served.switches = 0
