@@ -1,9 +1,12 @@
 # syntax=docker/dockerfile:1
-# The gateway: slim Python, no torch. Build from the repository root:
+# The gateway: slim Python with the CPU torch its semantic safety layer runs on (the production
+# overlay turns it on). Build from the repository root:
 #   docker build -f docker/gateway.Dockerfile -t inkloop/gateway:dev .
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
 
 FROM ${PYTHON_IMAGE} AS build
+ARG TORCH_CPU_INDEX
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
@@ -12,7 +15,8 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY common common
 COPY cli cli
 COPY services services
-RUN /opt/venv/bin/pip install --no-cache-dir -c constraints.txt .
+RUN /opt/venv/bin/pip install --no-cache-dir --index-url "${TORCH_CPU_INDEX}" torch==2.13.0 \
+    && /opt/venv/bin/pip install --no-cache-dir -c constraints.txt ".[safety-semantic]"
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="inkloop-gateway" \

