@@ -4,7 +4,8 @@
   the other; `BatchedCfgHook` runs both as one batch of twice the size, which keeps a GPU busier.
 - Step cache: diffusers' First-Block Cache skips the rest of the transformer on steps where the
   first block's output barely changed (speed for a small, measured image difference).
-- torch.compile of the repeated transformer blocks (regional compilation: quick to compile).
+- torch.compile of the repeated transformer blocks (regional compilation: quick to compile), its
+  artefacts optionally kept in a directory that outlives the process (`use_compile_cache_dir`).
 - Attention backend: diffusers' dispatcher; "native" is PyTorch SDPA, which picks flash attention on
   CUDA for bf16 without a mask.
 """
@@ -12,8 +13,10 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import torch
@@ -162,6 +165,19 @@ def apply(pipe: QwenImagePipeline, acceleration: Acceleration) -> BatchedCfgHook
         hook = BatchedCfgHook()
         HookRegistry.check_if_exists_or_initialize(transformer).register_hook(hook, BatchedCfgHook.name)
     if acceleration.compile:
-        transformer.compile_repeated_blocks(fullgraph=True)
+        # The step cache decides per step, in Python (`.item()`, torch.compiler.disable), whether the
+        # blocks run: a graph break inside the first block, which fullgraph=True refuses.
+        transformer.compile_repeated_blocks(fullgraph=acceleration.step_cache_threshold == 0)
     log.info("acceleration: %s", acceleration)
     return hook
+
+
+def use_compile_cache_dir(path: Path) -> None:
+    """Keep torch.compile's artefacts in `path` (PyTorch's inductor cache: FX graphs, generated code, and
+    Triton's kernels under it), so a restart with the same directory skips most of the compilation.
+
+    Call before anything compiles; unset, PyTorch uses /tmp/torchinductor_<user>, gone with the pod.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path.resolve())
+    log.info("torch.compile cache: %s", path)

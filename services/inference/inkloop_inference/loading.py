@@ -34,6 +34,7 @@ from diffusers.pipelines.qwenimage.pipeline_qwenimage_inpaint import QwenImageIn
 
 from inkloop.errors import InvalidArgument
 from inkloop.generation import SIZE_MULTIPLE, Limits
+from inkloop_inference import memory
 from inkloop_inference.acceleration import Acceleration, BatchedCfgHook, apply
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,8 @@ class LoadedModel:
     lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
     #: The variants served on these weights (`variants.ServedVariants`); None until they are loaded.
     variants: Any = field(default=None, compare=False, repr=False)
+    #: Where the weights live (`memory.MEMORY_MODES`): "full" keeps every component on `device`.
+    memory_mode: str = "full"
 
 
 def load_pipelines(
@@ -85,21 +88,26 @@ def load_pipelines(
     dtype: torch.dtype,
     batch_invariant: bool = True,
     acceleration: Acceleration | None = None,
+    memory_mode: str = "full",
 ) -> LoadedModel:
-    """Load the model at `model_path` (local files only) onto `device` in `dtype`."""
-    # 1. Check the directory before diffusers sees it: its own errors are less precise.
+    """Load the model at `model_path` (local files only) onto `device` in `dtype`, placed as
+    `memory_mode` says (`memory.py`)."""
+    # 1. Check the directory and the memory mode before diffusers sees them: its own errors are less precise.
     model_path = Path(model_path).resolve()
     check_layout(model_path)
+    memory.check_memory_mode(memory_mode, device)
 
     # 2. Hash configs and weights (cached per directory) so results can name the exact model.
-    revision = compute_revision(model_path)
+    revision = memory.revision_for(compute_revision(model_path), memory_mode)
 
     # 3. Load text-to-image from local files only, and build inpaint from the same modules.
     os.environ["HF_HUB_OFFLINE"] = "1"
     started = time.perf_counter()
     # `dtype` is diffusers 0.42's name for the deprecated `torch_dtype`.
-    t2i = QwenImagePipeline.from_pretrained(model_path, local_files_only=True, dtype=dtype)
-    if t2i.device != torch.device(device):
+    t2i = QwenImagePipeline.from_pretrained(
+        model_path, local_files_only=True, dtype=dtype, **memory.load_kwargs(memory_mode, dtype, device)
+    )
+    if memory.places_on_device(memory_mode) and t2i.device != torch.device(device):
         t2i.to(device)
     t2i.set_progress_bar_config(disable=True)
     # from_pipe ends with a no-op `.to(dtype=None)` that makes diffusers warn about (zero) fp32 modules.
@@ -122,12 +130,17 @@ def load_pipelines(
 
     # 6. Optional speed-ups (batched CFG, step cache, compile); all off by default.
     cfg_hook = apply(t2i, acceleration or Acceleration())
+
+    # 7. Offload modes: the weights stay in CPU memory and move to the GPU as they run (last, so the
+    #    offload hooks wrap the modules as they will run).
+    memory.apply_offload([t2i, inpaint], memory_mode, device)
     logger.info(
-        "loaded %s (revision %s) on %s/%s in %.2f s",
+        "loaded %s (revision %s) on %s/%s, memory mode %s, in %.2f s",
         model_path.name,
         revision,
         device,
         dtype,
+        memory_mode,
         time.perf_counter() - started,
     )
 
@@ -142,6 +155,7 @@ def load_pipelines(
         path=model_path,
         batch_invariant=batch_invariant,
         cfg_hook=cfg_hook,
+        memory_mode=memory_mode,
     )
 
 

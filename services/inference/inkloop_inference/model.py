@@ -15,9 +15,10 @@ from inkloop import errors
 from inkloop.generation import Defaults, Limits, defaults_to_pb, limits_to_pb
 from inkloop.v1 import common_pb2, inference_pb2
 from inkloop_inference import pipelines
-from inkloop_inference.acceleration import Acceleration
+from inkloop_inference.acceleration import Acceleration, use_compile_cache_dir
 from inkloop_inference.batching import Batcher, OnStep
 from inkloop_inference.loading import LoadedModel, load_pipelines
+from inkloop_inference.memory import check_memory_mode
 from inkloop_inference.pipelines import GenerationRequest, GenerationResult
 from inkloop_inference.presets import FAST_LORA, ensure_preset
 from inkloop_inference.protocol import recommended_sizes
@@ -83,9 +84,12 @@ class InferenceModel:
         # Library progress bars would interleave with the structured logs.
         diffusers.utils.logging.disable_progress_bar()
         transformers.utils.logging.disable_progress_bar()
+        device = resolve_device(self.settings.device)
+        check_memory_mode(self.settings.memory_mode, device)  # before any slow work
+        if self.settings.compile_cache_dir is not None:
+            use_compile_cache_dir(self.settings.compile_cache_dir)
         path = self.settings.model_path or ensure_preset(self.settings.model, Path(self.settings.data_dir))
         specs = self._variant_specs(path)
-        device = resolve_device(self.settings.device)
         loaded = load_pipelines(
             path,
             device=device,
@@ -97,6 +101,7 @@ class InferenceModel:
                 compile=self.settings.compile,
                 attention_backend=self.settings.attention_backend,
             ),
+            memory_mode=self.settings.memory_mode,
         )
         self._loaded = replace(loaded, variants=ServedVariants.load(specs, [loaded.t2i, loaded.inpaint]))
 
@@ -178,6 +183,7 @@ class InferenceModel:
             transformer_parameters=sum(p.numel() for p in transformer.parameters()),
             dtype=str(loaded.dtype).removeprefix("torch."),
             device=str(loaded.device),
+            memory_mode=loaded.memory_mode,
             limits=limits_to_pb(limits),
             defaults=self._defaults_pb(limits),
             batching=inference_pb2.BatchingInfo(

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from inkloop.config import ServiceSettings
+from inkloop_inference.memory import MemoryMode, cpu_refusal
 
 
 class InferenceSettings(ServiceSettings):
@@ -58,6 +59,17 @@ class InferenceSettings(ServiceSettings):
     attention_backend: str = Field(
         "native", description="diffusers attention backend: native (PyTorch SDPA), flash, _native_flash, …"
     )
+    memory_mode: MemoryMode = Field(
+        "full",
+        description="Where the weights live: full (all on the device), model-offload / group-offload (in CPU "
+        "memory, moved to the GPU as they run), fp8 / nf4 (the transformer quantized; gpu-quant extra). "
+        "All but full need CUDA.",
+    )
+    compile_cache_dir: Path | None = Field(
+        None,
+        description="Directory for torch.compile's artefacts (PyTorch's inductor cache), kept across restarts so "
+        "a second start skips most compilation; unset = PyTorch's default under /tmp.",
+    )
 
     @model_validator(mode="after")
     def _default_size_is_a_whole_size(self) -> InferenceSettings:
@@ -65,6 +77,14 @@ class InferenceSettings(ServiceSettings):
             raise ValueError("default_width and default_height are set together (or both 0 for the model's own)")
         if self.default_width % 16 or self.default_height % 16:
             raise ValueError("default_width and default_height must be multiples of 16")
+        return self
+
+    @model_validator(mode="after")
+    def _memory_mode_fits_the_device(self) -> InferenceSettings:
+        # device auto is resolved at start, where the same check runs again (memory.check_memory_mode).
+        refusal = cpu_refusal(self.memory_mode, self.device) if self.device == "cpu" else None
+        if refusal is not None:
+            raise ValueError(f"memory_mode {refusal}")
         return self
 
     @model_validator(mode="after")
