@@ -43,6 +43,7 @@ INTENTS = [
     "a cozy reading nook with plants and warm lamp light, isometric illustration",
 ]
 EDITS = ["", "，高清", " highly detailed", "，8k", " ", "！", " trending"]
+TEMPLATES = ["", "", "tpl-fox", "tpl-poster", "tpl-ink"]  # "": a request made from no template
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Request:
     looks: list[int] = field(default_factory=list)
     downloaded: bool = False
     base_of_edit: bool = False
+    template: str = ""
 
     @property
     def signature(self) -> int:
@@ -66,6 +68,7 @@ class Request:
 
 def generate(seed: int = 5) -> tuple[list[Request], list[pb.BackendEvent]]:
     rng = random.Random(seed)
+    templates = random.Random(seed + 1)  # its own draws: the rest of the traffic is as before templates
     requests: list[Request] = []
     events: list[pb.BackendEvent] = []
     epoch = int(T0.timestamp())
@@ -92,9 +95,10 @@ def generate(seed: int = 5) -> tuple[list[Request], list[pb.BackendEvent]]:
                 number = len(requests)
                 prompt = base + rng.choice(EDITS)
                 request = Request(f"r{number}", user, clock, prompt, rng.choice("AB"), 1)
+                request.template = templates.choice(TEMPLATES)
                 requests.append(request)
                 features = prompt_features(prompt, POLICY).to_pb()
-                emit(request, T.BACKEND_EVENT_TYPE_REQUESTED, clock, prompt=features)
+                emit(request, T.BACKEND_EVENT_TYPE_REQUESTED, clock, prompt=features, template_id=request.template)
                 if rng.random() < 0.1:
                     request.failed = True
                     emit(request, T.BACKEND_EVENT_TYPE_FAILED, clock + 2, error_code="INTERNAL")
@@ -186,10 +190,12 @@ def key_of(request: Request, breakdown: str) -> str:
         "variant": request.variant,
         "kind": {1: "text_to_image", 2: "inpaint"}[request.kind],
         "length_bucket": bucket(len(request.prompt)),
+        "template": request.template,
     }[breakdown]
 
 
-def expected_outcomes(requests: list[Request], breakdown: str) -> dict[str, tuple]:
+def expected_outcomes(requests: list[Request], breakdown: str, language: str = "") -> dict[str, tuple]:
+    """Every request is classified against all the others; only those of `language` (if given) are counted."""
     outcome = classify(requests)
     by_user: dict[str, list[Request]] = defaultdict(list)
     for request in requests:
@@ -197,6 +203,8 @@ def expected_outcomes(requests: list[Request], breakdown: str) -> dict[str, tupl
     groups: dict[str, Counter[str]] = defaultdict(Counter)
     dwells: dict[str, list[int]] = defaultdict(list)
     for request in requests:
+        if language and language_class(request.prompt) != language:
+            continue
         key = key_of(request, breakdown)
         groups[key][outcome[request.request_id]] += 1
         seconds = dwell(request, by_user[request.user])
@@ -278,6 +286,49 @@ async def test_outcomes_match_the_answer_key(analytics: Analytics, traffic: list
         assert whole.regenerations_per_accepted == whole.regenerated / whole.accepted
 
 
+def figures(answer: outcomes.Outcomes) -> dict[str, tuple]:
+    return {
+        g.value: (g.requests, g.accepted, g.regenerated, g.abandoned, g.failed, g.mean_dwell_s) for g in answer.groups
+    }
+
+
+@pytest.mark.parametrize("language", outcomes.LANGUAGE_CLASSES)
+async def test_a_language_filter_counts_only_its_requests_classified_among_all(
+    analytics: Analytics, traffic: list[Request], language: str
+) -> None:
+    answer = await analytics.outcomes(outcomes.OutcomesQuery("t1", RANGE, RULES, "template", language))
+    got = figures(answer)
+    want = expected_outcomes(traffic, "template", language)
+    assert got.keys() == want.keys()
+    for key, expected in want.items():
+        assert got[key][:5] == expected[:5], key
+        assert got[key][5] == pytest.approx(expected[5], nan_ok=True), key
+    # Classified among all requests: a request of another class can regenerate one of this class.
+    whole = await analytics.outcomes(outcomes.OutcomesQuery("t1", RANGE, RULES, "template"))
+    assert sum(g.requests for g in answer.groups) < sum(g.requests for g in whole.groups)
+
+
+def test_the_template_traffic_has_every_template_and_class_mixed() -> None:
+    requests, _ = generate()
+    seen = Counter((request.template, language_class(request.prompt)) for request in requests)
+    assert {template for template, _ in seen} == set(TEMPLATES)
+    assert all(sum(n for (t, _), n in seen.items() if t == template) >= 10 for template in TEMPLATES)
+    assert len({lang for _, lang in seen}) >= 3
+    # Some request is regenerated only by a later request of another language class.
+    outcome = classify(requests)
+    assert any(
+        outcome[request.request_id] == "regenerated"
+        and not any(
+            0 < later.asked_at - request.asked_at <= RULES.regenerate_window_s
+            and distance(later.signature, request.signature) <= RULES.max_intent_distance_bits
+            and language_class(later.prompt) == language_class(request.prompt)
+            for later in requests
+            if later.user == request.user
+        )
+        for request in requests
+    )
+
+
 @pytest.mark.parametrize("loop", [2, 3])
 async def test_retry_loops_match_the_answer_key(analytics: Analytics, traffic: list[Request], loop: int) -> None:
     answer = await analytics.retry_loops(outcomes.RetryLoopsQuery("t1", RANGE, RULES, loop))
@@ -299,6 +350,7 @@ async def test_a_wider_window_turns_abandoned_requests_into_regenerated_ones(
     ("query", "field"),
     [
         (outcomes.OutcomesQuery("t1", RANGE, RULES, "device"), "breakdown"),
+        (outcomes.OutcomesQuery("t1", RANGE, RULES, "template", "latin"), "language_class"),
         (outcomes.OutcomesQuery("t1", None, RULES), "range"),
         (outcomes.OutcomesQuery("t1", RANGE, outcomes.OutcomeRules(0, 12)), "rules.regenerate_window_s"),
         (outcomes.OutcomesQuery("t1", RANGE, outcomes.OutcomeRules(60, 64)), "rules.max_intent_distance_bits"),

@@ -13,6 +13,9 @@ variant and kind are those of that event. Its one outcome is decided in this ord
 - abandoned: none of these (for requests of the last window before now, possibly not yet).
 
 Downloads and edits are counted up to a day after the range, so late ones still accept a request.
+Breakdowns: language class, length bucket, variant, kind or template (the REQUESTED event's
+`template_id`, "" for none). A language-class filter counts only the requests of that class, each
+still judged among all its user's requests (a later request of another class can regenerate it).
 Dwell: seconds from a request's result (SUCCEEDED) to the user's next request within the window, or,
 when none followed, to the last view or download of the result; results with neither have none.
 
@@ -20,9 +23,12 @@ Retry loops: a user is looping on a language class when, after a request of it, 
 `min_regenerations` more requests of the same intent within that many windows of it and accepted
 none of those images (nor the first).
 
-Everything is one query per answer on either engine: requests are reduced per request id, then per
-user into arrays that each request is compared against. 18.16 has no bitCount: the Hamming distance
-is a 32-bit SWAR popcount of each half of the XOR, spelled out (`_hamming`).
+Everything is one query per answer on either engine: requests are reduced per request id to what the
+answer needs (its time, intent, settled state and one value: the breakdown's, or for a readout per
+request its id), then per user into arrays that each request is compared against. `classified_sql`
+is that classification as a subquery, one row per request, for other readouts (experiments, template
+ranking). 18.16 has no bitCount: the Hamming distance is a 32-bit SWAR popcount of each half of the
+XOR, spelled out (`_hamming`), and computed only for the pairs within the window.
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ from inkloop_analytics.insights import DEFAULT_LENGTH_EDGES, LANGUAGE_ORDER, len
 from inkloop_analytics.matchers import TimeRange, require_tenant
 from inkloop_analytics.storage import ClickHouse
 
-BREAKDOWNS = ("", "language_class", "length_bucket", "variant", "kind")
+BREAKDOWNS = ("", "language_class", "length_bucket", "variant", "kind", "template")
+LANGUAGE_CLASSES = ("zh", "en", "mixed", "other")
 OUTCOMES = ("accepted", "regenerated", "abandoned", "failed")
 LATE_EVENTS = timedelta(days=1)
 MAX_WINDOW_S = 7 * 24 * 3600
@@ -83,85 +90,92 @@ def _hamming(left: str, right: str) -> str:
 
 # Aliases differ from column names (and function names): an alias named like a column would replace it.
 # anyIf is exact here: a request id has one REQUESTED event (the gateway answers a repeated request id
-# from its store), and the rows of one event id are equal.
+# from its store), and the rows of one event id are equal. A request id with no REQUESTED event has
+# asked_at 0 (minIf of nothing), so the range test drops it. `settled`: 1 failed, 2 accepted, 0 neither
+# (`seen`, one aggregate for both flags: bit 1 a FAILED event, bit 2 a DOWNLOADED one).
+# `{columns}` adds only what the answer needs of the request (see `_per_user`).
 PER_REQUEST = """
 SELECT request_id,
     anyIf(user_id, type = 'requested') AS actor,
     toUInt32(minIf(time, type = 'requested')) AS asked_at,
     anyIf(prompt_signature, type = 'requested') AS intent,
-    anyIf(prompt_language, type = 'requested') AS lang,
-    anyIf(prompt_length, type = 'requested') AS chars,
-    anyIf(variant, type = 'requested') AS model_variant,
-    anyIf(kind, type = 'requested') AS task_kind,
-    max(type = 'failed') AS has_failed,
-    max(type = 'downloaded') OR request_id IN (
+    multiIf(bitAnd(groupBitOr(multiIf(type = 'failed', 1, type = 'downloaded', 2, 0)) AS seen, 1), 1,
+        bitAnd(seen, 2) != 0 OR request_id IN (
         SELECT base_request_id FROM backend_events
         WHERE tenant_id = %(tenant)s AND type = 'requested' AND base_request_id != ''
             AND time >= toDateTime(%(start)s, 'UTC') AND time < toDateTime(%(late_end)s, 'UTC')
-    ) AS is_accepted,
-    max(type = 'succeeded') AS has_result,
-    toUInt32(minIf(time, type = 'succeeded')) AS result_at,
-    toUInt32(maxIf(time, type IN ('viewed', 'downloaded'))) AS last_look_at
+    ), 2, 0) AS settled{columns}
 FROM backend_events
 WHERE tenant_id = %(tenant)s AND request_id != ''
     AND time >= toDateTime(%(start)s, 'UTC') AND time < toDateTime(%(late_end)s, 'UTC')
     AND type IN ('requested', 'succeeded', 'failed', 'downloaded', 'viewed')
 GROUP BY request_id
-HAVING countIf(type = 'requested') > 0
-    AND minIf(time, type = 'requested') >= toDateTime(%(start)s, 'UTC')
-    AND minIf(time, type = 'requested') < toDateTime(%(end)s, 'UTC')
+HAVING asked_at >= %(start_s)s AND asked_at < %(end_s)s
 """
+# Per-request columns beyond the above, each carried to the user's arrays under its array's name.
+GROUP_VALUE = "group_value"  # the breakdown value, or what a caller reads per request (its id)
+COUNTED = "counted"  # of the language class asked for (every request still regenerates others)
+RESULT_AT = "result_at"  # seconds of SUCCEEDED (0: none)
+LAST_LOOK_AT = "last_look_at"  # seconds of the last view or download (0: none)
+ARRAYS = {GROUP_VALUE: "group_values", COUNTED: "counts", RESULT_AT: "result_times", LAST_LOOK_AT: "looks"}
 
 # Each request beside the arrays of its user's requests (ARRAY JOIN unrolls them again).
 PER_USER = """
-SELECT actor, groupArray(request_id) AS ids, groupArray(asked_at) AS asks, groupArray(intent) AS intents,
-    groupArray(lang) AS langs, groupArray(chars) AS lengths, groupArray(model_variant) AS models,
-    groupArray(task_kind) AS kinds, groupArray(has_failed) AS failures, groupArray(is_accepted) AS accepts,
-    groupArray(has_result) AS results, groupArray(result_at) AS result_times, groupArray(last_look_at) AS looks
+SELECT actor, groupArray(asked_at) AS asks, groupArray(intent) AS intents, groupArray(settled) AS settles{arrays}
 FROM ({per_request})
 GROUP BY actor
 """
 
+# Outcome codes: settled ones as they are, then regenerated (an open request whose user asked again
+# for the same intent within the window: the time test first, so that only those pairs pay for the
+# Hamming distance), else abandoned.
+FAILED, ACCEPTED, REGENERATED, ABANDONED = 1, 2, 3, 4
 CLASSIFIED = """
-SELECT request_id, lang, chars, model_variant, task_kind,
-    multiIf(has_failed, 'failed', is_accepted, 'accepted', regenerated, 'regenerated', 'abandoned') AS outcome,
-    has_result AND (next_at > 0 OR last_look_at >= result_at) AS has_dwell,
-    if(next_at > 0, next_at, last_look_at) - result_at AS dwell
-FROM (
-    SELECT request_id, lang, chars, model_variant, task_kind, has_failed, is_accepted, has_result, result_at,
-        last_look_at,
-        arrayExists((t, s) -> t > asked_at AND t - asked_at <= %(window)s AND {distance} <= %(bits)s,
-            asks, intents) AS regenerated,
-        arrayReduce('min', arrayFilter(t -> t > asked_at AND t >= result_at AND t - result_at <= %(window)s,
-            asks)) AS next_at
-    FROM ({per_user})
-    ARRAY JOIN ids AS request_id, asks AS asked_at, intents AS intent, langs AS lang, lengths AS chars,
-        models AS model_variant, kinds AS task_kind, failures AS has_failed, accepts AS is_accepted,
-        results AS has_result, result_times AS result_at, looks AS last_look_at
-)
+SELECT actor, asked_at, {group_value},
+    if(settled != 0, settled, if(arrayExists(s -> {distance} <= %(bits)s, arrayFilter(
+        (s, t) -> settled = 0 AND t > asked_at AND t - asked_at <= %(window)s, intents, asks)), 3, 4)) AS outcome{dwell}
+FROM ({per_user})
+ARRAY JOIN asks AS asked_at, intents AS intent, settles AS settled{joined}
+{where}
 """
+# The same requests before their users' arrays: failed and accepted are decided per request (`settled`,
+# the outcome code when not 0); telling regenerated from abandoned takes CLASSIFIED.
+SETTLED = """
+SELECT actor, asked_at, {group_value}, settled AS outcome
+FROM ({per_request})
+{where}
+"""
+# Dwell: from the result to the user's next request within the window, else to the last view or download.
+DWELL = """,
+    result_at > 0 AND (next_at > 0 OR last_look_at >= result_at) AS has_dwell,
+    if(next_at > 0, next_at, last_look_at) - result_at AS dwell,
+    arrayReduce('min', arrayFilter(t -> result_at > 0 AND t > asked_at AND t >= result_at
+        AND t - result_at <= %(window)s, asks)) AS next_at"""
 
+# Counts in OUTCOMES order (accepted, regenerated, abandoned, failed), then dwell.
 GROUPED = """
-SELECT {group} AS group_value, count(), countIf(outcome = 'accepted'), countIf(outcome = 'regenerated'),
-    countIf(outcome = 'abandoned'), countIf(outcome = 'failed'), sumIf(dwell, has_dwell), countIf(has_dwell)
+SELECT group_value, count(), countIf(outcome = 2), countIf(outcome = 3), countIf(outcome = 4), countIf(outcome = 1),
+    sumIf(dwell, has_dwell), countIf(has_dwell)
 FROM ({classified})
 GROUP BY group_value
 """
 
 # A loop starts at a request when enough later requests of its intent follow within `span` seconds,
-# none of them (nor it) accepted.
+# none of them (nor it) accepted. Per later request within the span: 0 another intent, 1 the same, 2
+# the same and accepted. The value carried is the language class.
 LOOPS = """
-SELECT lang, uniqExact(actor), uniqExactIf(actor, looping)
+SELECT group_value, uniqExact(actor), uniqExactIf(actor, looping)
 FROM (
-    SELECT actor, lang,
-        NOT is_accepted AND length(arrayFilter((t, s, a) -> t > asked_at AND t - asked_at <= %(span)s
-            AND {distance} <= %(bits)s, asks, intents, accepts)) >= %(loop)s
-        AND NOT arrayExists((t, s, a) -> a AND t > asked_at AND t - asked_at <= %(span)s
-            AND {distance} <= %(bits)s, asks, intents, accepts) AS looping
+    SELECT actor, group_value,
+        arrayMap((s, a) -> if({distance} <= %(bits)s, if(a = 2, 2, 1), 0),
+            arrayFilter((s, t) -> settled != 2 AND t > asked_at AND t - asked_at <= %(span)s, intents, asks),
+            arrayFilter((a, t) -> settled != 2 AND t > asked_at AND t - asked_at <= %(span)s, settles, asks)
+        ) AS same_intent,
+        settled != 2 AND arrayCount(c -> c > 0, same_intent) >= %(loop)s AND NOT has(same_intent, 2) AS looping
     FROM ({per_user})
-    ARRAY JOIN asks AS asked_at, intents AS intent, langs AS lang, accepts AS is_accepted
+    ARRAY JOIN asks AS asked_at, intents AS intent, group_values AS group_value, settles AS settled
 )
-GROUP BY lang
+GROUP BY group_value
 """
 
 
@@ -171,6 +185,8 @@ class OutcomesQuery:
     range: TimeRange | None
     rules: OutcomeRules
     breakdown: str = ""
+    #: Count only requests of this language class ("" = all); every request still regenerates others.
+    language_class: str = ""
 
     def check(self) -> None:
         require_tenant(self.tenant_id)
@@ -179,6 +195,7 @@ class OutcomesQuery:
         self.range.check()
         if self.breakdown not in BREAKDOWNS:
             raise InvalidArgument("breakdown", f"must be one of {', '.join(repr(b) for b in BREAKDOWNS)}")
+        check_language_class(self.language_class)
         self.rules.check()
 
 
@@ -247,39 +264,98 @@ class RetryLoops:
     min_regenerations: int
 
 
-def _group_expression(breakdown: str) -> str:
+def check_language_class(value: str, field: str = "language_class") -> None:
+    if value and value not in LANGUAGE_CLASSES:
+        raise InvalidArgument(field, f"must be one of {', '.join(LANGUAGE_CLASSES)} or empty")
+
+
+def _requested(column: str) -> str:
+    """A column of the request's REQUESTED event, inside PER_REQUEST."""
+    return f"anyIf({column}, type = 'requested')"
+
+
+def value_expression(breakdown: str) -> str:
+    """The breakdown value of one request, inside PER_REQUEST."""
     if breakdown == "language_class":
-        return "lang"
+        return _requested("prompt_language")
     if breakdown == "variant":
-        return "model_variant"
+        return _requested("variant")
     if breakdown == "kind":
-        return "task_kind"
+        return _requested("kind")
+    if breakdown == "template":
+        return _requested("template_id")
     if breakdown == "length_bucket":
         # Bucket index = edges below the length, a sum of comparisons (18.16: no lambda over constants).
-        return "toString(" + " + ".join(f"(chars > {edge})" for edge in DEFAULT_LENGTH_EDGES) + ")"
-    return "''"
+        chars = _requested("prompt_length")
+        return "toUInt8(" + " + ".join(f"({chars} > {edge})" for edge in DEFAULT_LENGTH_EDGES) + ")"
+    return ""
 
 
-def _params(tenant_id: str, time_range: TimeRange, rules: OutcomeRules) -> dict[str, Any]:
+def _per_user(columns: dict[str, str]) -> str:
+    """PER_USER over PER_REQUEST with `columns` (name -> expression over the request's rows) added."""
+    extra = "".join(f",\n    {expression} AS {name}" for name, expression in columns.items())
+    arrays = "".join(f", groupArray({name}) AS {ARRAYS[name]}" for name in columns)
+    return PER_USER.format(per_request=PER_REQUEST.format(columns=extra), arrays=arrays)
+
+
+def classified_sql(value: str = "", language_class: str = "", dwell: bool = False) -> str:
+    """One row per request REQUESTED in the range (of `language_class` when given): `actor` (its user
+    id), `asked_at` (UInt32 seconds), `group_value` (the expression `value` over the request's
+    back-end rows, e.g. "request_id" or an `anyIf(…, type = 'requested')`; '' without one), `outcome`
+    (FAILED, ACCEPTED, REGENERATED or ABANDONED) and, with `dwell`, `has_dwell` and `dwell` (seconds).
+    Its parameters are `params()`."""
+    columns = {GROUP_VALUE: value} if value else {}
+    if language_class:
+        columns[COUNTED] = f"{_requested('prompt_language')} = %(language)s"
+    if dwell:
+        columns[RESULT_AT] = "toUInt32(minIf(time, type = 'succeeded'))"
+        columns[LAST_LOOK_AT] = "toUInt32(maxIf(time, type IN ('viewed', 'downloaded')))"
+    return CLASSIFIED.format(
+        per_user=_per_user(columns),
+        group_value=GROUP_VALUE if value else f"'' AS {GROUP_VALUE}",
+        distance=_hamming("s", "intent"),
+        dwell=DWELL if dwell else "",
+        joined="".join(f", {ARRAYS[name]} AS {name}" for name in columns),
+        where=f"WHERE {COUNTED}" if language_class else "",
+    )
+
+
+def settled_sql(value: str = "", language_class: str = "") -> str:
+    """Like `classified_sql` without dwell, but `outcome` is FAILED, ACCEPTED or 0 (regenerated or
+    abandoned: those need the user's other requests). Enough, and much cheaper, for counting requests
+    and accepted ones."""
+    columns = {GROUP_VALUE: value or "''"}
+    if language_class:
+        columns[COUNTED] = f"{_requested('prompt_language')} = %(language)s"
+    per_request = PER_REQUEST.format(columns="".join(f",\n    {e} AS {name}" for name, e in columns.items()))
+    return SETTLED.format(
+        per_request=per_request, group_value=GROUP_VALUE, where=f"WHERE {COUNTED}" if language_class else ""
+    )
+
+
+def params(tenant_id: str, time_range: TimeRange, rules: OutcomeRules, language_class: str = "") -> dict[str, Any]:
     return {
         "tenant": tenant_id,
         "start": time_range.start,
         "end": time_range.end,
+        # Whole seconds, as `toDateTime(%(start)s, 'UTC')` reads the bound datetimes.
+        "start_s": math.floor(time_range.start.timestamp()),
+        "end_s": math.floor(time_range.end.timestamp()),
         "late_end": time_range.end + LATE_EVENTS,
         "window": rules.regenerate_window_s,
         "bits": rules.max_intent_distance_bits,
+        "language": language_class,
     }
 
 
 def run(ch: ClickHouse, query: OutcomesQuery) -> Outcomes:
     query.check()
     assert query.range is not None
-    per_user = PER_USER.format(per_request=PER_REQUEST)
-    classified = CLASSIFIED.format(per_user=per_user, distance=_hamming("s", "intent"))
-    sql = GROUPED.format(group=_group_expression(query.breakdown), classified=classified)
+    classified = classified_sql(value_expression(query.breakdown), query.language_class, dwell=True)
     labels = length_labels(DEFAULT_LENGTH_EDGES)
     groups = []
-    for value, *counts in ch.query(sql, _params(query.tenant_id, query.range, query.rules)):
+    sql = GROUPED.format(classified=classified)
+    for value, *counts in ch.query(sql, params(query.tenant_id, query.range, query.rules, query.language_class)):
         name = labels[int(value)] if query.breakdown == "length_bucket" else str(value)
         requests, accepted, regenerated, abandoned, failed, dwell_sum, dwells = counts
         groups.append(
@@ -301,11 +377,12 @@ def run(ch: ClickHouse, query: OutcomesQuery) -> Outcomes:
 def retry_loops(ch: ClickHouse, query: RetryLoopsQuery) -> RetryLoops:
     query.check()
     assert query.range is not None
-    params = _params(query.tenant_id, query.range, query.rules)
-    params["span"] = query.rules.regenerate_window_s * query.min_regenerations
-    params["loop"] = query.min_regenerations
-    sql = LOOPS.format(per_user=PER_USER.format(per_request=PER_REQUEST), distance=_hamming("s", "intent"))
-    found = {str(lang): (int(users), int(looping)) for lang, users, looping in ch.query(sql, params)}
+    bound = params(query.tenant_id, query.range, query.rules)
+    bound["span"] = query.rules.regenerate_window_s * query.min_regenerations
+    bound["loop"] = query.min_regenerations
+    per_user = _per_user({GROUP_VALUE: _requested("prompt_language")})
+    sql = LOOPS.format(per_user=per_user, distance=_hamming("s", "intent"))
+    found = {str(lang): (int(users), int(looping)) for lang, users, looping in ch.query(sql, bound)}
     order = [lang for lang in LANGUAGE_ORDER if lang in found] + sorted(set(found) - set(LANGUAGE_ORDER))
     groups = [RetryLoopGroup(lang, *found[lang]) for lang in order]
     return RetryLoops(groups, query.rules, query.min_regenerations)

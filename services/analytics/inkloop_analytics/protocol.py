@@ -9,7 +9,18 @@ from google.protobuf import timestamp_pb2
 
 from inkloop.errors import InvalidArgument
 from inkloop.v1 import analytics_pb2 as pb
-from inkloop_analytics import adoption, alerts, correlation, discrepancy, funnel, insights, outcomes, variants
+from inkloop_analytics import (
+    adoption,
+    alerts,
+    correlation,
+    discrepancy,
+    experiments,
+    funnel,
+    insights,
+    outcomes,
+    template_ranking,
+    variants,
+)
 from inkloop_analytics.ingest import Acks, IngestResult
 from inkloop_analytics.matchers import EventMatcher, Source, TimeRange
 
@@ -382,6 +393,104 @@ def retry_loops_to_pb(result: outcomes.RetryLoops) -> pb.RetryLoopsResponse:
         ],
         rules=_rules_to_pb(result.rules),
         min_regenerations=result.min_regenerations,
+    )
+
+
+# Templates.
+
+
+def recommend_templates_from_pb(
+    request: pb.RecommendTemplatesRequest, defaults: outcomes.OutcomeRules, prior_strength: float
+) -> template_ranking.RecommendTemplatesQuery:
+    return template_ranking.RecommendTemplatesQuery(
+        tenant_id=request.tenant_id,
+        range=time_range_from_pb(request.range, request.HasField("range")),
+        rules=_rules_from_pb(request.rules, defaults),
+        language_class=request.language_class,
+        template_ids=tuple(request.template_ids),
+        limit=request.limit,
+        prior_strength=prior_strength,
+    )
+
+
+def recommend_templates_to_pb(result: template_ranking.TemplateRanking) -> pb.RecommendTemplatesResponse:
+    return pb.RecommendTemplatesResponse(
+        templates=[
+            pb.TemplateRecommendation(
+                template_id=one.template_id,
+                shown=one.shown,
+                picked=one.picked,
+                requests=one.requests,
+                accepted=one.accepted,
+                perceived_success=one.perceived_success,
+                estimate=one.estimate,
+                interval_low=one.interval_low,
+                interval_high=one.interval_high,
+            )
+            for one in result.templates
+        ],
+        prior_mean=result.prior_mean,
+        prior_strength=result.prior_strength,
+    )
+
+
+# Experiments.
+
+
+def _goal_from_pb(message: pb.ExperimentGoal, field: str) -> experiments.ExperimentGoal:
+    target = message.WhichOneof("target")
+    if target == "event":
+        return experiments.ExperimentGoal(message.name, event=matcher_from_pb(message.event, f"{field}.event"))
+    return experiments.ExperimentGoal(message.name, outcome=message.outcome)  # no target: "" (check says so)
+
+
+def experiment_results_from_pb(
+    request: pb.ExperimentResultsRequest, defaults: outcomes.OutcomeRules
+) -> experiments.ExperimentQuery:
+    return experiments.ExperimentQuery(
+        tenant_id=request.tenant_id,
+        experiment=request.experiment,
+        arms=tuple(experiments.ExperimentArm(arm.name, arm.weight) for arm in request.arms),
+        goals=tuple(_goal_from_pb(goal, f"goals[{index}]") for index, goal in enumerate(request.goals)),
+        range=time_range_from_pb(request.range, request.HasField("range")),
+        rules=_rules_from_pb(request.rules, defaults),
+        conversion_window_s=request.conversion_window_s or experiments.DEFAULT_WINDOW_S,
+        min_exposures=request.min_exposures or experiments.DEFAULT_MIN_EXPOSURES,
+    )
+
+
+def experiment_results_to_pb(result: experiments.ExperimentResults) -> pb.ExperimentResultsResponse:
+    return pb.ExperimentResultsResponse(
+        experiment=result.experiment,
+        goals=[
+            pb.GoalResult(
+                goal=goal.goal,
+                arms=[
+                    pb.ArmResult(
+                        arm=arm.arm,
+                        exposures=arm.exposures,
+                        conversions=arm.conversions,
+                        rate=arm.rate,
+                        rate_low=arm.rate_low,
+                        rate_high=arm.rate_high,
+                        uplift=arm.uplift,
+                        probability_to_beat_control=arm.probability_to_beat_control,
+                        p_value=arm.p_value,
+                    )
+                    for arm in goal.arms
+                ],
+                enough_data=goal.enough_data,
+                verdict=goal.verdict,
+            )
+            for goal in result.goals
+        ],
+        sample_ratio=pb.SampleRatioCheck(
+            chi_square=result.sample_ratio.chi_square,
+            p_value=result.sample_ratio.p_value,
+            mismatch=result.sample_ratio.mismatch,
+        ),
+        crossover_visitors=result.crossover_visitors,
+        min_exposures=result.min_exposures,
     )
 
 

@@ -70,6 +70,19 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
         query = protocol.retry_loops_from_pb(request, self.analytics.outcome_rules)
         return protocol.retry_loops_to_pb(await self.analytics.retry_loops(query))
 
+    async def RecommendTemplates(
+        self, request: pb.RecommendTemplatesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecommendTemplatesResponse:
+        strength = self.analytics.settings.template_prior_strength
+        query = protocol.recommend_templates_from_pb(request, self.analytics.outcome_rules, strength)
+        return protocol.recommend_templates_to_pb(await self.analytics.recommend_templates(query))
+
+    async def ExperimentResults(
+        self, request: pb.ExperimentResultsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ExperimentResultsResponse:
+        query = protocol.experiment_results_from_pb(request, self.analytics.outcome_rules)
+        return protocol.experiment_results_to_pb(await self.analytics.experiment_results(query))
+
     async def ListAlertRules(
         self, request: pb.ListAlertRulesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListAlertRulesResponse:

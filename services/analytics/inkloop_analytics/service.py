@@ -24,10 +24,12 @@ from inkloop_analytics import (
     alerts,
     correlation,
     discrepancy,
+    experiments,
     funnel,
     insights,
     outcomes,
     retention,
+    template_ranking,
     variants,
 )
 from inkloop_analytics.funnel import FunnelQuery, FunnelReport
@@ -165,6 +167,14 @@ class Analytics:
 
     async def retry_loops(self, query: RetryLoopsQuery) -> RetryLoops:
         return await self._run(outcomes.retry_loops, query)
+
+    async def recommend_templates(
+        self, query: template_ranking.RecommendTemplatesQuery
+    ) -> template_ranking.TemplateRanking:
+        return await self._run(template_ranking.run, query)
+
+    async def experiment_results(self, query: experiments.ExperimentQuery) -> experiments.ExperimentResults:
+        return await self._run(experiments.run, query)
 
     async def list_alerts(self, query: alerts.ListAlertsQuery) -> list[alerts.Alert]:
         query.check()

@@ -62,6 +62,13 @@ class AnalyticsSettings(ServiceSettings):
     outcome_max_intent_distance_bits: int = Field(
         12, ge=1, le=63, description="Prompt signatures at most this many bits apart are the same intent."
     )
+    # Templates.
+    template_prior_strength: float = Field(
+        10.0,
+        gt=0,
+        le=1_000_000,
+        description="Weight, in pseudo-requests, of the prior in a template's perceived-success estimate.",
+    )
     # Alerts.
     alert_rules_file: Path | None = Field(None, description="YAML or JSON alert rules, added to the defaults.")
     alert_interval_s: float = Field(60.0, gt=0, description="Seconds between alert evaluations.")

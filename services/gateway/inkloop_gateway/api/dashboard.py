@@ -107,5 +107,14 @@ QUERIES: dict[str, tuple[str, Callable[[str, pb.TimeRange], Message]]] = {
         "Outcomes",
         lambda tenant, window: pb.OutcomesRequest(tenant_id=tenant, range=window, breakdown="language_class"),
     ),
+    "templates": (
+        "RecommendTemplates",
+        lambda tenant, window: pb.RecommendTemplatesRequest(tenant_id=tenant, range=window, limit=8),
+    ),
+    # The whole run of the page's built-in experiment, whatever the dashboard's range.
+    "experiment": (
+        "ExperimentResults",
+        lambda tenant, _window: pb.ExperimentResultsRequest(tenant_id=tenant, experiment="inpaint_hint"),
+    ),
     "alerts": ("ListAlerts", lambda tenant, window: pb.ListAlertsRequest(tenant_id=tenant, range=window)),
 }

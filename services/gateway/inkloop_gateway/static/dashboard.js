@@ -92,6 +92,29 @@
         { name: "perceived success", type: "line", yAxisIndex: 1, data: groups.map((g) => g.perceivedSuccess || 0) },
       ]);
     },
+    templates(data) {
+      // The suggestion loop per template, and its Bayesian estimate of perceived success.
+      const templates = data.templates || [];
+      const n = (key) => templates.map((t) => Number(t[key] || 0));
+      bars("templates", templates.map((t) => t.name || t.templateId), [
+        { name: "shown", type: "bar", data: n("shown") },
+        { name: "picked", type: "bar", data: n("picked") },
+        { name: "requests", type: "bar", data: n("requests") },
+        { name: "accepted", type: "bar", data: n("accepted") },
+        { name: "estimate", type: "line", yAxisIndex: 1, data: templates.map((t) => t.estimate || 0) },
+      ]);
+    },
+    experiment(data) {
+      // Conversion rate per arm for each goal; the verdicts and the sample-ratio check in the title.
+      const goals = data.goals || [];
+      const arms = goals[0]?.arms?.map((a) => a.arm) || [];
+      const verdicts = goals.map((g) => `${g.goal}: ${g.verdict}`).join(" · ");
+      const srm = data.sampleRatio?.mismatch ? " · SAMPLE RATIO MISMATCH" : "";
+      bars("experiment", arms, [
+        { name: "exposed visitors", type: "bar", data: (goals[0]?.arms || []).map((a) => Number(a.exposures || 0)) },
+        ...goals.map((g) => ({ name: g.goal, type: "line", yAxisIndex: 1, data: g.arms.map((a) => a.rate || 0) })),
+      ], { title: { text: `${data.experiment}: ${verdicts}${srm}`, right: 0, textStyle: { fontSize: 12 } } });
+    },
     alerts(data) {
       const list = $("alerts");
       const alerts = data.alerts || [];
