@@ -86,9 +86,10 @@ def test_a_pending_retry_is_delivered_after_the_gateway_is_killed(system: System
         ).job
     _eventually(lambda: len(receiver.received) == 1, "the first attempt (answered 500)", system)
     time.sleep(0.5)  # the attempt is recorded before the kill
-
-    _kill_and_wait_for_restart(system, "gateway")
+    # From now on the receiver answers 200; the next attempt is due 6 s after the first, long after
+    # the kill: only the restarted gateway can make it.
     receiver.healthy = True
+    _kill_and_wait_for_restart(system, "gateway")
     _eventually(lambda: len(receiver.received) == 2, "the retry, from the restarted gateway", system, timeout_s=60)
 
     (first_headers, first_body), (second_headers, second_body) = receiver.received
@@ -97,11 +98,16 @@ def test_a_pending_retry_is_delivered_after_the_gateway_is_killed(system: System
     payload = Webhook(secret).verify(second_body, second_headers)
     assert payload["type"] == "job.succeeded" and payload["data"]["job_id"] == job.job_id
 
-    with grpc.insecure_channel(f"127.0.0.1:{system.gateway}") as channel:
-        listed = gateway_pb2_grpc.AdminServiceStub(channel).ListWebhookDeliveries(
-            gateway_pb2.ListWebhookDeliveriesRequest(job_id=job.job_id), metadata=_admin(system)
-        )
-    [delivery] = listed.deliveries
-    assert delivery.state == gateway_pb2.WEBHOOK_DELIVERY_STATE_DELIVERED
+    def recorded() -> gateway_pb2.WebhookDelivery:
+        with grpc.insecure_channel(f"127.0.0.1:{system.gateway}") as channel:
+            listed = gateway_pb2_grpc.AdminServiceStub(channel).ListWebhookDeliveries(
+                gateway_pb2.ListWebhookDeliveriesRequest(job_id=job.job_id), metadata=_admin(system)
+            )
+        [found] = listed.deliveries
+        return found
+
+    # The receiver has the request before the gateway has its answer and writes the attempt down.
+    _eventually(lambda: recorded().state == gateway_pb2.WEBHOOK_DELIVERY_STATE_DELIVERED, "delivered", system)
+    delivery = recorded()
     assert [a.http_status for a in delivery.attempts] == [500, 200]
     assert json.loads(second_body)["data"]["state"] == "SUCCEEDED"

@@ -70,10 +70,18 @@ def test_inference_image_has_a_cuda_default_and_a_cpu_target() -> None:
     assert text.count('".[inference]"') == 2
 
 
-@pytest.mark.parametrize("service", ["gateway", "analytics"])
-def test_slim_images_leave_torch_out(service: str) -> None:
-    text = (DOCKER / f"{service}.Dockerfile").read_text(encoding="utf-8")
+def test_the_analytics_image_leaves_torch_out() -> None:
+    text = (DOCKER / "analytics.Dockerfile").read_text(encoding="utf-8")
     assert "torch==" not in text and "[inference]" not in text
+    assert "python:3.11-slim" in text
+
+
+def test_the_gateway_image_has_cpu_torch_for_the_semantic_safety_layer_and_no_model() -> None:
+    # The production overlay turns the semantic layer on, so the image carries its extra, on the CPU
+    # build of the pinned torch (never the CUDA one) and without the diffusers pipelines.
+    text = (DOCKER / "gateway.Dockerfile").read_text(encoding="utf-8")
+    assert '--index-url "${TORCH_CPU_INDEX}" torch==2.13.0' in text and "download.pytorch.org/whl/cpu" in text
+    assert '".[safety-semantic]"' in text and "[inference]" not in text
     assert "python:3.11-slim" in text
 
 
