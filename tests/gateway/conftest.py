@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import itertools
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +14,6 @@ import grpc
 import pytest
 from aiohttp import web
 
-from harness import free_ports
 from inkloop.rpc.server import RunningServer, start_server
 from inkloop.spool import Spool
 from inkloop.v1 import analytics_pb2, common_pb2, gateway_pb2, gateway_pb2_grpc
@@ -73,10 +74,21 @@ def spooled_events(spool: Spool) -> list[analytics_pb2.BackendEvent]:
     return [e for record in records for e in analytics_pb2.IngestRequest.FromString(base64.b64decode(record)).backend]
 
 
+#: Ports below Linux's ephemeral range (32768+): no server a test starts on port 0 can be given one.
+_DEAD_PORTS = itertools.count(20_000)
+
+
 def dead_address() -> str:
-    """A real address nothing listens on: connecting is refused, calls end UNAVAILABLE."""
-    [port] = free_ports(1)
-    return f"127.0.0.1:{port}"
+    """A real address nothing listens on: connecting is refused, calls end UNAVAILABLE. Not an ephemeral
+    port, which a server started later on port 0 could be handed (then the address would answer)."""
+    for port in _DEAD_PORTS:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return f"127.0.0.1:{port}"
+    raise AssertionError("unreachable: the count is endless")
 
 
 @dataclass
