@@ -15,7 +15,7 @@ from pathlib import Path
 import openai
 import pytest
 from PIL import Image, ImageChops
-from test_up import INKLOOP, System
+from test_up import INKLOOP, System, running_system
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -26,13 +26,8 @@ BURST = 4
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     env = {"INKLOOP_GATEWAY_RATE_KEY_REQUESTS_BURST": str(BURST), "INKLOOP_GATEWAY_RATE_KEY_REQUESTS_PER_S": "0.01"}
-    running = System(tmp_path_factory.mktemp("up-openai"), env=env)
-    try:
-        running.wait_ready()
+    with running_system(tmp_path_factory.mktemp("up-openai"), env=env) as running:
         yield running
-    finally:
-        if running.process.poll() is None:
-            running.process.kill()
 
 
 def _new_key(system: System) -> str:

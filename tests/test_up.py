@@ -3,6 +3,7 @@ and nothing left behind after Ctrl-C."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -93,15 +94,22 @@ class System:
         raise AssertionError(f"inkloop up did not come up:\n{self.log.read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    running = System(tmp_path_factory.mktemp("up"))
+@contextlib.contextmanager
+def running_system(directory: Path, args: Sequence[str] = (), env: Mapping[str, str] | None = None) -> Iterator[System]:
+    """`inkloop up` in `directory`, ready, until the block ends (then killed if it still runs)."""
+    running = System(directory, args=args, env=env)
     try:
         running.wait_ready()
         yield running
     finally:
         if running.process.poll() is None:
             running.process.kill()
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    with running_system(tmp_path_factory.mktemp("up")) as running:
+        yield running
 
 
 @pytest.mark.slow

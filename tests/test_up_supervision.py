@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from test_up import System, _children_of, _cli
+from test_up import System, _children_of, _cli, running_system
 
 from inkloop.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
@@ -128,13 +128,8 @@ def test_a_service_crashing_at_start_is_restarted_with_capped_backoff(tmp_path: 
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    running = System(tmp_path_factory.mktemp("up-supervised"), args=FAST_RESTARTS, env=FAST_JOBS)
-    try:
-        running.wait_ready()
+    with running_system(tmp_path_factory.mktemp("up-supervised"), args=FAST_RESTARTS, env=FAST_JOBS) as running:
         yield running
-    finally:
-        if running.process.poll() is None:
-            running.process.kill()
 
 
 @pytest.mark.slow

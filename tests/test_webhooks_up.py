@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import grpc
 import pytest
 from standardwebhooks.webhooks import Webhook
-from test_up import System
+from test_up import System, running_system
 from test_up_supervision import FAST_RESTARTS, _eventually, _kill_and_wait_for_restart
 
 from inkloop.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
@@ -62,13 +62,8 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         # A long first backoff: the gateway is killed while it waits.
         "INKLOOP_GATEWAY_WEBHOOK_RETRY_SCHEDULE_S": "[6, 6]",
     }
-    running = System(tmp_path_factory.mktemp("up-webhooks"), args=FAST_RESTARTS, env=env)
-    try:
-        running.wait_ready()
+    with running_system(tmp_path_factory.mktemp("up-webhooks"), args=FAST_RESTARTS, env=env) as running:
         yield running
-    finally:
-        if running.process.poll() is None:
-            running.process.kill()
 
 
 def _admin(system: System) -> tuple[tuple[str, str], ...]:

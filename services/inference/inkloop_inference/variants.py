@@ -38,23 +38,15 @@ from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchE
 
 from inkloop.errors import InvalidArgument
 from inkloop.generation import Defaults
+from inkloop_inference.presets import QWEN_IMAGE_SCHEDULER_CONFIG
 
-#: Qwen-Image-Lightning's scheduler (its published scheduler config): ln 3 shifts, no terminal shift.
+#: Qwen-Image-Lightning's scheduler (its published scheduler config): Qwen-Image's own with ln 3
+#: shifts and no terminal shift.
 LIGHTNING_SCHEDULER: dict[str, Any] = {
-    "base_image_seq_len": 256,
+    **QWEN_IMAGE_SCHEDULER_CONFIG,
     "base_shift": math.log(3),
-    "invert_sigmas": False,
-    "max_image_seq_len": 8192,
     "max_shift": math.log(3),
-    "num_train_timesteps": 1000,
-    "shift": 1.0,
     "shift_terminal": None,
-    "stochastic_sampling": False,
-    "time_shift_type": "exponential",
-    "use_beta_sigmas": False,
-    "use_dynamic_shifting": True,
-    "use_exponential_sigmas": False,
-    "use_karras_sigmas": False,
 }
 FAST_STEPS = 8
 
