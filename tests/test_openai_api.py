@@ -122,6 +122,25 @@ def test_outpaint_through_extra_fields_of_an_edit(system: System, tmp_path: Path
     assert ImageChops.difference(result.crop((0, 0, 64, 64)), source).getbbox() is None
 
 
+def test_an_edit_without_a_mask_is_an_instruction_edit_at_the_asked_size(system: System, tmp_path: Path) -> None:
+    client = _client(system)
+    image_file = tmp_path / "photo.png"
+    Image.new("RGB", (80, 64), (40, 160, 60)).save(image_file)
+    with image_file.open("rb") as image:
+        edited = client.images.edit(
+            image=image,
+            prompt="把草地变成雪地 turn the grass to snow",
+            size="96x64",
+            response_format="b64_json",
+            extra_body={"num_inference_steps": 2, "seed": 8, "true_cfg_scale": 1.0},
+        )
+    result = _image(base64.b64decode(edited.data[0].b64_json or ""))
+    assert result.size == (96, 64)  # an edit may redraw at another size; an inpaint could not
+    with image_file.open("rb") as image, pytest.raises(openai.BadRequestError) as bad:
+        client.images.edit(image=image, prompt="x", size="100x64", extra_body={"num_inference_steps": 2})
+    assert (bad.value.status_code, bad.value.param) == (400, "size")
+
+
 def test_models_lists_the_variants(system: System) -> None:
     listed = _client(system).models.list()
     assert [model.id for model in listed.data] == ["default"]

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Ports `inkloop up` uses by default: gateway, inference, analytics, web, metrics.
@@ -93,6 +94,7 @@ def test_every_client_command_of_the_quick_start_works_as_written(dev_up: Path) 
         assert result.returncode == 0, f"{line}\nexited {result.returncode}:\n{result.stdout}\n{result.stderr}"
     assert (dev_up / "fox.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (dev_up / "wide.png").exists()
+    assert Image.open(dev_up / "snow.png").size == Image.open(dev_up / "fox.png").size  # the edit keeps the size
     for language in ("zh", "en"):
         assert (dev_up / f"cover-{language}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         sidecar = json.loads((dev_up / f"cover-{language}.json").read_text(encoding="utf-8"))

@@ -1,4 +1,4 @@
-"""`inkloop generate | inpaint | outpaint`: generate through the gateway (`inkloop.client`), show
+"""`inkloop generate | inpaint | outpaint | edit`: generate through the gateway (`inkloop.client`), show
 progress, write the image."""
 
 from __future__ import annotations
@@ -197,6 +197,37 @@ def outpaint(
             right=right,
             bottom=bottom,
             feather_px=feather,
+            negative_prompt=negative,
+            steps=steps,
+            true_cfg_scale=cfg,
+            seed=seed,
+            output_format=image_format,
+            on_progress=on_progress,
+            on_queued=on_queued,
+        )
+    )
+    _write(result, output)
+
+
+def edit(
+    instruction: str = typer.Argument(..., help='What to change, e.g. "make the sky pink".'),
+    image: Path = typer.Option(..., "--image", exists=True, help="Image to edit."),
+    output: Path = _OUTPUT,
+    width: int = typer.Option(0, help="Width in pixels, multiple of 16 (0 = the image's, rounded down)."),
+    height: int = typer.Option(0, help="Height in pixels, multiple of 16 (0 = the image's, rounded down)."),
+    seed: int | None = _SEED,
+    steps: int = _STEPS,
+    negative: str = _NEGATIVE,
+    cfg: float | None = _CFG,
+) -> None:
+    """Change an image as an instruction says (Qwen-Image-Edit), no mask."""
+    image_format = output_format(output)
+    result = generating(
+        lambda client, on_progress, on_queued: client.edit(
+            instruction,
+            image=image,
+            width=width,
+            height=height,
             negative_prompt=negative,
             steps=steps,
             true_cfg_scale=cfg,

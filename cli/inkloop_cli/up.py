@@ -223,6 +223,9 @@ def up(
     metrics_port_base: int = typer.Option(9091, help="Metrics ports: gateway, inference, analytics from here."),
     model: str = typer.Option("tiny", help="Model preset when no --model-path: tiny or demo."),
     model_path: Path | None = typer.Option(None, help="Local diffusers-format Qwen-Image directory."),
+    edit_model_path: Path | None = typer.Option(
+        None, help="Local diffusers-format Qwen-Image-Edit directory for instruction edits (default: the preset's)."
+    ),
     log_format: str = typer.Option("text", help="Log format of the services: text or json."),
     start_timeout: float = typer.Option(
         600, help="Seconds each service may take to become SERVING; a start that takes longer is restarted."
@@ -248,6 +251,10 @@ def up(
     gateway_data = data_dir / "gateway"
     ports = Ports(gateway_port, inference_port, analytics_port, http_port, metrics_port_base)
     model_args = ["--model", model] + (["--model-path", str(model_path)] if model_path is not None else [])
+    if edit_model_path is not None:
+        model_args += ["--edit-model-path", str(edit_model_path)]
+    elif model_path is None:
+        model_args.append("--edit-preset")  # the demo stack edits with the preset's companion
     common = ["--host", host, "--log-format", log_format]
     safety_args, safety_line = _safety(safety_semantic, GatewaySettings(data_dir=gateway_data))
     console.print(safety_line)

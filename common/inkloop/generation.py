@@ -27,9 +27,17 @@ from PIL import Image
 from inkloop.errors import FieldViolation, InvalidArgument
 from inkloop.v1 import common_pb2, inference_pb2
 
-Kind = Literal["text_to_image", "inpaint", "outpaint"]
+Kind = Literal["text_to_image", "inpaint", "outpaint", "edit"]
 OutputFormat = Literal["png", "jpeg", "webp"]
-KINDS: tuple[Kind, ...] = ("text_to_image", "inpaint", "outpaint")
+KINDS: tuple[Kind, ...] = ("text_to_image", "inpaint", "outpaint", "edit")
+#: Each kind's GenerationKind, and its field in GenerationTask's oneof (named as the kind).
+PB_OF_KIND: dict[Kind, common_pb2.GenerationKind] = {
+    "text_to_image": common_pb2.GENERATION_KIND_TEXT_TO_IMAGE,
+    "inpaint": common_pb2.GENERATION_KIND_INPAINT,
+    "outpaint": common_pb2.GENERATION_KIND_OUTPAINT,
+    "edit": common_pb2.GENERATION_KIND_EDIT,
+}
+KIND_OF_PB: dict[int, Kind] = {value: kind for kind, value in PB_OF_KIND.items()}
 OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("png", "jpeg", "webp")
 #: Inputs are decoded with these Pillow plugins only (no TIFF, BMP, PSD … attack surface).
 INPUT_FORMATS = ("PNG", "JPEG", "WEBP")
@@ -73,7 +81,12 @@ FIELD_NAMES = {
     "outpaint": "extension",
 }
 #: The feather field of each kind's message.
-FEATHER_FIELD = {"text_to_image": "mask_feather_px", "inpaint": "mask_feather_px", "outpaint": "feather_px"}
+FEATHER_FIELD = {
+    "text_to_image": "mask_feather_px",
+    "inpaint": "mask_feather_px",
+    "outpaint": "feather_px",
+    "edit": "mask_feather_px",
+}
 
 
 @dataclass(frozen=True)
@@ -125,6 +138,8 @@ class GenerationRequest:
 
     `width`/`height`: the output size; required for text_to_image. For inpaint and outpaint 0 means
     "from the image" (its size, or its size plus the extension); a non-zero value must match that.
+    For edit 0 means the image's size rounded down to the size multiple (`edit_output_size`); any
+    other valid size may be asked for (the model redraws the image at it).
     `true_cfg_scale` > 1 turns classifier-free guidance on (with `negative_prompt`, or " " if none);
     1 turns it off. `seed` None: a random one is drawn and reported in the result.
     `mask_feather_px` blends across the edge of the repainted region (inpaint: the mask; outpaint:
@@ -159,6 +174,8 @@ class GenerationRequest:
             return self.width, self.height
         with Image.open(io.BytesIO(self.image), formats=INPUT_FORMATS) as image:
             width, height = image.size
+        if self.kind == "edit":
+            width, height = edit_output_size(width, height)
         if self.kind == "outpaint" and self.outpaint is not None:
             width += self.outpaint.left + self.outpaint.right
             height += self.outpaint.top + self.outpaint.bottom
@@ -182,6 +199,8 @@ class GenerationRequest:
                 problems.add("mask_feather_px", "is not used by text_to_image")
         elif self.kind == "inpaint":
             self._check_inpaint(limits, problems)
+        elif self.kind == "edit":
+            self._check_edit(limits, problems)
         else:
             self._check_outpaint(limits, problems)
         if problems.found:
@@ -228,6 +247,28 @@ class GenerationRequest:
         elif cast(tuple[int, int], mask.convert("L").getextrema())[1] < MASK_WHITE:
             problems.add("mask", "has no white (repaint) pixel")
 
+    def _check_edit(self, limits: Limits, problems: _Problems) -> None:
+        for name, given in (
+            ("mask", self.mask),
+            ("outpaint", self.outpaint),
+            ("mask_feather_px", self.mask_feather_px),
+        ):
+            if given:
+                problems.add(name, "is not used by edit: the instruction says what changes")
+        image = _decode_or_report("image", self.image, limits, problems)
+        if image is None:
+            return
+        default_width, default_height = edit_output_size(*image.size)
+        for axis, given, default in (("width", self.width, default_width), ("height", self.height, default_height)):
+            if given:
+                _check_size(axis, given, limits, problems)
+            elif not limits.min_size <= default <= limits.max_size:
+                problems.add(
+                    "image",
+                    f"is {image.size[0]}x{image.size[1]}: its {axis} as output, {default}, is outside "
+                    f"[{limits.min_size}, {limits.max_size}]; set width and height",
+                )
+
     def _check_outpaint(self, limits: Limits, problems: _Problems) -> None:
         if self.mask:
             problems.add("mask", "is not used by outpaint: the new border is the mask")
@@ -254,6 +295,11 @@ class GenerationRequest:
                 for name in extended:
                     problems.add(name, f"the extended {violation.description}")
             _check_matches(axis, getattr(self, axis), size, problems)
+
+
+def edit_output_size(width: int, height: int) -> tuple[int, int]:
+    """An edit's default output size: the image's, each side rounded down to the size multiple."""
+    return max(width // SIZE_MULTIPLE, 1) * SIZE_MULTIPLE, max(height // SIZE_MULTIPLE, 1) * SIZE_MULTIPLE
 
 
 class _Problems:
@@ -331,7 +377,10 @@ def _check_matches(field_name: str, given: int, actual: int, problems: _Problems
 
 
 def request_from_pb(
-    message: common_pb2.TextToImageRequest | common_pb2.InpaintRequest | common_pb2.OutpaintRequest,
+    message: common_pb2.TextToImageRequest
+    | common_pb2.InpaintRequest
+    | common_pb2.OutpaintRequest
+    | common_pb2.EditRequest,
     kind: Kind,
     defaults: Defaults,
 ) -> GenerationRequest:
@@ -355,6 +404,8 @@ def request_from_pb(
         preview_every_steps=parameters.preview_every_steps,
         model_variant=parameters.model_variant,
     )
+    if isinstance(message, common_pb2.EditRequest):
+        return replace(request, image=message.image)
     if isinstance(message, common_pb2.InpaintRequest):
         return replace(request, image=message.image, mask=message.mask, mask_feather_px=message.mask_feather_px)
     if isinstance(message, common_pb2.OutpaintRequest):

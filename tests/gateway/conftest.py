@@ -62,9 +62,23 @@ async def running_inference(model_dir: Path, **settings: object) -> AsyncIterato
 
 
 @pytest.fixture(scope="session")
-async def inference(tiny_model_dir: Path) -> AsyncIterator[Inference]:
-    async with running_inference(tiny_model_dir) as service:
+def tiny_edit_dir(tiny_model_dir: Path) -> Path:
+    from inkloop_inference.presets import ensure_preset
+
+    return ensure_preset("tiny", tiny_model_dir.parent.parent, edit=True)
+
+
+@pytest.fixture(scope="session")
+async def inference(tiny_model_dir: Path, tiny_edit_dir: Path) -> AsyncIterator[Inference]:
+    """The session's inference service: the tiny model and its edit companion."""
+    async with running_inference(tiny_model_dir, edit_model_path=tiny_edit_dir) as service:
         yield service
+
+
+def edit_task(image: bytes, instruction: str = "make the sky pink", **fields: object) -> common_pb2.GenerationTask:
+    values: dict[str, object] = {"steps": 2, "true_cfg_scale": 1.0, **fields}
+    parameters = common_pb2.GenerationParameters(prompt=instruction, **values)  # type: ignore[arg-type]
+    return common_pb2.GenerationTask(edit=common_pb2.EditRequest(parameters=parameters, image=image))
 
 
 def spooled_events(spool: Spool) -> list[analytics_pb2.BackendEvent]:

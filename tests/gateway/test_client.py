@@ -88,6 +88,21 @@ async def test_inpaint_and_outpaint_take_bytes_or_paths(gateway: Gateway, tmp_pa
     assert size_of(wider.image.data) == (112, 64) and (wider.image.width, wider.image.height) == (112, 64)
 
 
+async def test_edit_takes_an_instruction_and_a_path_and_reports_kind_edit(gateway: Gateway, tmp_path: Path) -> None:
+    source = tmp_path / "source.png"
+    PILImage.new("RGB", (72, 64), (30, 90, 160)).save(source)
+
+    def edit() -> tuple:
+        with client_of(gateway) as client:
+            edited = client.edit("make it sunset", image=source, seed=6, steps=2, true_cfg_scale=1.0)
+            return edited, client.get(edited.job_id)
+
+    edited, job = await asyncio.to_thread(edit)
+    assert size_of(edited.image.data) == (64, 64)  # 72 rounded down to a multiple of 16
+    assert edited.model_id == "tiny-edit" and edited.seed == 6
+    assert job.kind == "edit"
+
+
 async def test_submit_then_watch_with_progress_then_get_and_download(gateway: Gateway) -> None:
     steps: list[int] = []
 

@@ -93,3 +93,17 @@ async def test_generate_through_the_client_keeps_its_output_and_exit_codes(gatew
     assert code == 0 and Image.open(output).size == (80, 64)
     code, err = await inkloop(gateway, "generate", "a fox", "-o", str(tmp_path / "x.png"), "--width", "100")
     assert code == 1 and "error: INVALID_ARGUMENT" in err and "field" in err
+
+
+async def test_inkloop_edit_writes_the_edited_image_at_the_images_size(gateway: Gateway, tmp_path: Path) -> None:
+    source = tmp_path / "room.png"
+    Image.new("RGB", (80, 64), (200, 40, 40)).save(source)
+    output = tmp_path / "edited.webp"
+    args = ["edit", "把墙刷成蓝色", "--image", str(source), "-o", str(output), "--seed", "2", "--steps", "2"]
+    code, err = await inkloop(gateway, *args, "--cfg", "1")
+    assert code == 0, err
+    assert f"wrote {output} (80×64, seed 2, job job_" in err
+    with Image.open(output) as written:
+        assert (written.format, written.size) == ("WEBP", (80, 64))
+    code, err = await inkloop(gateway, "edit", "x", "--image", str(source), "-o", str(output), "--width", "100")
+    assert code == 1 and "INVALID_ARGUMENT" in err and "task.edit.parameters.width" in err

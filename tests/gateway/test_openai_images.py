@@ -95,7 +95,10 @@ def test_openai_masks_become_inkloop_masks() -> None:
     holey.paste((0, 0, 0, 0), (4, 4, 12, 12))
     _, own = edit_inputs(_png(holey), None)
     assert Image.open(io.BytesIO(own)).getbbox() == (4, 4, 12, 12)
-    for mask_bytes, param in ((None, "mask"), (_png(Image.new("L", (8, 8))), "mask"), (b"not an image", "mask")):
+    # No mask and an opaque image: no area at all, the prompt is an instruction for the whole image.
+    opaque, none = edit_inputs(_png(source), None)
+    assert none is None and Image.open(io.BytesIO(opaque)).size == (32, 16)
+    for mask_bytes, param in ((_png(Image.new("L", (8, 8))), "mask"), (b"not an image", "mask")):
         with pytest.raises(ImagesApiError) as bad:
             edit_inputs(_png(source), mask_bytes)
         assert bad.value.param == param

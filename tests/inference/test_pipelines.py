@@ -242,7 +242,7 @@ def test_outpaint_grows_the_canvas_and_keeps_the_original(tiny_model: LoadedMode
         true_cfg_scale=1.0,
         seed=5,
     )
-    assert batch_key(request) == ("outpaint", 80, 96, STEPS, None, "")
+    assert batch_key(request) == ("outpaint", 80, 96, STEPS, None, "", None)
     result = run(tiny_model, [request])[0]
     out = pixels(result.images[0])
     assert out.shape == (96, 80, 3)
@@ -378,7 +378,7 @@ def test_batch_key_groups_compatible_requests(source: np.ndarray, mask: np.ndarr
     inpaint = GenerationRequest(
         kind="inpaint", prompt="x", image=png(source), mask=png(mask), steps=STEPS, true_cfg_scale=1.0
     )
-    assert batch_key(inpaint) == ("inpaint", 64, 64, STEPS, None, "")
+    assert batch_key(inpaint) == ("inpaint", 64, 64, STEPS, None, "", None)
     # Previews are per request: they never split a batch.
     assert batch_key(base) == batch_key(dataclasses.replace(base, preview_every_steps=1))
 

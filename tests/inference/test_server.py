@@ -328,3 +328,16 @@ async def test_results_are_counted_and_timed_by_phase(service: Service) -> None:
     assert sample("inkloop_inference_step_seconds_count") - steps == 1
     observed = sample("inkloop_inference_phase_seconds_sum", phase="denoise") - denoised
     assert observed == pytest.approx(result.timings.denoise_s)  # the figure the client was given
+
+
+async def test_edit_without_an_edit_model_is_failed_precondition_and_not_listed(service: Service) -> None:
+    info = await service.stub.GetModelInfo(inference_pb2.GetModelInfoRequest())
+    assert common_pb2.GENERATION_KIND_EDIT not in info.kinds
+    assert not info.HasField("edit_model")
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(buffer, format="PNG")
+    request = common_pb2.EditRequest(parameters=_params(width=0, height=0), image=buffer.getvalue())
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _collect(service.stub.Edit(request))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "edit-model-path" in (caught.value.details() or "")

@@ -14,7 +14,14 @@ from typing import Any
 
 import grpc
 import pytest
-from gateway.conftest import TEST_SETTINGS, Inference, dead_address, running_inference, tiny_model_dir  # noqa: F401
+from gateway.conftest import (  # noqa: F401
+    TEST_SETTINGS,
+    Inference,
+    dead_address,
+    running_inference,
+    tiny_edit_dir,
+    tiny_model_dir,
+)
 
 from harness.clickhouse import ClickHouseServer, database_url, fresh_database
 from inkloop.rpc.server import RunningServer, start_server
@@ -32,9 +39,12 @@ TENANT = "acme"
 
 
 @pytest.fixture(scope="session")
-async def inference(tiny_model_dir: Path) -> AsyncIterator[Inference]:  # noqa: F811
-    """Inference whose own defaults are small, so the page's choices (taken from the model) are quick."""
-    async with running_inference(tiny_model_dir, default_width=128, default_height=128, default_steps=3) as service:
+async def inference(tiny_model_dir: Path, tiny_edit_dir: Path) -> AsyncIterator[Inference]:  # noqa: F811
+    """Inference whose own defaults are small, so the page's choices (taken from the model) are quick; with
+    the edit companion."""
+    async with running_inference(
+        tiny_model_dir, edit_model_path=tiny_edit_dir, default_width=128, default_height=128, default_steps=3
+    ) as service:
         yield service
 
 

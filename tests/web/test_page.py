@@ -1,5 +1,5 @@
 """The creation page in headless Chromium against the real system: generate (progress, image),
-inpaint (a mask painted with the mouse), outpaint, download; then the front-end and back-end events
+inpaint (a mask painted with the mouse), outpaint, an instruction edit, download; then the front-end and back-end events
 are in ClickHouse, matched request by request (Discrepancy), and a blocked tracker shows as back-only."""
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ async def _history(page: Any, count: int) -> None:
     await page.wait_for_function("document.getElementById('image').complete")
 
 
-async def test_create_inpaint_outpaint_download_and_events_match(system: System, browser: Any) -> None:
+async def test_create_inpaint_outpaint_edit_download_and_events_match(system: System, browser: Any) -> None:
     request_ids: list[str] = []
     page = await _open(browser, system, request_ids)
 
@@ -143,7 +143,16 @@ async def test_create_inpaint_outpaint_download_and_events_match(system: System,
     assert await page.evaluate("document.getElementById('image').naturalWidth") == 192
     await page.screenshot(path=SHOTS / "3-outpainted.png", full_page=True)
 
-    # 4. Download as WebP.
+    # 4. Edit: an instruction for the whole image, run by the edit model at the image's size.
+    await page.click("#edit")
+    await page.fill("#instruction", "把天空变成粉色 make the sky pink")
+    await page.screenshot(path=SHOTS / "4-edit.png", full_page=True)
+    await page.click("#run-edit")
+    await _history(page, 4)
+    assert await page.locator("#history li").first.inner_text() == "edit · 192×128"
+    assert await page.locator("#edit-panel").is_hidden()  # the result replaced the panel
+
+    # 5. Download as WebP.
     await page.select_option("#format", "webp")
     async with page.expect_download() as download_info:
         await page.click("#download")
@@ -151,40 +160,47 @@ async def test_create_inpaint_outpaint_download_and_events_match(system: System,
     data = await asyncio.to_thread(Path(await download.path()).read_bytes)
     assert Image.open(io.BytesIO(data)).format == "WEBP"
 
-    # 5. Hide the page (flushes the tracker), then every request is matched front to back.
+    # 6. Hide the page (flushes the tracker), then every request is matched front to back.
     await page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
-    assert len(request_ids) == 3
+    assert len(request_ids) == 4
 
     async def all_matched() -> pb.DiscrepancyResponse | None:
         result = await _discrepancy(system)
-        return result if result.total.matched == 3 else None
+        return result if result.total.matched == 4 else None
 
     result = await _until(all_matched)
     assert result is not None, await _discrepancy(system)
     total = result.total
-    assert (total.frontend, total.backend, total.matched) == (3, 3, 3)
+    assert (total.frontend, total.backend, total.matched) == (4, 4, 4)
     assert (total.frontend_only, total.backend_only, total.loss_rate) == (0, 0, 0.0)
 
     async def adopted() -> pb.FeatureAdoptionResponse | None:
         reply = await _stub(system).FeatureAdoption(pb.FeatureAdoptionRequest(tenant_id="acme", range=_range()))
         names = {f.feature for f in reply.features if f.exposures and f.clicks}
-        return reply if {"generate", "inpaint", "outpaint", "download"} <= names else None
+        return reply if {"generate", "inpaint", "outpaint", "edit", "download"} <= names else None
 
     adoption = await _until(adopted)
     assert adoption is not None and adoption.page_views == 1 and adoption.unique_visitors == 1
 
-    # The user kept every image: the first two were repainted and extended (each the base of the next
-    # request, found by its bytes), the last downloaded. Perceived success is 3 of 3.
+    # The user kept every image: the first three were repainted, extended and edited (each the base of the
+    # next request, found by its bytes), the last downloaded. Perceived success is 4 of 4.
     async def all_accepted() -> pb.OutcomesResponse | None:
         reply = await _stub(system).Outcomes(pb.OutcomesRequest(tenant_id="acme", range=_range()))
-        return reply if reply.groups and reply.groups[0].accepted == 3 else None
+        return reply if reply.groups and reply.groups[0].accepted == 4 else None
 
     outcomes = await _until(all_accepted)
     assert outcomes is not None, await _stub(system).Outcomes(pb.OutcomesRequest(tenant_id="acme", range=_range()))
     [everything] = outcomes.groups
-    assert (everything.requests, everything.perceived_success) == (3, 1.0)
+    assert (everything.requests, everything.perceived_success) == (4, 1.0)
+    by_kind = await _stub(system).Outcomes(pb.OutcomesRequest(tenant_id="acme", range=_range(), breakdown="kind"))
+    assert {group.value: group.requests for group in by_kind.groups} == {
+        "text_to_image": 1,
+        "inpaint": 1,
+        "outpaint": 1,
+        "edit": 1,
+    }
 
-    # 6. The dashboard draws the same figures for the analyst.
+    # 7. The dashboard draws the same figures for the analyst.
     await page.goto(system.url + "/dashboard")
     await page.fill("#api-key", system.secrets["analyst"])
     await page.click("#save-key")

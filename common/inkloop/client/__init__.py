@@ -9,7 +9,7 @@
         client.cancel(job.job_id)                         # or client.watch(job.job_id) → Generation
         images = client.download(some_job_id)             # a finished job's images, with their bytes
 
-`generate`, `inpaint`, `outpaint` (and `run` for any `Task`) submit and follow a job in one call;
+`generate`, `inpaint`, `outpaint`, `edit` (and `run` for any `Task`) submit and follow a job in one call;
 `submit`, `get`, `watch`, `cancel` and `download` work on jobs by id. Every call takes `deadline_s`
 (its whole budget, retries included). UNAVAILABLE and RESOURCE_EXHAUSTED are retried with backoff,
 never sooner than the server's RetryInfo says, up to `RetryPolicy.max_attempts`; a submission keeps
@@ -28,11 +28,12 @@ from inkloop.client.progress import OnProgress, OnQueued
 from inkloop.client.results import Failure, Generation, Image, Job, JobState
 from inkloop.client.retry import Retry, RetryPolicy
 from inkloop.client.sync import Client
-from inkloop.client.tasks import Inpaint, Outpaint, Task, TextToImage
+from inkloop.client.tasks import Edit, Inpaint, Outpaint, Task, TextToImage
 
 __all__ = [
     "AsyncClient",
     "Client",
+    "Edit",
     "Failure",
     "Generation",
     "Image",

@@ -10,14 +10,10 @@ from pathlib import Path
 from google.protobuf import timestamp_pb2
 
 from inkloop.client.tasks import FORMATS
+from inkloop.generation import KIND_OF_PB
 from inkloop.v1 import common_pb2, gateway_pb2
 
 _FORMAT_NAMES = {value: name for name, value in FORMATS.items()}
-_KIND_NAMES = {
-    common_pb2.GENERATION_KIND_TEXT_TO_IMAGE: "text_to_image",
-    common_pb2.GENERATION_KIND_INPAINT: "inpaint",
-    common_pb2.GENERATION_KIND_OUTPAINT: "outpaint",
-}
 
 
 class JobState(enum.StrEnum):
@@ -169,7 +165,7 @@ class Job:
             job_id=job.job_id,
             request_id=job.request_id,
             state=JobState.from_pb(job.state),
-            kind=_KIND_NAMES.get(job.kind, "unspecified"),
+            kind=KIND_OF_PB.get(job.kind, "unspecified"),
             prompt=parameters.prompt,
             seed=parameters.seed if parameters.HasField("seed") else None,
             width=parameters.width,

@@ -20,7 +20,7 @@ from inkloop.client.errors import InkloopClientError
 from inkloop.client.progress import EventReader, OnProgress, OnQueued
 from inkloop.client.results import Generation, Image, Job, JobState
 from inkloop.client.retry import Deadline, OnRetry, Retry, RetryPolicy
-from inkloop.client.tasks import ImageInput, Inpaint, Outpaint, Task, TextToImage, image_bytes
+from inkloop.client.tasks import Edit, ImageInput, Inpaint, Outpaint, Task, TextToImage, image_bytes
 from inkloop.rpc.client import channel_options
 from inkloop.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
@@ -182,6 +182,41 @@ class Client:
             right=right,
             bottom=bottom,
             feather_px=feather_px,
+            negative_prompt=negative_prompt,
+            steps=steps,
+            true_cfg_scale=true_cfg_scale,
+            seed=seed,
+            num_images=num_images,
+            output_format=output_format,
+        )
+        return self.run(
+            task, request_id=request_id, on_progress=on_progress, on_queued=on_queued, deadline_s=deadline_s
+        )
+
+    def edit(
+        self,
+        instruction: str,
+        *,
+        image: ImageInput,
+        width: int = 0,
+        height: int = 0,
+        negative_prompt: str = "",
+        steps: int = 0,
+        true_cfg_scale: float | None = None,
+        seed: int | None = None,
+        num_images: int = 1,
+        output_format: str = "png",
+        request_id: str | None = None,
+        on_progress: OnProgress | None = None,
+        on_queued: OnQueued | None = None,
+        deadline_s: float | None = None,
+    ) -> Generation:
+        """Changes `image` (bytes or a path) as `instruction` says ("make the sky pink"), no mask."""
+        task = Edit(
+            prompt=instruction,
+            image=image_bytes(image),
+            width=width,
+            height=height,
             negative_prompt=negative_prompt,
             steps=steps,
             true_cfg_scale=true_cfg_scale,

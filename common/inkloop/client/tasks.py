@@ -101,6 +101,20 @@ class Outpaint(Task):
         return common_pb2.GenerationTask(outpaint=request)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Edit(Task):
+    """Change `image` as the instruction (`prompt`) says, no mask (Qwen-Image-Edit). Width and height 0:
+    the image's size, rounded down to multiples of 16."""
+
+    image: bytes
+    width: int = 0
+    height: int = 0
+
+    def to_pb(self) -> common_pb2.GenerationTask:
+        parameters = self.parameters_pb(self.width, self.height)
+        return common_pb2.GenerationTask(edit=common_pb2.EditRequest(parameters=parameters, image=self.image))
+
+
 def image_bytes(image: ImageInput) -> bytes:
     """Encoded image bytes as given, or read from a path."""
     return image if isinstance(image, bytes) else Path(image).read_bytes()

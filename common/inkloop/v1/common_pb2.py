@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17inkloop/v1/common.proto\x12\ninkloop.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x02\n\x14GenerationParameters\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12\r\n\x05steps\x18\x05 \x01(\r\x12\x1b\n\x0etrue_cfg_scale\x18\x06 \x01(\x02H\x00\x88\x01\x01\x12\x11\n\x04seed\x18\x07 \x01(\x04H\x01\x88\x01\x01\x12\x12\n\nnum_images\x18\x08 \x01(\r\x12.\n\routput_format\x18\t \x01(\x0e\x32\x17.inkloop.v1.ImageFormat\x12\x1b\n\x13preview_every_steps\x18\n \x01(\r\x12\x15\n\rmodel_variant\x18\x0b \x01(\tB\x11\n\x0f_true_cfg_scaleB\x07\n\x05_seed\"J\n\x12TextToImageRequest\x12\x34\n\nparameters\x18\x01 \x01(\x0b\x32 .inkloop.v1.GenerationParameters\"|\n\x0eInpaintRequest\x12\x34\n\nparameters\x18\x01 \x01(\x0b\x32 .inkloop.v1.GenerationParameters\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\x0c\n\x04mask\x18\x03 \x01(\x0c\x12\x17\n\x0fmask_feather_px\x18\x04 \x01(\r\"M\n\x11OutpaintExtension\x12\x0c\n\x04left\x18\x01 \x01(\r\x12\x0b\n\x03top\x18\x02 \x01(\r\x12\r\n\x05right\x18\x03 \x01(\r\x12\x0e\n\x06\x62ottom\x18\x04 \x01(\r\"\x9c\x01\n\x0fOutpaintRequest\x12\x34\n\nparameters\x18\x01 \x01(\x0b\x32 .inkloop.v1.GenerationParameters\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\x30\n\textension\x18\x03 \x01(\x0b\x32\x1d.inkloop.v1.OutpaintExtension\x12\x12\n\nfeather_px\x18\x04 \x01(\r\"\xb1\x01\n\x0eGenerationTask\x12\x37\n\rtext_to_image\x18\x01 \x01(\x0b\x32\x1e.inkloop.v1.TextToImageRequestH\x00\x12-\n\x07inpaint\x18\x02 \x01(\x0b\x32\x1a.inkloop.v1.InpaintRequestH\x00\x12/\n\x08outpaint\x18\x03 \x01(\x0b\x32\x1b.inkloop.v1.OutpaintRequestH\x00\x42\x06\n\x04kind\"\x93\x01\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\'\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x17.inkloop.v1.ImageFormat\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\x12\x10\n\x08image_id\x18\x06 \x01(\t\x12\x14\n\x0c\x64ownload_url\x18\x07 \x01(\t\"g\n\x07Timings\x12\x0f\n\x07queue_s\x18\x01 \x01(\x01\x12\x15\n\rtext_encode_s\x18\x02 \x01(\x01\x12\x11\n\tdenoise_s\x18\x03 \x01(\x01\x12\x10\n\x08\x64\x65\x63ode_s\x18\x04 \x01(\x01\x12\x0f\n\x07total_s\x18\x05 \x01(\x01\"\xe3\x01\n\x10GenerationResult\x12!\n\x06images\x18\x01 \x03(\x0b\x32\x11.inkloop.v1.Image\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x16\n\x0emodel_revision\x18\x03 \x01(\t\x12$\n\x07timings\x18\x04 \x01(\x0b\x32\x13.inkloop.v1.Timings\x12\x12\n\nbatch_size\x18\x05 \x01(\r\x12!\n\x19\x65\x66\x66\x65\x63tive_negative_prompt\x18\x06 \x01(\t\x12\x16\n\x0etrue_cfg_scale\x18\x07 \x01(\x02\x12\r\n\x05steps\x18\x08 \x01(\r\"*\n\x06Queued\x12\x10\n\x08position\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\"U\n\x0cStepProgress\x12\x0c\n\x04step\x18\x01 \x01(\r\x12\x13\n\x0btotal_steps\x18\x02 \x01(\r\x12\x11\n\telapsed_s\x18\x03 \x01(\x01\x12\x0f\n\x07preview\x18\x04 \x01(\x0c\"G\n\x07\x46\x61ilure\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x0e\n\x06policy\x18\x04 \x01(\t\"\xeb\x01\n\x0fGenerationEvent\x12$\n\x06queued\x18\x01 \x01(\x0b\x32\x12.inkloop.v1.QueuedH\x00\x12(\n\x04step\x18\x02 \x01(\x0b\x32\x18.inkloop.v1.StepProgressH\x00\x12.\n\x06result\x18\x03 \x01(\x0b\x32\x1c.inkloop.v1.GenerationResultH\x00\x12%\n\x06\x66\x61iled\x18\x04 \x01(\x0b\x32\x13.inkloop.v1.FailureH\x00\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x07\n\x05\x65vent*o\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10IMAGE_FORMAT_PNG\x10\x01\x12\x15\n\x11IMAGE_FORMAT_JPEG\x10\x02\x12\x15\n\x11IMAGE_FORMAT_WEBP\x10\x03*\x8f\x01\n\x0eGenerationKind\x12\x1f\n\x1bGENERATION_KIND_UNSPECIFIED\x10\x00\x12!\n\x1dGENERATION_KIND_TEXT_TO_IMAGE\x10\x01\x12\x1b\n\x17GENERATION_KIND_INPAINT\x10\x02\x12\x1c\n\x18GENERATION_KIND_OUTPAINT\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17inkloop/v1/common.proto\x12\ninkloop.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x02\n\x14GenerationParameters\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12\r\n\x05steps\x18\x05 \x01(\r\x12\x1b\n\x0etrue_cfg_scale\x18\x06 \x01(\x02H\x00\x88\x01\x01\x12\x11\n\x04seed\x18\x07 \x01(\x04H\x01\x88\x01\x01\x12\x12\n\nnum_images\x18\x08 \x01(\r\x12.\n\routput_format\x18\t \x01(\x0e\x32\x17.inkloop.v1.ImageFormat\x12\x1b\n\x13preview_every_steps\x18\n \x01(\r\x12\x15\n\rmodel_variant\x18\x0b \x01(\tB\x11\n\x0f_true_cfg_scaleB\x07\n\x05_seed\"J\n\x12TextToImageRequest\x12\x34\n\nparameters\x18\x01 \x01(\x0b\x32 .inkloop.v1.GenerationParameters\"|\n\x0eInpaintRequest\x12\x34\n\nparameters\x18\x01 \x01(\x0b\x32 .inkloop.v1.GenerationParameters\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\x0c\n\x04mask\x18\x03 \x01(\x0c\x12\x17\n\x0fmask_feather_px\x18\x04 \x01(\r\"M\n\x11OutpaintExtension\x12\x0c\n\x04left\x18\x01 \x01(\r\x12\x0b\n\x03top\x18\x02 \x01(\r\x12\r\n\x05right\x18\x03 \x01(\r\x12\x0e\n\x06\x62ottom\x18\x04 \x01(\r\"\x9c\x01\n\x0fOutpaintRequest\x12\x34\n\nparameters\x18\x01 \x01(\x0b\x32 .inkloop.v1.GenerationParameters\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\x30\n\textension\x18\x03 \x01(\x0b\x32\x1d.inkloop.v1.OutpaintExtension\x12\x12\n\nfeather_px\x18\x04 \x01(\r\"R\n\x0b\x45\x64itRequest\x12\x34\n\nparameters\x18\x01 \x01(\x0b\x32 .inkloop.v1.GenerationParameters\x12\r\n\x05image\x18\x02 \x01(\x0c\"\xda\x01\n\x0eGenerationTask\x12\x37\n\rtext_to_image\x18\x01 \x01(\x0b\x32\x1e.inkloop.v1.TextToImageRequestH\x00\x12-\n\x07inpaint\x18\x02 \x01(\x0b\x32\x1a.inkloop.v1.InpaintRequestH\x00\x12/\n\x08outpaint\x18\x03 \x01(\x0b\x32\x1b.inkloop.v1.OutpaintRequestH\x00\x12\'\n\x04\x65\x64it\x18\x04 \x01(\x0b\x32\x17.inkloop.v1.EditRequestH\x00\x42\x06\n\x04kind\"\x93\x01\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\'\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x17.inkloop.v1.ImageFormat\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\x12\x10\n\x08image_id\x18\x06 \x01(\t\x12\x14\n\x0c\x64ownload_url\x18\x07 \x01(\t\"g\n\x07Timings\x12\x0f\n\x07queue_s\x18\x01 \x01(\x01\x12\x15\n\rtext_encode_s\x18\x02 \x01(\x01\x12\x11\n\tdenoise_s\x18\x03 \x01(\x01\x12\x10\n\x08\x64\x65\x63ode_s\x18\x04 \x01(\x01\x12\x0f\n\x07total_s\x18\x05 \x01(\x01\"\xe3\x01\n\x10GenerationResult\x12!\n\x06images\x18\x01 \x03(\x0b\x32\x11.inkloop.v1.Image\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x16\n\x0emodel_revision\x18\x03 \x01(\t\x12$\n\x07timings\x18\x04 \x01(\x0b\x32\x13.inkloop.v1.Timings\x12\x12\n\nbatch_size\x18\x05 \x01(\r\x12!\n\x19\x65\x66\x66\x65\x63tive_negative_prompt\x18\x06 \x01(\t\x12\x16\n\x0etrue_cfg_scale\x18\x07 \x01(\x02\x12\r\n\x05steps\x18\x08 \x01(\r\"*\n\x06Queued\x12\x10\n\x08position\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\"U\n\x0cStepProgress\x12\x0c\n\x04step\x18\x01 \x01(\r\x12\x13\n\x0btotal_steps\x18\x02 \x01(\r\x12\x11\n\telapsed_s\x18\x03 \x01(\x01\x12\x0f\n\x07preview\x18\x04 \x01(\x0c\"G\n\x07\x46\x61ilure\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x0e\n\x06policy\x18\x04 \x01(\t\"\xeb\x01\n\x0fGenerationEvent\x12$\n\x06queued\x18\x01 \x01(\x0b\x32\x12.inkloop.v1.QueuedH\x00\x12(\n\x04step\x18\x02 \x01(\x0b\x32\x18.inkloop.v1.StepProgressH\x00\x12.\n\x06result\x18\x03 \x01(\x0b\x32\x1c.inkloop.v1.GenerationResultH\x00\x12%\n\x06\x66\x61iled\x18\x04 \x01(\x0b\x32\x13.inkloop.v1.FailureH\x00\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x07\n\x05\x65vent*o\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10IMAGE_FORMAT_PNG\x10\x01\x12\x15\n\x11IMAGE_FORMAT_JPEG\x10\x02\x12\x15\n\x11IMAGE_FORMAT_WEBP\x10\x03*\xa9\x01\n\x0eGenerationKind\x12\x1f\n\x1bGENERATION_KIND_UNSPECIFIED\x10\x00\x12!\n\x1dGENERATION_KIND_TEXT_TO_IMAGE\x10\x01\x12\x1b\n\x17GENERATION_KIND_INPAINT\x10\x02\x12\x1c\n\x18GENERATION_KIND_OUTPAINT\x10\x03\x12\x18\n\x14GENERATION_KIND_EDIT\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'inkloop.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_IMAGEFORMAT']._serialized_start=1927
-  _globals['_IMAGEFORMAT']._serialized_end=2038
-  _globals['_GENERATIONKIND']._serialized_start=2041
-  _globals['_GENERATIONKIND']._serialized_end=2184
+  _globals['_IMAGEFORMAT']._serialized_start=2052
+  _globals['_IMAGEFORMAT']._serialized_end=2163
+  _globals['_GENERATIONKIND']._serialized_start=2166
+  _globals['_GENERATIONKIND']._serialized_end=2335
   _globals['_GENERATIONPARAMETERS']._serialized_start=73
   _globals['_GENERATIONPARAMETERS']._serialized_end=378
   _globals['_TEXTTOIMAGEREQUEST']._serialized_start=380
@@ -46,20 +46,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OUTPAINTEXTENSION']._serialized_end=659
   _globals['_OUTPAINTREQUEST']._serialized_start=662
   _globals['_OUTPAINTREQUEST']._serialized_end=818
-  _globals['_GENERATIONTASK']._serialized_start=821
-  _globals['_GENERATIONTASK']._serialized_end=998
-  _globals['_IMAGE']._serialized_start=1001
-  _globals['_IMAGE']._serialized_end=1148
-  _globals['_TIMINGS']._serialized_start=1150
-  _globals['_TIMINGS']._serialized_end=1253
-  _globals['_GENERATIONRESULT']._serialized_start=1256
-  _globals['_GENERATIONRESULT']._serialized_end=1483
-  _globals['_QUEUED']._serialized_start=1485
-  _globals['_QUEUED']._serialized_end=1527
-  _globals['_STEPPROGRESS']._serialized_start=1529
-  _globals['_STEPPROGRESS']._serialized_end=1614
-  _globals['_FAILURE']._serialized_start=1616
-  _globals['_FAILURE']._serialized_end=1687
-  _globals['_GENERATIONEVENT']._serialized_start=1690
-  _globals['_GENERATIONEVENT']._serialized_end=1925
+  _globals['_EDITREQUEST']._serialized_start=820
+  _globals['_EDITREQUEST']._serialized_end=902
+  _globals['_GENERATIONTASK']._serialized_start=905
+  _globals['_GENERATIONTASK']._serialized_end=1123
+  _globals['_IMAGE']._serialized_start=1126
+  _globals['_IMAGE']._serialized_end=1273
+  _globals['_TIMINGS']._serialized_start=1275
+  _globals['_TIMINGS']._serialized_end=1378
+  _globals['_GENERATIONRESULT']._serialized_start=1381
+  _globals['_GENERATIONRESULT']._serialized_end=1608
+  _globals['_QUEUED']._serialized_start=1610
+  _globals['_QUEUED']._serialized_end=1652
+  _globals['_STEPPROGRESS']._serialized_start=1654
+  _globals['_STEPPROGRESS']._serialized_end=1739
+  _globals['_FAILURE']._serialized_start=1741
+  _globals['_FAILURE']._serialized_end=1812
+  _globals['_GENERATIONEVENT']._serialized_start=1815
+  _globals['_GENERATIONEVENT']._serialized_end=2050
 # @@protoc_insertion_point(module_scope)

@@ -23,6 +23,7 @@ class GenerationKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     GENERATION_KIND_TEXT_TO_IMAGE: _ClassVar[GenerationKind]
     GENERATION_KIND_INPAINT: _ClassVar[GenerationKind]
     GENERATION_KIND_OUTPAINT: _ClassVar[GenerationKind]
+    GENERATION_KIND_EDIT: _ClassVar[GenerationKind]
 IMAGE_FORMAT_UNSPECIFIED: ImageFormat
 IMAGE_FORMAT_PNG: ImageFormat
 IMAGE_FORMAT_JPEG: ImageFormat
@@ -31,6 +32,7 @@ GENERATION_KIND_UNSPECIFIED: GenerationKind
 GENERATION_KIND_TEXT_TO_IMAGE: GenerationKind
 GENERATION_KIND_INPAINT: GenerationKind
 GENERATION_KIND_OUTPAINT: GenerationKind
+GENERATION_KIND_EDIT: GenerationKind
 
 class GenerationParameters(_message.Message):
     __slots__ = ("prompt", "negative_prompt", "width", "height", "steps", "true_cfg_scale", "seed", "num_images", "output_format", "preview_every_steps", "model_variant")
@@ -100,15 +102,25 @@ class OutpaintRequest(_message.Message):
     feather_px: int
     def __init__(self, parameters: _Optional[_Union[GenerationParameters, _Mapping]] = ..., image: _Optional[bytes] = ..., extension: _Optional[_Union[OutpaintExtension, _Mapping]] = ..., feather_px: _Optional[int] = ...) -> None: ...
 
+class EditRequest(_message.Message):
+    __slots__ = ("parameters", "image")
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    parameters: GenerationParameters
+    image: bytes
+    def __init__(self, parameters: _Optional[_Union[GenerationParameters, _Mapping]] = ..., image: _Optional[bytes] = ...) -> None: ...
+
 class GenerationTask(_message.Message):
-    __slots__ = ("text_to_image", "inpaint", "outpaint")
+    __slots__ = ("text_to_image", "inpaint", "outpaint", "edit")
     TEXT_TO_IMAGE_FIELD_NUMBER: _ClassVar[int]
     INPAINT_FIELD_NUMBER: _ClassVar[int]
     OUTPAINT_FIELD_NUMBER: _ClassVar[int]
+    EDIT_FIELD_NUMBER: _ClassVar[int]
     text_to_image: TextToImageRequest
     inpaint: InpaintRequest
     outpaint: OutpaintRequest
-    def __init__(self, text_to_image: _Optional[_Union[TextToImageRequest, _Mapping]] = ..., inpaint: _Optional[_Union[InpaintRequest, _Mapping]] = ..., outpaint: _Optional[_Union[OutpaintRequest, _Mapping]] = ...) -> None: ...
+    edit: EditRequest
+    def __init__(self, text_to_image: _Optional[_Union[TextToImageRequest, _Mapping]] = ..., inpaint: _Optional[_Union[InpaintRequest, _Mapping]] = ..., outpaint: _Optional[_Union[OutpaintRequest, _Mapping]] = ..., edit: _Optional[_Union[EditRequest, _Mapping]] = ...) -> None: ...
 
 class Image(_message.Message):
     __slots__ = ("data", "format", "seed", "width", "height", "image_id", "download_url")

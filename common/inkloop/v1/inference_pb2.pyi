@@ -68,7 +68,7 @@ class BatchingInfo(_message.Message):
     def __init__(self, max_batch_size: _Optional[int] = ..., max_queue_delay_ms: _Optional[int] = ..., queue_capacity: _Optional[int] = ...) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
-    __slots__ = ("model_id", "model_revision", "architecture", "transformer_parameters", "dtype", "device", "limits", "defaults", "batching", "kinds", "memory_mode", "variants")
+    __slots__ = ("model_id", "model_revision", "architecture", "transformer_parameters", "dtype", "device", "limits", "defaults", "batching", "kinds", "memory_mode", "edit_model", "variants")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_REVISION_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +80,7 @@ class GetModelInfoResponse(_message.Message):
     BATCHING_FIELD_NUMBER: _ClassVar[int]
     KINDS_FIELD_NUMBER: _ClassVar[int]
     MEMORY_MODE_FIELD_NUMBER: _ClassVar[int]
+    EDIT_MODEL_FIELD_NUMBER: _ClassVar[int]
     VARIANTS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     model_revision: str
@@ -92,8 +93,9 @@ class GetModelInfoResponse(_message.Message):
     batching: BatchingInfo
     kinds: _containers.RepeatedScalarFieldContainer[_common_pb2.GenerationKind]
     memory_mode: str
+    edit_model: EditModelInfo
     variants: _containers.RepeatedCompositeFieldContainer[ServedVariant]
-    def __init__(self, model_id: _Optional[str] = ..., model_revision: _Optional[str] = ..., architecture: _Optional[str] = ..., transformer_parameters: _Optional[int] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., limits: _Optional[_Union[ModelLimits, _Mapping]] = ..., defaults: _Optional[_Union[ModelDefaults, _Mapping]] = ..., batching: _Optional[_Union[BatchingInfo, _Mapping]] = ..., kinds: _Optional[_Iterable[_Union[_common_pb2.GenerationKind, str]]] = ..., memory_mode: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[ServedVariant, _Mapping]]] = ...) -> None: ...
+    def __init__(self, model_id: _Optional[str] = ..., model_revision: _Optional[str] = ..., architecture: _Optional[str] = ..., transformer_parameters: _Optional[int] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., limits: _Optional[_Union[ModelLimits, _Mapping]] = ..., defaults: _Optional[_Union[ModelDefaults, _Mapping]] = ..., batching: _Optional[_Union[BatchingInfo, _Mapping]] = ..., kinds: _Optional[_Iterable[_Union[_common_pb2.GenerationKind, str]]] = ..., memory_mode: _Optional[str] = ..., edit_model: _Optional[_Union[EditModelInfo, _Mapping]] = ..., variants: _Optional[_Iterable[_Union[ServedVariant, _Mapping]]] = ...) -> None: ...
 
 class ServedVariant(_message.Message):
     __slots__ = ("name", "defaults", "adapters", "scheduler")
@@ -114,3 +116,13 @@ class ServedAdapter(_message.Message):
     file: str
     scale: float
     def __init__(self, file: _Optional[str] = ..., scale: _Optional[float] = ...) -> None: ...
+
+class EditModelInfo(_message.Message):
+    __slots__ = ("model_id", "model_revision", "defaults")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_REVISION_FIELD_NUMBER: _ClassVar[int]
+    DEFAULTS_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    model_revision: str
+    defaults: ModelDefaults
+    def __init__(self, model_id: _Optional[str] = ..., model_revision: _Optional[str] = ..., defaults: _Optional[_Union[ModelDefaults, _Mapping]] = ...) -> None: ...

@@ -54,6 +54,11 @@ class InferenceServiceStub:
                 request_serializer=inkloop_dot_v1_dot_common__pb2.OutpaintRequest.SerializeToString,
                 response_deserializer=inkloop_dot_v1_dot_common__pb2.GenerationEvent.FromString,
                 _registered_method=True)
+        self.Edit = channel.unary_stream(
+                '/inkloop.v1.InferenceService/Edit',
+                request_serializer=inkloop_dot_v1_dot_common__pb2.EditRequest.SerializeToString,
+                response_deserializer=inkloop_dot_v1_dot_common__pb2.GenerationEvent.FromString,
+                _registered_method=True)
         self.GetModelInfo = channel.unary_unary(
                 '/inkloop.v1.InferenceService/GetModelInfo',
                 request_serializer=inkloop_dot_v1_dot_inference__pb2.GetModelInfoRequest.SerializeToString,
@@ -89,6 +94,13 @@ class InferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Edit(self, request, context):
+        """Changes an image as an instruction says, with the edit model (GetModelInfoResponse.edit_model).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetModelInfo(self, request, context):
         """Describes the loaded model, its defaults and limits, and the batching settings.
         """
@@ -112,6 +124,11 @@ def add_InferenceServiceServicer_to_server(servicer, server):
             'Outpaint': grpc.unary_stream_rpc_method_handler(
                     servicer.Outpaint,
                     request_deserializer=inkloop_dot_v1_dot_common__pb2.OutpaintRequest.FromString,
+                    response_serializer=inkloop_dot_v1_dot_common__pb2.GenerationEvent.SerializeToString,
+            ),
+            'Edit': grpc.unary_stream_rpc_method_handler(
+                    servicer.Edit,
+                    request_deserializer=inkloop_dot_v1_dot_common__pb2.EditRequest.FromString,
                     response_serializer=inkloop_dot_v1_dot_common__pb2.GenerationEvent.SerializeToString,
             ),
             'GetModelInfo': grpc.unary_unary_rpc_method_handler(
@@ -204,6 +221,33 @@ class InferenceService:
             target,
             '/inkloop.v1.InferenceService/Outpaint',
             inkloop_dot_v1_dot_common__pb2.OutpaintRequest.SerializeToString,
+            inkloop_dot_v1_dot_common__pb2.GenerationEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Edit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/inkloop.v1.InferenceService/Edit',
+            inkloop_dot_v1_dot_common__pb2.EditRequest.SerializeToString,
             inkloop_dot_v1_dot_common__pb2.GenerationEvent.FromString,
             options,
             channel_credentials,

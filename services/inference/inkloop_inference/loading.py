@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
@@ -37,6 +37,9 @@ from inkloop.generation import SIZE_MULTIPLE, Limits
 from inkloop_inference import memory
 from inkloop_inference.acceleration import Acceleration, BatchedCfgHook, apply
 
+if TYPE_CHECKING:
+    from inkloop_inference.editing import LoadedEdit
+
 logger = logging.getLogger(__name__)
 
 #: The components a diffusers Qwen-Image directory must have, each a folder named in model_index.json.
@@ -45,6 +48,8 @@ COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
 REVISION_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".jinja", ".model")
 #: Cache of the content hash, beside the weights, keyed by the (path, size, mtime, ctime) of each file.
 REVISION_CACHE_FILE = ".inkloop-revision"
+#: Where the image's tokens begin in the edit pipeline's chat template.
+VISION_START = "<|vision_start|>"
 #: `max_sequence_length` above this raises in diffusers 0.42.1.
 MAX_SEQUENCE_LENGTH = 1024
 
@@ -79,6 +84,12 @@ class LoadedModel:
     variants: Any = field(default=None, compare=False, repr=False)
     #: Where the weights live (`memory.MEMORY_MODES`): "full" keeps every component on `device`.
     memory_mode: str = "full"
+    #: The instruction-editing model beside this one (`editing.load_edit_pipeline`), when served.
+    edit: LoadedEdit | None = field(default=None, compare=False, repr=False)
+
+    def limits_of(self, kind: str) -> Limits:
+        """The limits a request of `kind` is checked against (edit: the edit model's tokenizer and template)."""
+        return self.edit.limits if kind == "edit" and self.edit is not None else self.limits
 
 
 def load_pipelines(
@@ -159,8 +170,11 @@ def load_pipelines(
     )
 
 
-def check_layout(model_path: Path) -> None:
-    """Raise `ModelDirectoryError` unless `model_path` is a saved diffusers Qwen-Image pipeline."""
+def check_layout(
+    model_path: Path, *, components: tuple[str, ...] = COMPONENTS, pipeline_class: str | None = None
+) -> None:
+    """Raise `ModelDirectoryError` unless `model_path` is a saved diffusers Qwen-Image pipeline (of
+    `pipeline_class`, when given) with `components`."""
     if not model_path.exists():
         raise ModelDirectoryError(model_path, "no such directory")
     if not model_path.is_dir():
@@ -175,29 +189,32 @@ def check_layout(model_path: Path) -> None:
     class_name = index.get("_class_name") if isinstance(index, dict) else None
     if not isinstance(class_name, str) or not class_name.startswith("QwenImage"):
         raise ModelDirectoryError(model_path, f"model_index.json names {class_name!r}, not a QwenImage pipeline")
-    missing = [name for name in COMPONENTS if name not in index]
+    if pipeline_class is not None and class_name != pipeline_class:
+        raise ModelDirectoryError(model_path, f"model_index.json names {class_name!r}, not {pipeline_class}")
+    missing = [name for name in components if name not in index]
     if missing:
         raise ModelDirectoryError(model_path, f"model_index.json lacks components {missing}")
-    for name in COMPONENTS:
+    for name in components:
         folder = model_path / name
         if not folder.is_dir() or not any(folder.glob("*.json")):
             raise ModelDirectoryError(model_path, f"component folder {name}/ is missing or has no config")
 
 
-def set_prompt_template_start(pipe: QwenImagePipeline | QwenImageInpaintPipeline) -> int:
+def set_prompt_template_start(pipe: Any) -> int:
     """Set how many template tokens the pipeline drops, counted with the pipeline's own tokenizer.
 
-    The prompt is wrapped in a chat template; the hidden states of its fixed prefix are dropped. Stock
-    diffusers hard-codes 34 (right for the real Qwen vocabulary) and resets it on every construction
-    and load, so call this after each one.
+    The prompt is wrapped in a chat template; the hidden states of its fixed prefix are dropped (up to
+    the image's tokens, which the edit pipeline keeps). Stock diffusers hard-codes 34 (64 for edit),
+    right for the real Qwen vocabulary, and resets it on every construction and load, so call this
+    after each one.
     """
-    prefix = pipe.prompt_template_encode.split("{}")[0]
+    prefix = pipe.prompt_template_encode.split("{}")[0].split(VISION_START)[0]
     start = len(pipe.tokenizer(prefix)["input_ids"])
     pipe.prompt_template_encode_start_idx = start
     return start
 
 
-def make_batch_invariant(pipe: QwenImagePipeline) -> None:
+def make_batch_invariant(pipe: Any) -> None:
     """Run the transformer and the VAE one sample at a time, each with its text padding removed.
 
     Batched matrix products are not bit-identical to single ones (on CPU and GPU alike: kernels are
@@ -247,7 +264,7 @@ class PerSampleTransformerHook(ModelHook):
         return Transformer2DModelOutput(sample=sample) if call.get("return_dict", True) else (sample,)
 
 
-def limits_for(pipe: QwenImagePipeline) -> Limits:
+def limits_for(pipe: Any) -> Limits:
     """Limits of a loaded pipeline: sizes a multiple of lcm(16, what its VAE and patching need)."""
     vae_scale_factor = int(pipe.vae_scale_factor)
     template = pipe.prompt_template_encode

@@ -12,11 +12,12 @@ import torch
 import transformers
 
 from inkloop import errors
-from inkloop.generation import Defaults, Limits, defaults_to_pb, limits_to_pb
-from inkloop.v1 import common_pb2, inference_pb2
+from inkloop.generation import KINDS, PB_OF_KIND, Defaults, Limits, defaults_to_pb, limits_to_pb
+from inkloop.v1 import inference_pb2
 from inkloop_inference import pipelines
 from inkloop_inference.acceleration import Acceleration, use_compile_cache_dir
 from inkloop_inference.batching import Batcher, OnStep
+from inkloop_inference.editing import load_edit_pipeline
 from inkloop_inference.loading import LoadedModel, load_pipelines
 from inkloop_inference.memory import check_memory_mode
 from inkloop_inference.pipelines import GenerationRequest, GenerationResult
@@ -103,7 +104,27 @@ class InferenceModel:
             ),
             memory_mode=self.settings.memory_mode,
         )
-        self._loaded = replace(loaded, variants=ServedVariants.load(specs, [loaded.t2i, loaded.inpaint]))
+        variants = ServedVariants.load(specs, [loaded.t2i, loaded.inpaint])
+        edit_path = self._edit_model_path()
+        edit = None
+        if edit_path is not None:
+            edit = load_edit_pipeline(
+                edit_path,
+                device=device,
+                dtype=loaded.dtype,
+                batch_invariant=self.settings.batch_invariant,
+                memory_mode=self.settings.memory_mode,
+                main=loaded,
+            )
+        self._loaded = replace(loaded, variants=variants, edit=edit)
+
+    def _edit_model_path(self) -> Path | None:
+        """`edit-model-path`, else the preset's edit companion when `edit-preset` asks for it."""
+        if self.settings.edit_model_path is not None:
+            return self.settings.edit_model_path
+        if self.settings.edit_preset and self.settings.model_path is None:
+            return ensure_preset(self.settings.model, Path(self.settings.data_dir), edit=True)
+        return None
 
     def _variant_specs(self, path: Path) -> list[VariantSpec]:
         """`variants-file`'s, else the preset's base and fast tier, else the weights' base alone."""
@@ -112,6 +133,12 @@ class InferenceModel:
         if self.settings.model_path is None:
             return [VariantSpec("base"), fast_tier(path / FAST_LORA)]
         return [VariantSpec("base")]
+
+    def edit_defaults(self, variant: str) -> Defaults:
+        """The defaults of an edit request: the model's, sizes from the image; the edit model has no variants."""
+        if variant:
+            raise errors.InvalidArgument("parameters.model_variant", "must be empty: the edit model serves no variants")
+        return self.defaults
 
     def defaults_for(self, variant: str) -> Defaults:
         """The defaults of a served variant ("" = the default one); INVALID_ARGUMENT for another name."""
@@ -191,11 +218,16 @@ class InferenceModel:
                 max_queue_delay_ms=self.settings.max_queue_delay_ms,
                 queue_capacity=self.settings.queue_capacity,
             ),
-            kinds=[
-                common_pb2.GENERATION_KIND_TEXT_TO_IMAGE,
-                common_pb2.GENERATION_KIND_INPAINT,
-                common_pb2.GENERATION_KIND_OUTPAINT,
-            ],
+            kinds=[PB_OF_KIND[kind] for kind in KINDS if kind != "edit" or loaded.edit is not None],
+            edit_model=(
+                inference_pb2.EditModelInfo(
+                    model_id=loaded.edit.model_id,
+                    model_revision=loaded.edit.revision,
+                    defaults=self._defaults_pb(limits),
+                )
+                if loaded.edit is not None
+                else None
+            ),
             variants=[
                 inference_pb2.ServedVariant(
                     name=spec.name,

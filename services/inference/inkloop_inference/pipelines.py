@@ -1,4 +1,4 @@
-"""One generation: text-to-image, inpaint or outpaint with a loaded Qwen-Image model.
+"""One generation: text-to-image, inpaint, outpaint or edit with a loaded Qwen-Image model.
 
     requests = [GenerationRequest(kind="text_to_image", prompt="一只猫", width=1024, height=1024, seed=7)]
     for request in requests:
@@ -16,7 +16,9 @@ Noise is drawn on the CPU, so a seed starts from the same noise on any device.
 Inpaint: white mask pixels are repainted; every pixel outside the mask (outside the feather zone,
 with `mask_feather_px`) is the input pixel, exactly. Outpaint: the image is extended on any side,
 the new border is inpainted and the original pixels are put back, exactly (with `mask_feather_px`:
-all but a band of that width along the new edges, where the two are blended).
+all but a band of that width along the new edges, where the two are blended). Edit: the edit model
+redraws the image as the instruction (the prompt) says; the image conditions both the text encoder
+and the transformer, at its `editing.condition_size`, which is part of the batch key.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
-from inkloop.errors import Cancelled
+from inkloop.errors import Cancelled, FailedPrecondition
 from inkloop.generation import (
     INPUT_FORMATS,
     KINDS,
@@ -48,6 +50,7 @@ from inkloop.generation import (
 )
 from inkloop.generation import decode_image as _decode_image
 from inkloop_inference.batching import OnStep
+from inkloop_inference.editing import NO_EDIT_MODEL, condition_size
 from inkloop_inference.loading import LoadedModel
 from inkloop_inference.previews import Previewer
 
@@ -104,7 +107,9 @@ def batch_key(request: GenerationRequest) -> Hashable:
     """Requests with equal keys can share one pipeline call (`run`). Call on validated requests."""
     width, height = request.output_size()
     cfg_scale = request.true_cfg_scale if request.uses_cfg else None
-    return request.kind, width, height, request.steps, cfg_scale, request.model_variant
+    # The edit pipeline resizes every image of a call to the first one's condition size.
+    condition = condition_size(_image_size(request.image)) if request.kind == "edit" else None
+    return request.kind, width, height, request.steps, cfg_scale, request.model_variant, condition
 
 
 def run(
@@ -125,7 +130,7 @@ def run(
     if not requests:
         return []
     for request in requests:
-        request.validate(model.limits)
+        request.validate(model.limits_of(request.kind))
     keys = {batch_key(request) for request in requests}
     if len(keys) > 1:
         raise ValueError(f"requests of different batch keys cannot share a pipeline call: {keys}")
@@ -136,7 +141,7 @@ def run(
 
     with model.lock, torch.inference_mode():
         # 1b. The batch's variant: its adapters and scheduler (the base weights stay as they are).
-        if model.variants is not None:
+        if model.variants is not None and first.kind != "edit":
             model.variants.activate(first.model_variant)
 
         # 2. Seeds: entry k of a request uses seed + k; one generator per image.
@@ -145,18 +150,26 @@ def run(
 
         # 3. Images: decode, build the outpaint canvas, mask and compositing alpha per request.
         paint: list[_Paint] = []
-        if first.kind != "text_to_image":
+        if first.kind in ("inpaint", "outpaint"):
             paint = [_prepare_paint(request, model.limits) for request in requests]
+        pipe = _pipeline(model, first.kind)
+        # Edit: each input image, and it resized as the pipeline resizes it for its text encoder.
+        edit_images = (
+            [_decode_image(request.image, "image").convert("RGB") for request in requests]
+            if first.kind == "edit"
+            else []
+        )
+        conditions = [_condition_image(pipe, image) for image in edit_images]
 
         # 4. Encode prompts one request at a time: no padding against other prompts.
         started = time.perf_counter()
-        pipe = model.t2i if first.kind == "text_to_image" else model.inpaint
         counts = [request.num_images for request in requests]
-        prompt_embeds = _encode_prompts(model, pipe, [request.prompt for request in requests], counts)
+        prompts = [request.prompt for request in requests]
+        prompt_embeds = _encode_prompts(model, pipe, prompts, counts, conditions)
         negative_embeds = None
         if first.uses_cfg:
             negatives = [request.negative_prompt or EMPTY_NEGATIVE_PROMPT for request in requests]
-            negative_embeds = _encode_prompts(model, pipe, negatives, counts)
+            negative_embeds = _encode_prompts(model, pipe, negatives, counts, conditions)
         text_encode_s = time.perf_counter() - started
 
         # 5. Denoise and decode: one pipeline call; progress and cancellation after every step.
@@ -191,6 +204,8 @@ def run(
                 ],
                 strength=INPAINT_STRENGTH,
             )
+        if edit_images:
+            call["image"] = [image for image, count in zip(edit_images, counts, strict=True) for _ in range(count)]
         state.started = time.perf_counter()
         if model.cfg_hook is not None and negative_embeds is not None:
             model.cfg_hook.arm(*negative_embeds)
@@ -295,26 +310,52 @@ class _Paint:
     pipeline_mask: Image.Image = field(repr=False)  # repaint mask for the pipeline, whole latent cells
 
 
+def _pipeline(model: LoadedModel, kind: Kind) -> Any:
+    if kind == "text_to_image":
+        return model.t2i
+    if kind == "edit":
+        if model.edit is None:
+            raise FailedPrecondition(NO_EDIT_MODEL)
+        return model.edit.pipe
+    return model.inpaint
+
+
+def _image_size(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data), formats=INPUT_FORMATS) as image:
+        return image.size
+
+
+def _condition_image(pipe: Any, image: Image.Image) -> Image.Image:
+    """`image` as the edit pipeline shows it to its text encoder: resized by the pipeline's own image
+    processor to its condition size (the pipeline resizes it the same way for its VAE)."""
+    width, height = condition_size(image.size)
+    resized: Image.Image = pipe.image_processor.resize(image, height, width)
+    return resized
+
+
 def _request_seeds(request: GenerationRequest) -> list[int]:
     seed = request.seed if request.seed is not None else secrets.randbits(63)
     return [(seed + k) % SEED_SPACE for k in range(request.num_images)]
 
 
 def _encode_prompts(
-    model: LoadedModel, pipe: Any, prompts: list[str], counts: list[int]
+    model: LoadedModel, pipe: Any, prompts: list[str], counts: list[int], images: Sequence[Image.Image] = ()
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Embeddings of each prompt alone, repeated per image, padded with zeros into one batch.
+    """Embeddings of each prompt alone (with its image, for edit), repeated per image, padded with
+    zeros into one batch.
 
     Encoded one at a time, each equals what the pipeline computes for that prompt alone; the mask
     marks the padding, as diffusers' own batched encoding does.
     """
     rows = []
-    for prompt, count in zip(prompts, counts, strict=True):
+    for index, (prompt, count) in enumerate(zip(prompts, counts, strict=True)):
+        image = {"image": images[index]} if images else {}
         embeds, _ = pipe.encode_prompt(
             prompt=prompt,
             device=torch.device(model.device),
             num_images_per_prompt=1,
             max_sequence_length=model.limits.max_sequence_length,
+            **image,
         )
         rows.extend([embeds] * count)
     longest = max(row.shape[1] for row in rows)

@@ -36,11 +36,14 @@ import torch
 from diffusers.models.autoencoders.autoencoder_kl_qwenimage import AutoencoderKLQwenImage
 from diffusers.models.transformers.transformer_qwenimage import QwenImageTransformer2DModel
 from diffusers.pipelines.qwenimage.pipeline_qwenimage import QwenImagePipeline
+from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit import QwenImageEditPipeline
 from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteScheduler
 from tokenizers import AddedToken
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2Tokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
+from inkloop_inference.editing import ImageTextProcessor
 from inkloop_inference.loading import set_prompt_template_start
 
 logger = logging.getLogger(__name__)
@@ -50,6 +53,11 @@ PRESETS: tuple[PresetName, ...] = ("tiny", "demo")
 #: Bump when a preset's definition changes: `ensure_preset` then rebuilds the saved copy.
 PRESET_VERSION = 2  # 2: with the fast tier's random LoRA (loras/fast.safetensors)
 PRESET_MARKER_FILE = "inkloop_preset.json"
+#: The edit companion of preset `name` is saved as `<name>-edit`.
+EDIT_SUFFIX = "-edit"
+#: The edit companion's VL image processor: at most this many pixels reach the vision tower (Qwen2-VL's
+#: default is 12.8 M; 256 merged patches keep the random-weight model quick).
+EDIT_MAX_PIXELS = 256 * 28 * 28
 #: The preset's fast tier LoRA, relative to its directory: random, of the preset's own layer shapes.
 FAST_LORA = Path("loras") / "fast.safetensors"
 #: The attention projections a Qwen-Image LoRA (Lightning's included) adapts.
@@ -115,6 +123,8 @@ class PresetSpec:
     text: dict[str, Any]
     vision: dict[str, Any]
     seed: int
+    #: The edit companion's VAE where it differs from the main model's (None: the same weights).
+    edit_vae: dict[str, Any] | None = None
 
 
 TINY = PresetSpec(
@@ -149,6 +159,17 @@ TINY = PresetSpec(
     ),
     vision=dict(depth=2, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=16),
     seed=0,
+    # Qwen-Image's x8 downsampling, few channels: the edit pipeline VAE-encodes its input at about a
+    # megapixel whatever the output size, and at x4 that is 65,536 latent positions (20 s on a CPU).
+    edit_vae=dict(
+        base_dim=8,
+        z_dim=4,
+        dim_mult=[1, 2, 4, 4],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+        latents_mean=[0.0] * 4,
+        latents_std=[1.0] * 4,
+    ),
 )
 
 DEMO = PresetSpec(
@@ -215,41 +236,97 @@ def build_preset(name: PresetName) -> QwenImagePipeline:
     return pipe
 
 
-def ensure_preset(name: PresetName, data_dir: Path) -> Path:
-    """Return `data_dir/models/<name>`, building and saving the preset there first if needed.
+def build_edit_preset(name: PresetName) -> QwenImageEditPipeline:
+    """The instruction-editing companion of preset `name` (Qwen-Image-Edit's architecture), identical on
+    every call: its own transformer, the main preset's text encoder (the same weights, as Qwen-Image-Edit
+    ships Qwen-Image's) with its vision tower and processor, and the main VAE unless `edit_vae` says."""
+    if name not in SPECS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {list(SPECS)}")
+    spec = SPECS[name]
+    _check_dimensions(spec)
+    tokenizer = qwen2_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed * 1000 + 11)
+        transformer = QwenImageTransformer2DModel(**spec.transformer)
+        if spec.edit_vae is None:
+            torch.manual_seed(spec.seed * 1000 + 2)
+            vae = AutoencoderKLQwenImage(**spec.vae)
+        else:
+            torch.manual_seed(spec.seed * 1000 + 12)
+            vae = AutoencoderKLQwenImage(**spec.edit_vae)
+        torch.manual_seed(spec.seed * 1000 + 3)
+        text_encoder = Qwen2_5_VLForConditionalGeneration(_text_encoder_config(spec))
+    processor = ImageTextProcessor(
+        image_processor=Qwen2VLImageProcessorPil(max_pixels=EDIT_MAX_PIXELS), tokenizer=tokenizer
+    )
+    pipe = QwenImageEditPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**QWEN_IMAGE_SCHEDULER_CONFIG),
+        vae=vae.eval(),
+        text_encoder=text_encoder.eval(),
+        tokenizer=tokenizer,
+        processor=processor,
+        transformer=transformer.eval(),
+    )
+    set_prompt_template_start(pipe)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def ensure_preset(name: PresetName, data_dir: Path, *, edit: bool = False) -> Path:
+    """Return `data_dir/models/<name>` (with `edit`: its edit companion, `<name>-edit`), building and
+    saving the preset there first if needed.
 
     The save is atomic: written to a temporary folder beside it, then renamed into place, so a
     crash or a concurrent builder never leaves a half-written model behind.
     """
-    target = Path(data_dir) / "models" / name
-    if _is_current(target, name):
+    label = name + EDIT_SUFFIX if edit else name
+    target = Path(data_dir) / "models" / label
+    if _is_current(target, label):
         return target
 
     started = time.perf_counter()
-    pipe = build_preset(name)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".{name}.tmp-{uuid.uuid4().hex}"
+    staging = target.parent / f".{label}.tmp-{uuid.uuid4().hex}"
     try:
-        pipe.save_pretrained(staging, safe_serialization=True)
-        save_random_lora(pipe.transformer, staging / FAST_LORA, seed=SPECS[name].seed * 1000 + 9)
+        if edit:
+            build_edit_preset(name).save_pretrained(staging, safe_serialization=True)
+            _publish_processor_names(staging)
+        else:
+            pipe = build_preset(name)
+            pipe.save_pretrained(staging, safe_serialization=True)
+            save_random_lora(pipe.transformer, staging / FAST_LORA, seed=SPECS[name].seed * 1000 + 9)
         (staging / PRESET_MARKER_FILE).write_text(
-            json.dumps({"preset": name, "version": PRESET_VERSION}, indent=2) + "\n", encoding="utf-8"
+            json.dumps({"preset": label, "version": PRESET_VERSION}, indent=2) + "\n", encoding="utf-8"
         )
-        if _is_current(target, name):  # another builder finished first
+        if _is_current(target, label):  # another builder finished first
             return target
         if target.exists():  # an older preset version: move it aside, then swap
-            stale = target.parent / f".{name}.stale-{uuid.uuid4().hex}"
+            stale = target.parent / f".{label}.stale-{uuid.uuid4().hex}"
             target.rename(stale)
             shutil.rmtree(stale, ignore_errors=True)
         try:
             staging.rename(target)
         except OSError:
-            if not _is_current(target, name):  # lost a race to another builder: theirs is as good
+            if not _is_current(target, label):  # lost a race to another builder: theirs is as good
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    logger.info("built preset %s in %s in %.2f s", name, target, time.perf_counter() - started)
+    logger.info("built preset %s in %s in %.2f s", label, target, time.perf_counter() - started)
     return target
+
+
+def _publish_processor_names(path: Path) -> None:
+    """Name the processor as Qwen-Image-Edit's published directory does (Qwen2VLProcessor), not by the
+    torchvision-free subclass it was built with: the directory loads like the published one."""
+    index_file = path / "model_index.json"
+    index = json.loads(index_file.read_text(encoding="utf-8"))
+    index["processor"] = ["transformers", "Qwen2VLProcessor"]
+    index_file.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    config_file = path / "processor" / "processor_config.json"
+    if config_file.is_file():
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        config["processor_class"] = "Qwen2VLProcessor"
+        config_file.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
 def save_random_lora(transformer: QwenImageTransformer2DModel, path: Path, *, seed: int, rank: int = 4) -> None:

@@ -11,10 +11,11 @@ import time
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from inkloop import generation
+from inkloop import errors, generation
 from inkloop.generation import PB_OF_FORMAT, Defaults, GenerationRequest, request_from_pb
 from inkloop.v1 import common_pb2
 from inkloop_inference.batching import Done, Event, Queued, Step
+from inkloop_inference.editing import NO_EDIT_MODEL
 from inkloop_inference.loading import LoadedModel
 from inkloop_inference.pipelines import GenerationResult
 
@@ -62,9 +63,15 @@ def outpaint_from_pb(message: common_pb2.OutpaintRequest, defaults: Defaults) ->
     return request_from_pb(message, "outpaint", defaults)
 
 
+def edit_from_pb(message: common_pb2.EditRequest, defaults: Defaults) -> GenerationRequest:
+    return request_from_pb(message, "edit", defaults)
+
+
 def validate(request: GenerationRequest, model: LoadedModel) -> None:
     """The contract's validation against the model's limits, fields named as the request message does."""
-    generation.validate(request, model.limits)
+    if request.kind == "edit" and model.edit is None:
+        raise errors.FailedPrecondition(NO_EDIT_MODEL)
+    generation.validate(request, model.limits_of(request.kind))
 
 
 def _now() -> Timestamp:
@@ -100,8 +107,8 @@ def result_to_pb(
             common_pb2.Image(data=data, format=image_format, seed=seed, width=result.width, height=result.height)
             for data, seed in zip(result.images, result.seeds, strict=True)
         ],
-        model_id=model.model_id,
-        model_revision=model.revision,
+        model_id=model.edit.model_id if request.kind == "edit" and model.edit else model.model_id,
+        model_revision=model.edit.revision if request.kind == "edit" and model.edit else model.revision,
         timings=common_pb2.Timings(
             queue_s=done.queue_s,
             text_encode_s=timings.text_encode_s,

@@ -48,6 +48,14 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         ):
             yield event
 
+    async def Edit(
+        self, request: common_pb2.EditRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[common_pb2.GenerationEvent]:
+        async for event in self._generate(
+            protocol.edit_from_pb(request, self.model.edit_defaults(request.parameters.model_variant))
+        ):
+            yield event
+
     async def GetModelInfo(
         self, request: inference_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext
     ) -> inference_pb2.GetModelInfoResponse:

@@ -23,6 +23,16 @@ class InferenceSettings(ServiceSettings):
     model_path: Path | None = Field(
         None, description="Local diffusers-format Qwen-Image directory; never downloaded from a hub."
     )
+    edit_model_path: Path | None = Field(
+        None,
+        description="Local diffusers-format Qwen-Image-Edit directory served for instruction edits (kind edit) beside "
+        "the main model; components identical to the main model's are shared, not loaded twice.",
+    )
+    edit_preset: bool = Field(
+        False,
+        description="Without --model-path: also serve the preset's instruction-editing companion (random weights, "
+        "built offline like the preset).",
+    )
     default_width: int = Field(0, ge=0, le=4096, description="Width a request without one gets; 0 = the model's own.")
     default_height: int = Field(0, ge=0, le=4096, description="Height a request without one gets; 0 = the model's own.")
     variants_file: Path | None = Field(

@@ -8,7 +8,7 @@ prompt's token count (it has no tokenizer): a prompt longer than any that fits i
 exact count is inference's. No torch here; images are read with Pillow.
 
 Image inputs are decoded in full (a truncated file only fails there), which is CPU work: call
-`validate_task` through `asyncio.to_thread` for inpaint and outpaint.
+`validate_task` through `asyncio.to_thread` for inpaint, outpaint and edit.
 """
 
 from __future__ import annotations
@@ -19,15 +19,9 @@ from typing import cast
 
 from inkloop import generation
 from inkloop.errors import InvalidArgument
-from inkloop.generation import PB_OF_FORMAT, Kind, defaults_from_pb, limits_from_pb, request_from_pb
+from inkloop.generation import PB_OF_FORMAT, PB_OF_KIND, Kind, defaults_from_pb, limits_from_pb, request_from_pb
 from inkloop.v1 import common_pb2, inference_pb2
 from inkloop_gateway.admission.ratelimit import request_cost
-
-_KIND_FIELDS = {
-    "text_to_image": common_pb2.GENERATION_KIND_TEXT_TO_IMAGE,
-    "inpaint": common_pb2.GENERATION_KIND_INPAINT,
-    "outpaint": common_pb2.GENERATION_KIND_OUTPAINT,
-}
 
 
 def normalize_prompt(text: str) -> str:
@@ -49,7 +43,8 @@ class Extension:
 class ValidatedTask:
     """A task that passed validation, with the model's defaults filled in.
 
-    `width`/`height` are the output size: the image's for inpaint, image + extension for outpaint.
+    `width`/`height` are the output size: the image's for inpaint, image + extension for outpaint,
+    the asked-for size or the image's (rounded down to a multiple of 16) for edit.
     `seed` stays None when the request had none (the caller assigns one). `output_format` is never
     UNSPECIFIED. The fields `width, height, steps, num_images` are the rate limiter's cost inputs.
     """
@@ -105,13 +100,15 @@ class ValidatedTask:
         return self.parameters_pb()
 
     def to_task_pb(self, seed: int | None = None, *, model_variant: str = "") -> common_pb2.GenerationTask:
-        """The task to send to inference, with the NORMALISED prompts (and the inference-side variant).
+        """The task to send to inference, with the NORMALISED prompts (and the inference-side variant,
+        except for edit: the edit model serves none).
 
         The result cache keys on the normalised prompt, so the model must see that same text: two
         prompts that share a cache entry then also produce the same image.
         """
         parameters = self.parameters_pb(seed)
-        parameters.model_variant = model_variant
+        if self.kind != common_pb2.GENERATION_KIND_EDIT:
+            parameters.model_variant = model_variant
         parameters.prompt = self.normalized_prompt()
         parameters.negative_prompt = self.normalized_negative_prompt()
         if self.kind == common_pb2.GENERATION_KIND_INPAINT:
@@ -135,6 +132,8 @@ class ValidatedTask:
                     feather_px=self.feather_px,
                 )
             )
+        if self.kind == common_pb2.GENERATION_KIND_EDIT:
+            return common_pb2.GenerationTask(edit=common_pb2.EditRequest(parameters=parameters, image=self.image))
         return common_pb2.GenerationTask(text_to_image=common_pb2.TextToImageRequest(parameters=parameters))
 
 
@@ -146,12 +145,13 @@ def validate_task(task: common_pb2.GenerationTask, info: inference_pb2.GetModelI
     """
     kind_name = task.WhichOneof("kind")
     if kind_name is None:
-        raise InvalidArgument("task", "set one of text_to_image, inpaint or outpaint")
-    kind = _KIND_FIELDS[kind_name]
+        raise InvalidArgument("task", "set one of text_to_image, inpaint, outpaint or edit")
+    kind = PB_OF_KIND[cast(Kind, kind_name)]
     if info.kinds and kind not in info.kinds:
         raise InvalidArgument("task", f"{kind_name} is not served by model {info.model_id!r}")
     message = getattr(task, kind_name)
-    request = request_from_pb(message, cast(Kind, kind_name), defaults_from_pb(info.defaults))
+    defaults = info.edit_model.defaults if kind_name == "edit" else info.defaults
+    request = request_from_pb(message, cast(Kind, kind_name), defaults_from_pb(defaults))
     generation.validate(request, limits_from_pb(info.limits), prefix=f"task.{kind_name}.")
     width, height = request.output_size()
     extension = None

@@ -15,7 +15,7 @@ from pathlib import Path
 from aiohttp import web
 
 from inkloop import errors
-from inkloop.v1 import gateway_pb2
+from inkloop.v1 import common_pb2, gateway_pb2
 from inkloop_gateway.admission.keys import KeyStore, Role
 from inkloop_gateway.api import protocol
 from inkloop_gateway.api.http_json import principal_of, read_message, to_json
@@ -123,6 +123,7 @@ class PageConfig:
                 "trueCfgScale": round(info.defaults.true_cfg_scale, 3),
                 "minSteps": info.limits.min_steps,
                 "maxSteps": info.limits.max_steps,
+                "edits": common_pb2.GENERATION_KIND_EDIT in info.kinds,
             }
         return web.json_response({"api_key": self.api_key, "model": model}, headers={"Cache-Control": "no-store"})
 

@@ -9,8 +9,10 @@ users already call.
   other fields (`quality`, `style`, `background`, …) are accepted and ignored; `stream` is refused.
 - `POST /v1/images/edits` (multipart): `image`, `mask`, `prompt`, `n`, `size` → inpainting. OpenAI's
   mask semantics: its fully transparent pixels are the area to edit (with no mask, the image's own
-  transparent pixels are); a mask without transparency is read black/white, white = edit. With
-  `extend_left|top|right|bottom` (pixels) instead of a mask it is an outpaint.
+  transparent pixels are); a mask without transparency is read black/white, white = edit. With no
+  mask and an opaque image, the prompt is an instruction for the whole image, as with gpt-image-1: an
+  edit (Qwen-Image-Edit). With `extend_left|top|right|bottom` (pixels) instead of a mask it is an
+  outpaint.
 - `GET /v1/models`: the variants.
 
 Every call is an ordinary job: the same key, role, validation, safety filter, rate limits, cache,
@@ -218,15 +220,14 @@ def _transparent(image: Image.Image) -> Image.Image | None:
     return area if area.getbbox() is not None else None
 
 
-def edit_inputs(image_bytes: bytes, mask_bytes: bytes | None) -> tuple[bytes, bytes]:
-    """The source as opaque PNG and inkloop's mask (white repaints) from OpenAI's image and mask."""
+def edit_inputs(image_bytes: bytes, mask_bytes: bytes | None) -> tuple[bytes, bytes | None]:
+    """The source as opaque PNG and inkloop's mask (white repaints) from OpenAI's image and mask; no
+    mask when neither a mask nor the image's transparency marks an area (an instruction edit)."""
     image = _open_image(image_bytes, "image")
     if mask_bytes is None:
         area = _transparent(image)
         if area is None:
-            raise ImagesApiError(
-                400, "give a mask, or an image whose fully transparent pixels mark the area to edit", param="mask"
-            )
+            return _png(image.convert("RGB")), None
     else:
         mask = _open_image(mask_bytes, "mask")
         if mask.size != image.size:
@@ -297,6 +298,11 @@ class OpenAIImages:
         else:
             source, mask = edit_inputs(image, files.get("mask"))
             width, height = _parse_size(fields.get("size"))
+            if mask is None:
+                task = common_pb2.GenerationTask(
+                    edit=common_pb2.EditRequest(parameters=_parameters(fields, width, height), image=source)
+                )
+                return await self._answer(request, principal, fields, task)
             picture = Image.open(io.BytesIO(source))
             if (width, height) not in ((0, 0), picture.size):
                 raise ImagesApiError(

@@ -30,18 +30,13 @@ STATE_TO_PB = {
     JobState.CANCELLED: gateway_pb2.JOB_STATE_CANCELLED,
 }
 STATE_FROM_PB: dict[int, JobState] = {value: state for state, value in STATE_TO_PB.items()}
-KIND_OF_TASK = {
-    "text_to_image": common_pb2.GENERATION_KIND_TEXT_TO_IMAGE,
-    "inpaint": common_pb2.GENERATION_KIND_INPAINT,
-    "outpaint": common_pb2.GENERATION_KIND_OUTPAINT,
-}
 
 
 def task_parameters(task: common_pb2.GenerationTask) -> common_pb2.GenerationParameters:
     """The parameters message inside the task, whatever its kind (mutable: it is the task's own)."""
     which = task.WhichOneof("kind")
     if which is None:
-        raise errors.InvalidArgument("task", "one of text_to_image, inpaint or outpaint is required")
+        raise errors.InvalidArgument("task", "one of text_to_image, inpaint, outpaint or edit is required")
     parameters: common_pb2.GenerationParameters = getattr(task, which).parameters
     return parameters
 

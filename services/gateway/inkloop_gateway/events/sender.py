@@ -28,11 +28,12 @@ from typing import cast
 import grpc
 from google.protobuf.message import DecodeError
 
+from inkloop.generation import PB_OF_KIND, Kind
 from inkloop.rpc.client import open_channel
 from inkloop.spool import Spool, WhenFull
 from inkloop.v1 import analytics_pb2, analytics_pb2_grpc, common_pb2
 from inkloop_gateway import metrics
-from inkloop_gateway.api.protocol import KIND_OF_TASK, task_parameters
+from inkloop_gateway.api.protocol import task_parameters
 from inkloop_gateway.jobs.store import Job
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class EventFacts:
             request_id=request_id,
             job_id=job_id,
             variant=variant,
-            kind=KIND_OF_TASK.get(task.WhichOneof("kind") or "", 0),
+            kind=PB_OF_KIND.get(cast(Kind, task.WhichOneof("kind") or ""), 0),
             width=parameters.width,
             height=parameters.height,
             steps=parameters.steps,

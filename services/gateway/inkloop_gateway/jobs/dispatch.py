@@ -411,13 +411,18 @@ class Dispatcher:
     async def _call(self, replica: Replica, job: Job, running: _Running) -> common_pb2.GenerationResult:
         task = common_pb2.GenerationTask.FromString(job.task)
         which = task.WhichOneof("kind")
-        method = {"text_to_image": replica.stub.TextToImage, "inpaint": replica.stub.Inpaint}.get(
-            which or "", replica.stub.Outpaint
-        )
+        assert which is not None, "tasks are validated before they are stored"
+        methods = {
+            "text_to_image": replica.stub.TextToImage,
+            "inpaint": replica.stub.Inpaint,
+            "outpaint": replica.stub.Outpaint,
+            "edit": replica.stub.Edit,
+        }
+        method = methods[which]
         replica.in_flight += 1
         result: common_pb2.GenerationResult | None = None
         try:
-            call = method(getattr(task, which or "outpaint"), timeout=job.remaining_s())
+            call = method(getattr(task, which), timeout=job.remaining_s())
             running.call = call
             # Read to the end of the stream (it ends right after the result): the call, and its client
             # span, are complete only then.

@@ -217,7 +217,7 @@ class JobService:
             variant=variant.name,
             target=variant.target,
             created_at=facts.accepted_at,
-            cache_key=cache_key(variant.name, info.model_revision, validated, seed),
+            cache_key=cache_key(variant.name, _revision_of(info, validated), validated, seed),
             prompt_features=features,
             deadline_at=facts.accepted_at + self.job_deadline_s,
             priority=queue_class,
@@ -381,6 +381,13 @@ def _with_variant_defaults(info: inference_pb2.GetModelInfoResponse, model: str)
     chosen.CopyFrom(info)
     chosen.defaults.CopyFrom(served[model].defaults)
     return chosen
+
+
+def _revision_of(info: inference_pb2.GetModelInfoResponse, task: ValidatedTask) -> str:
+    """The revision of the weights that will run `task`: an edit runs on the edit model."""
+    if task.kind == common_pb2.GENERATION_KIND_EDIT:
+        return info.edit_model.model_revision
+    return info.model_revision
 
 
 def _image_path(image: common_pb2.Image) -> str:

@@ -131,6 +131,7 @@
     $("steps").min = model.minSteps;
     $("steps").max = model.maxSteps;
     $("cfg").value = model.trueCfgScale;
+    $("edit").hidden = !model.edits; // only when inference serves an edit model
   }
 
   async function loadConfig() {
@@ -266,14 +267,14 @@
     return params;
   }
 
-  async function submit(entry, task) {
+  // `prompt`: what the request asks for (an edit's is its instruction).
+  async function submit(entry, task, prompt = $("prompt").value) {
     clearError();
     const requestId = uuid();
-    const prompt = $("prompt").value;
     if (entry === "generate") noteGeneration(prompt);
     else noteAccepted(); // repainting or extending an image is keeping it
-    // Every submission is a generate click with the request id the gateway gets (inpaint and
-    // outpaint say so in a custom var); the label is hashed by the tracker (it has a space), the
+    // Every submission is a generate click with the request id the gateway gets (inpaint, outpaint
+    // and edit say so in a custom var); the label is hashed by the tracker (it has a space), the
     // value is the prompt length in characters.
     window._hmt.push(["_setCustomVar", 2, "kind", entry, 3]);
     track("generate", "click", `prompt ${prompt.slice(0, 200)}`, [...prompt].length, requestId);
@@ -295,7 +296,7 @@
   }
 
   function setBusy(busy) {
-    for (const id of ["generate", "run-inpaint", "run-outpaint"]) $(id).disabled = busy || !apiKey;
+    for (const id of ["generate", "run-inpaint", "run-outpaint", "run-edit"]) $(id).disabled = busy || !apiKey;
     $("cancel").hidden = !busy;
     if (!busy) return; // the status line keeps what the job said last (or stays hidden after an error)
     $("status").hidden = false;
@@ -435,6 +436,7 @@
   function closePanels() {
     $("inpaint-panel").hidden = true;
     $("outpaint-panel").hidden = true;
+    $("edit-panel").hidden = true;
     mask.hidden = true;
   }
 
@@ -520,6 +522,30 @@
     submit("outpaint", async () => ({
       outpaint: { parameters: editParameters(), image: await currentImageBase64(), extension },
     }));
+  });
+
+  // ---- edit: change the whole image as an instruction says (the edit model), no mask
+  $("edit").addEventListener("click", () => {
+    track("edit", "click", "open");
+    const opening = $("edit-panel").hidden;
+    closePanels();
+    $("edit-panel").hidden = !opening;
+    if (opening) $("instruction").focus();
+  });
+
+  $("run-edit").addEventListener("click", () => {
+    const instruction = $("instruction").value.trim();
+    if (!instruction) {
+      $("instruction").focus();
+      return;
+    }
+    submit(
+      "edit",
+      async () => ({
+        edit: { parameters: { ...editParameters(), prompt: instruction }, image: await currentImageBase64() },
+      }),
+      instruction,
+    );
   });
 
   loadConfig();
