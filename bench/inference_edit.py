@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from inkloop_inference import pipelines
-from inkloop_inference.editing import load_edit_pipeline
+from inkloop_inference.editing import condition_size, load_edit_pipeline
 from inkloop_inference.loading import load_pipelines
 from inkloop_inference.pipelines import GenerationRequest
 from inkloop_inference.presets import ensure_preset
@@ -72,12 +72,21 @@ def main() -> None:
                 stages["denoise"].append(result.timings.denoise_s)
                 stages["decode"].append(result.timings.decode_s)
 
+    width, height = condition_size((args.size, args.size))
+    encodes = []
+    with torch.inference_mode():
+        for _ in range(args.rounds):
+            begun = time.perf_counter()
+            edit.pipe.vae.encode(torch.zeros(1, 3, 1, height, width))
+            encodes.append(time.perf_counter() - begun)
+
     base = statistics.median(seconds["text_to_image"])
     edited = statistics.median(seconds["edit"])
     print(f"model {args.model}, {args.size}×{args.size}, {args.steps} steps, CFG 4, CPU, {args.rounds} rounds")
     print(f"text_to_image  {base:.2f} s/image")
     print(f"edit           {edited:.2f} s/image ({edited / base:.1f}× text_to_image)")
     print("edit stages    " + ", ".join(f"{name} {statistics.median(v):.2f} s" for name, v in stages.items()))
+    print(f"  of denoise: the VAE encode of the {width}×{height} condition image {statistics.median(encodes):.2f} s")
     own = [name for name in ("transformer", "vae", "text_encoder") if name not in edit.shared]
     added = sum(parameters(getattr(edit.pipe, name)) for name in own)
     saved = sum(parameters(getattr(edit.pipe, name)) for name in edit.shared if name != "tokenizer")
