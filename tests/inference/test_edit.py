@@ -205,6 +205,7 @@ async def test_model_info_reports_the_edit_kind_and_model(stub: inference_pb2_gr
     assert info.edit_model.model_id == "tiny-edit"
     assert info.edit_model.model_revision and info.edit_model.model_revision != info.model_revision
     assert info.edit_model.defaults.steps == info.defaults.steps
+    assert (info.edit_model.defaults.width, info.edit_model.defaults.height) == (0, 0)  # the image's size
 
 
 async def test_the_edit_call_streams_steps_then_the_edit_models_result(

@@ -223,7 +223,10 @@ class InferenceModel:
                 inference_pb2.EditModelInfo(
                     model_id=loaded.edit.model_id,
                     model_revision=loaded.edit.revision,
-                    defaults=self._defaults_pb(limits),
+                    # Its size is the image's: no default width, height or sizes.
+                    defaults=inference_pb2.ModelDefaults(
+                        steps=self.defaults.steps, true_cfg_scale=self.defaults.true_cfg_scale
+                    ),
                 )
                 if loaded.edit is not None
                 else None
