@@ -88,9 +88,15 @@ def make_requests(events: int, batch: int) -> list[pb.IngestRequest]:
     return requests
 
 
-async def through_service(url: str, requests: list[pb.IngestRequest], streams: int, data_dir: Path) -> float:
+async def through_service(
+    url: str, requests: list[pb.IngestRequest], streams: int, data_dir: Path, cluster: str = ""
+) -> float:
     settings = AnalyticsSettings(
-        clickhouse_url=url, data_dir=data_dir, privacy_salt="bench", lookup_stored_ids=LOOKUP_STORED_IDS
+        clickhouse_url=url,
+        clickhouse_cluster=cluster,
+        data_dir=data_dir,
+        privacy_salt="bench",
+        lookup_stored_ids=LOOKUP_STORED_IDS,
     )
     app = AnalyticsApp(settings)
     server = await start_server(app, "127.0.0.1", 0, reflection_enabled=False)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from harness.clickhouse import ClickHouseServer, fresh_database
+from harness.clickhouse import ENGINES, ClickHouseServer, fresh_database
+from harness.clickhouse_cluster import ClickHouseCluster
 from harness.pki import make_pki
 from harness.redis import RedisServer
 from inkloop_analytics.storage import ClickHouse, connect
@@ -19,6 +20,13 @@ def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clic
     """Debian's clickhouse-server 18.16, the oldest engine production may run."""
     with ClickHouseServer(tmp_path_factory.mktemp("clickhouse")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def clickhouse_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseCluster]:
+    """ZooKeeper and 2 shards × 2 replicas of clickhouse-server 18.16 (about 2 s to start)."""
+    with ClickHouseCluster(tmp_path_factory.mktemp("clickhouse-cluster")) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")
@@ -44,14 +52,18 @@ def chdb_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(params=["chdb", "server"])
+@pytest.fixture(params=ENGINES)
 def clickhouse(request: pytest.FixtureRequest) -> Iterator[ClickHouse]:
-    """A connection to a fresh database, on embedded chDB and on the 18.16 server in turn."""
+    """A connection to a fresh database, on embedded chDB and on the 18.16 server in turn (and on
+    the 2 × 2 cluster, through its first node, where a module asks for it)."""
     if request.param == "chdb":
-        url = request.getfixturevalue("chdb_url")
+        url, cluster = request.getfixturevalue("chdb_url"), ""
+    elif request.param == "server":
+        url, cluster = request.getfixturevalue("clickhouse_server").url, ""
     else:
-        url = request.getfixturevalue("clickhouse_server").url
-    with fresh_database(url) as ch:
+        clickhouse_cluster = request.getfixturevalue("clickhouse_cluster")
+        url, cluster = clickhouse_cluster.url, clickhouse_cluster.name
+    with fresh_database(url, cluster) as ch:
         yield ch
 
 

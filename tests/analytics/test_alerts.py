@@ -100,7 +100,7 @@ def test_evaluator_with_no_events_fires_nothing(clickhouse: ClickHouse) -> None:
 
 
 async def test_a_new_evaluator_honours_the_cooldown_recorded_by_the_previous_one(
-    analytics: Analytics, clickhouse_url: str
+    analytics: Analytics, clickhouse: ClickHouse, clickhouse_url: str
 ) -> None:
     """As after a restart: each evaluation by a new evaluator on a new connection, sharing only the database."""
     rules = [AlertRule("error_rate", "error_rate", threshold=0.1, window_s=3600, min_events=5)]
@@ -110,7 +110,7 @@ async def test_a_new_evaluator_honours_the_cooldown_recorded_by_the_previous_one
         return events + [backend(at, pb.BACKEND_EVENT_TYPE_FAILED, f"r{n}", tenant_id=tenant) for n in range(failed)]
 
     def evaluate_in_a_new_evaluator(at: datetime) -> list[tuple[str, float]]:
-        with connect(clickhouse_url) as ch:
+        with connect(clickhouse_url, clickhouse.cluster) as ch:
             return sorted((alert.tenant_id, alert.value) for alert in AlertEvaluator(rules).evaluate(ch, at))
 
     await analytics.ingest([], failing_requests(LATER - timedelta(seconds=60), "t1", failed=2), "")

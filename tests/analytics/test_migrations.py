@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 from importlib.resources import files
 
+from harness.clickhouse import EVERY_ENGINE
 from inkloop_analytics import migrations
 from inkloop_analytics.migrations import MIGRATIONS_TABLE, discover, migrate
 from inkloop_analytics.storage import ClickHouse
+
+CLICKHOUSE_ENGINES = EVERY_ENGINE
 
 MIGRATIONS_DIR = files(migrations)
 
@@ -62,3 +65,21 @@ def test_operations_are_idempotent_and_create_only_if_missing(clickhouse: ClickH
 def test_ddl_is_rendered_for_the_engine(clickhouse: ClickHouse) -> None:
     [create_ledger] = discover()[0].operations(clickhouse)
     assert ("LowCardinality(String)" in create_ledger) == clickhouse.supports("low_cardinality")
+
+
+def test_ddl_on_a_cluster_is_replicated_per_shard_behind_a_distributed_table(clickhouse: ClickHouse) -> None:
+    create, *distributed = discover()[1].operations(clickhouse)  # m0002: frontend_events
+    cluster, database = clickhouse.cluster, clickhouse.database
+    if not cluster:
+        assert "ON CLUSTER" not in create and "ENGINE = ReplacingMergeTree(inserted_at)" in create
+        assert distributed == []
+        return
+    path = f"/clickhouse/{cluster}/tables/{{shard}}/{database}/frontend_events"
+    assert f"frontend_events_local ON CLUSTER `{cluster}`" in create
+    assert f"ENGINE = ReplicatedReplacingMergeTree('{path}', '{{replica}}', inserted_at)" in create
+    [create_distributed] = distributed
+    assert f"frontend_events ON CLUSTER `{cluster}` AS `{database}`.frontend_events_local" in create_distributed
+    sharding = f"Distributed(`{cluster}`, '{database}', frontend_events_local, cityHash64(tenant_id, visitor_id))"
+    assert sharding in create_distributed
+    [ledger] = discover()[0].operations(clickhouse)  # one replica set over every node, not per shard
+    assert f"ReplicatedReplacingMergeTree('/clickhouse/{cluster}/tables/all/{database}/schema_migrations'" in ledger

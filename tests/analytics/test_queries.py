@@ -15,6 +15,7 @@ from datetime import timedelta
 
 import pytest
 
+from harness.clickhouse import EVERY_ENGINE
 from inkloop.errors import InvalidArgument
 from inkloop.v1 import analytics_pb2 as pb
 from inkloop_analytics import adoption, discrepancy, funnel, insights, variants
@@ -34,6 +35,8 @@ STEPS = (
     EventMatcher("backend", name="requested", backend_type="requested"),
     EventMatcher("backend", name="succeeded", backend_type="succeeded"),
 )
+
+CLICKHOUSE_ENGINES = EVERY_ENGINE
 
 
 async def load(analytics: Analytics, day: Day) -> None:

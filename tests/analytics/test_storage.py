@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from clickhouse_driver.util.escape import escape_params
 
-from harness.clickhouse import ClickHouseServer
+from harness.clickhouse import EVERY_ENGINE, ClickHouseServer
 from inkloop.errors import Unavailable
 from inkloop_analytics.storage import (
     _UTC_CONTEXT,
@@ -28,6 +28,8 @@ from inkloop_analytics.storage import (
     connect,
     quote_identifier,
 )
+
+CLICKHOUSE_ENGINES = EVERY_ENGINE
 
 CREATE_SAMPLES = """
 CREATE TABLE samples (

@@ -129,6 +129,14 @@ class ServerProcess(ABC):
             terminate(self._process)
             self._process = None
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an OOM kill would end it: nothing is flushed or closed."""
+        if self._process is not None:
+            if self._process.poll() is None:
+                self._process.kill()
+            self._process.wait()
+            self._process = None
+
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:

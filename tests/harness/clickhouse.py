@@ -16,6 +16,12 @@ from inkloop_analytics.storage import ClickHouse, connect
 
 from . import ServerProcess, free_ports, port_open, require_binary
 
+# What the `clickhouse` test fixture runs on. A test module adds the 2 × 2 cluster by saying
+# `CLICKHOUSE_ENGINES = EVERY_ENGINE` (tests/analytics/conftest.py), so that the cluster costs time
+# only where it proves something: storage, migrations, ingest and every query.
+ENGINES = ("chdb", "server")
+EVERY_ENGINE = (*ENGINES, "cluster")
+
 SERVER_BINARY = "/usr/sbin/clickhouse-server"
 PACKAGED_CONFIG_DIR = Path("/etc/clickhouse-server")
 
@@ -96,6 +102,7 @@ class ClickHouseServer(ServerProcess):
         for listen_host in root.findall("listen_host"):
             root.remove(listen_host)
         ET.SubElement(root, "listen_host").text = "127.0.0.1"
+        self._configure(root)
 
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -106,6 +113,9 @@ class ClickHouseServer(ServerProcess):
         # An idle connection notices shutdown only when its poll times out: 10 s by default.
         _set_child(default_profile, "poll_interval", "1")
         users.write(self.base_dir / "users.xml")
+
+    def _configure(self, root: ET.Element) -> None:
+        """Further changes to config.xml (a cluster node adds its cluster, ZooKeeper and macros)."""
 
 
 def _set_child(parent: ET.Element, tag: str, text: str) -> None:
@@ -124,13 +134,15 @@ def database_url(url: str, database: str) -> str:
 
 
 @contextmanager
-def fresh_database(url: str) -> Iterator[ClickHouse]:
-    """A connection to a new, uniquely named database of the engine at `url`, dropped afterwards."""
+def fresh_database(url: str, cluster: str = "") -> Iterator[ClickHouse]:
+    """A connection to a new, uniquely named database of the engine at `url`, dropped afterwards;
+    with `cluster`, on every node of that cluster (of which `url` is one)."""
     name = f"test_{uuid.uuid4().hex[:16]}"
+    everywhere = f"ON CLUSTER {cluster}" if cluster else ""
     with connect(url) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
+        admin.execute(f"CREATE DATABASE {name} {everywhere}")
         try:
-            with connect(database_url(url, name)) as ch:
+            with connect(database_url(url, name), cluster) as ch:
                 yield ch
         finally:
-            admin.execute(f"DROP DATABASE IF EXISTS {name}")
+            admin.execute(f"DROP DATABASE IF EXISTS {name} {everywhere}")

@@ -99,7 +99,7 @@ class Analytics:
         while True:
             try:
                 if self._ch is None:
-                    self._ch = await asyncio.to_thread(connect, url)
+                    self._ch = await asyncio.to_thread(connect, url, self.settings.clickhouse_cluster)
                 applied = await asyncio.to_thread(migrate, self._ch)
                 break
             except (InkloopError, QueryError) as error:

@@ -25,6 +25,12 @@ class AnalyticsSettings(ServiceSettings):
         description="clickhouse://user:password@host:9000/db (server) or chdb://PATH (embedded); "
         "empty = chdb://<data-dir>/clickhouse.",
     )
+    clickhouse_cluster: str = Field(
+        "",
+        pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$",
+        description="Name of the ClickHouse cluster (remote_servers) the database lives on: tables are "
+        "created ON CLUSTER, replicated per shard, behind Distributed tables; empty = a single node.",
+    )
     # Ingest: batching, spool and backpressure.
     batch_rows: int = Field(
         10_000, ge=1, description="Pending rows that trigger an insert at once (else after flush_interval_s)."
@@ -77,6 +83,12 @@ class AnalyticsSettings(ServiceSettings):
     def _rules_file_exists(self) -> AnalyticsSettings:
         if self.alert_rules_file is not None and not self.alert_rules_file.is_file():
             raise ValueError(f"alert_rules_file {self.alert_rules_file} does not exist")
+        return self
+
+    @model_validator(mode="after")
+    def _cluster_needs_a_server(self) -> AnalyticsSettings:
+        if self.clickhouse_cluster and not self.clickhouse_url.startswith(("clickhouse://", "clickhouses://")):
+            raise ValueError("clickhouse_cluster needs a clickhouse:// server in clickhouse_url (chDB is one process)")
         return self
 
     def resolved_clickhouse_url(self) -> str:

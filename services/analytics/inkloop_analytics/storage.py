@@ -14,6 +14,11 @@ Datetimes are bound and inserted as UTC; declare columns `DateTime('UTC')` so th
 same on any server time zone. Results have the Python types clickhouse-driver returns, on both
 engines: DateTime('UTC') columns come back as aware datetimes, plain DateTime as naive ones.
 
+A server connection may name a cluster (`connect(url, cluster="inkloop")`): the database then lives
+on every node of that cluster, and the connection asks for the settings such a database needs
+(CLUSTER_SETTINGS); which tables are Distributed and which are stored is the migrations' business
+(tables.local_table). chDB is one process: it cannot be a cluster.
+
 Connection trouble (refused, reset, timeout, chDB path held by another process) raises
 `inkloop.errors.Unavailable`, so callers can spool and retry; SQL the engine rejects raises
 `QueryError`, and values a column cannot hold (out of its range, of another type, not UTF-8) raise
@@ -58,8 +63,31 @@ RETRYABLE_ERROR_CODES = frozenset(
         209,  # SOCKET_TIMEOUT
         210,  # NETWORK_ERROR
         252,  # TOO_MANY_PARTS: inserts come faster than merges
+        # On a cluster: a shard, a replica or ZooKeeper is down or unreachable.
+        225,  # NO_ZOOKEEPER
+        242,  # TABLE_IS_READ_ONLY: a replicated table whose ZooKeeper session is lost
+        279,  # ALL_CONNECTION_TRIES_FAILED: no replica of a shard answers
+        319,  # UNKNOWN_STATUS_OF_INSERT: the connection to ZooKeeper broke while an insert committed
+        999,  # KEEPER_EXCEPTION: ZooKeeper refused or timed out an operation
     }
 )
+
+# Asked of every statement on a cluster connection (unless its URL sets them otherwise).
+CLUSTER_SETTINGS = {
+    # An insert into a Distributed table returns once every shard's part is written on one of its
+    # replicas, instead of once it is queued on the receiving node's disk to be sent on later: only
+    # then is an acknowledged event stored, and a shard that is down fails the insert (so ingest
+    # spools it) instead of leaving it in a queue the service cannot see.
+    "insert_distributed_sync": 1,
+    # An IN or JOIN subquery over a Distributed table, inside a query over a Distributed table, runs
+    # once on the node asked and its result is sent to every shard (as GLOBAL IN / GLOBAL JOIN):
+    # exact however the rows are sharded. The default refuses such queries.
+    "distributed_product_mode": "global",
+    # Each shard's replicas in the cluster's order, for inserts and reads alike (the node asked
+    # first for its own shard): a query sees what this connection's last acknowledged insert wrote,
+    # instead of reading a replica still fetching it. A replica that is down is passed over.
+    "load_balancing": "in_order",
+}
 
 # Server error codes that mean "these values cannot go into this column": the rows are at fault, not
 # the engine's state, so retrying the same rows can never succeed. Anything else about a statement
@@ -131,15 +159,26 @@ class DataError(QueryError):
 class ClickHouse(ABC):
     """A connection to one database of a ClickHouse engine. Safe to share between threads."""
 
-    def __init__(self, database: str, lock: threading.Lock) -> None:
+    def __init__(self, database: str, lock: threading.Lock, cluster: str = "") -> None:
         self._database = database
         self._lock = lock
+        self._cluster = cluster
         self._version: tuple[int, ...] | None = None
         self._features: dict[str, bool] = {}
 
     @property
     def database(self) -> str:
         return self._database
+
+    @property
+    def cluster(self) -> str:
+        """The cluster the database lives on ("" for a single node)."""
+        return self._cluster
+
+    @property
+    @abstractmethod
+    def exclusive(self) -> bool:
+        """Whether this process is the only one that can reach the database (chDB holds its path)."""
 
     def execute(self, sql: str, params: Params | None = None) -> None:
         """Run a statement that returns no rows (DDL, INSERT … SELECT, OPTIMIZE)."""
@@ -218,18 +257,21 @@ class ClickHouse(ABC):
     def _insert(self, table: str, statement: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None: ...
 
 
-def connect(url: str) -> ClickHouse:
+def connect(url: str, cluster: str = "") -> ClickHouse:
     """`clickhouse://[user[:password]@]host[:port]/db[?driver options]` or `chdb://PATH[?database=db]`.
 
     Driver options are clickhouse-driver's URL options (connect_timeout, send_receive_timeout,
-    compression, …). PATH is a directory: `chdb:///abs/path` or `chdb://relative/path`; the
-    database must exist (default: `default`).
+    compression, alt_hosts for other nodes to fail over to, …). PATH is a directory:
+    `chdb:///abs/path` or `chdb://relative/path`; the database must exist (default: `default`).
+    `cluster` names the server's cluster (its `remote_servers` entry) the database lives on.
 
     Server connections are lazy: a server that is down makes the first call raise Unavailable, and
     calls succeed again once it is back.
     """
     if url.startswith(("clickhouse://", "clickhouses://")):
-        return ServerClickHouse(url)
+        return ServerClickHouse(url, cluster)
+    if cluster:
+        raise ValueError(f"a cluster ({cluster!r}) needs a clickhouse:// server URL, not {url!r}")
     if url.startswith("chdb://"):
         path, _, query = url.removeprefix("chdb://").partition("?")
         options = dict(parse_qsl(query))
@@ -347,16 +389,23 @@ def _error_for(code: int, message: str) -> Exception:
 class ServerClickHouse(ClickHouse):
     """A ClickHouse server over the native protocol (clickhouse-driver), reconnecting as needed."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, cluster: str = "") -> None:
         self._url = url
         self._client = clickhouse_driver.Client.from_url(url)
+        if cluster:
+            quote_identifier(cluster)  # it is written into DDL
+            self._client.settings = {**CLUSTER_SETTINGS, **self._client.settings}  # the URL's own win
         host, port = self._client.connection.hosts[0]
         self._address = f"{host}:{port}"
         # clickhouse-driver's Client is not thread-safe: one lock per connection.
-        super().__init__(self._client.connection.database, threading.Lock())
+        super().__init__(self._client.connection.database, threading.Lock(), cluster)
+
+    @property
+    def exclusive(self) -> bool:
+        return False
 
     def another_connection(self) -> ServerClickHouse:
-        return ServerClickHouse(self._url)
+        return ServerClickHouse(self._url, self.cluster)
 
     def close(self) -> None:
         """Drops the connection (a later call would open a new one)."""
@@ -434,6 +483,10 @@ class EmbeddedClickHouse(ClickHouse):
                     raise RuntimeError(f"chDB serves one path per process: {error}") from error
                 raise Unavailable(f"chDB at {path} cannot be opened (held by another process?): {error}") from error
         self.execute(f"USE {quote_identifier(database)}")
+
+    @property
+    def exclusive(self) -> bool:
+        return True
 
     def another_connection(self) -> EmbeddedClickHouse:
         # Every chDB call in the process takes _CHDB_LOCK: a second session would overlap nothing.

@@ -1,4 +1,10 @@
-"""Names and column orders of the analytics tables (created by migrations m0002–m0005)."""
+"""Names and column orders of the analytics tables (created by migrations m0002–m0005).
+
+On a cluster every table keeps its name for reading and writing, as a Distributed table over the
+cluster, and its rows are stored on each shard in `<name>_local` (Replicated, one copy per replica):
+so every query and insert is the same SQL on one node and on a cluster. `local_table` is that rule;
+only DDL and maintenance (ALTER, system.parts) name the stored tables.
+"""
 
 from __future__ import annotations
 
@@ -83,6 +89,28 @@ ALERT_COLUMNS = (
     "subject",
     "breakdown",
 )
+
+#: How a Distributed table spreads rows over shards. Deterministic in the row, so an event sent again
+#: lands on the shard (and in the ReplacingMergeTree) its first copy is in, and the repeat collapses
+#: there. Every row of a visitor is on one shard, and every back-end row of a user.
+SHARDING_KEYS = {
+    FRONTEND_TABLE: "cityHash64(tenant_id, visitor_id)",
+    BACKEND_TABLE: "cityHash64(tenant_id, user_id)",
+    REJECTED_TABLE: "cityHash64(tenant_id, event_id)",
+    ALERTS_TABLE: "cityHash64(tenant_id, rule_name)",
+}
+LOCAL_SUFFIX = "_local"
+
+
+def local_table(table: str, cluster: str) -> str:
+    """The table that stores `table`'s rows: itself on one node, `<table>_local` on a cluster."""
+    return f"{table}{LOCAL_SUFFIX}" if cluster else table
+
+
+def on_cluster(cluster: str) -> str:
+    """The clause that makes a DDL statement run on every node of `cluster` (nothing on one node)."""
+    return f"ON CLUSTER `{cluster}`" if cluster else ""
+
 
 Row = tuple[Any, ...]
 

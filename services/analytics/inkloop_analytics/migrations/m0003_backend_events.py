@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from inkloop_analytics.migrations import DEFAULT_RETENTION_DAYS, low_cardinality, ttl_clause
+from inkloop_analytics.migrations import (
+    DEFAULT_RETENTION_DAYS,
+    distributed_table,
+    low_cardinality,
+    merge_tree,
+    ttl_clause,
+)
 from inkloop_analytics.storage import ClickHouse
+from inkloop_analytics.tables import BACKEND_TABLE, local_table, on_cluster
 
 description = "create backend_events (ReplacingMergeTree deduplicated by event_id)"
 
 # Same deduplication scheme as frontend_events. prompt_redacted is the privacy policy's truncated,
 # PII-redacted excerpt (empty when the policy stores no text); the raw prompt has no column.
 CREATE_BACKEND_EVENTS = """
-CREATE TABLE IF NOT EXISTS backend_events (
+CREATE TABLE IF NOT EXISTS {table} {on_cluster} (
     event_id UUID,
     tenant_id {short},
     time DateTime('UTC'),
@@ -35,7 +42,7 @@ CREATE TABLE IF NOT EXISTS backend_events (
     policy {short},
     has_negative_prompt UInt8,
     inserted_at DateTime('UTC')
-) ENGINE = ReplacingMergeTree(inserted_at)
+) ENGINE = {engine}
 PARTITION BY toYYYYMM(time)
 ORDER BY (tenant_id, toDate(time), event_id)
 {ttl}
@@ -44,4 +51,9 @@ ORDER BY (tenant_id, toDate(time), event_id)
 
 def operations(ch: ClickHouse) -> list[str]:
     ttl = ttl_clause(ch, f"time + INTERVAL {DEFAULT_RETENTION_DAYS} DAY")
-    return [CREATE_BACKEND_EVENTS.format(short=low_cardinality(ch, "String"), ttl=ttl)]
+    engine = merge_tree(ch, BACKEND_TABLE, "ReplacingMergeTree", "inserted_at")
+    table = local_table(BACKEND_TABLE, ch.cluster)
+    create = CREATE_BACKEND_EVENTS.format(
+        table=table, on_cluster=on_cluster(ch.cluster), engine=engine, short=low_cardinality(ch, "String"), ttl=ttl
+    )
+    return [create, *distributed_table(ch, BACKEND_TABLE)]

@@ -1,0 +1,203 @@
+"""A private ClickHouse cluster: ZooKeeper and 2 shards × 2 replicas of Debian's clickhouse-server 18.16.
+
+    with ClickHouseCluster() as cluster:
+        ch = connect(cluster.url, cluster=cluster.name)      # the first node, s1r1
+        cluster.node(2, 1).kill()                           # SIGKILL shard 2's first replica
+        cluster.node(2, 1).start()
+
+Every node is a `ClickHouseServer` (free ports, data in its own directory, restarts keep both) whose
+config also names the cluster, ZooKeeper, its macros (`{shard}`, `{replica}`) and its interserver
+port, the way `../shared/notes/clickhouse-cluster.md` describes. Nodes start in about 2 s together.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Self
+
+import clickhouse_driver
+from clickhouse_driver import errors as driver_errors
+
+from . import HarnessError, ServerProcess, free_ports, log_tail, require_binary
+from .clickhouse import ClickHouseServer, _set_child
+
+ZOOKEEPER_JARS = (
+    "/usr/share/java/zookeeper.jar",
+    # Only so that ZooKeeper writes a log (zookeeper.console.log); it serves without them.
+    "/usr/share/java/slf4j-log4j12.jar",
+    "/usr/share/java/log4j-1.2.jar",
+)
+CLUSTER_NAME = "inkloop"
+# A killed node's ZooKeeper session must expire before it may take its replica back: short here.
+ZOOKEEPER_SESSION_TIMEOUT_MS = 6000
+
+LOG4J_PROPERTIES = """log4j.rootLogger=WARN, CONSOLE
+log4j.appender.CONSOLE=org.apache.log4j.ConsoleAppender
+log4j.appender.CONSOLE.layout=org.apache.log4j.PatternLayout
+log4j.appender.CONSOLE.layout.ConversionPattern=%d %p [%t] %c: %m%n
+"""
+
+
+class ZooKeeperServer(ServerProcess):
+    """A standalone ZooKeeper 3.8 (Debian's package), its data under base_dir."""
+
+    name = "zookeeper"
+
+    def __init__(self, base_dir: Path | None = None) -> None:
+        super().__init__(base_dir)
+        [self.port] = free_ports(1)
+
+    def command(self) -> list[str]:
+        java = require_binary("/usr/bin/java")
+        for jar in ZOOKEEPER_JARS:
+            if not Path(jar).exists():
+                raise HarnessError(f"{jar} is missing: install Debian's zookeeper (see the test command in README.md)")
+        config = self.base_dir / "zoo.cfg"
+        if not config.exists():
+            (self.base_dir / "data").mkdir(exist_ok=True)
+            config.write_text(
+                f"dataDir={self.base_dir / 'data'}\n"
+                f"clientPort={self.port}\n"
+                "clientPortAddress=127.0.0.1\n"
+                "tickTime=2000\n"
+                "admin.enableServer=false\n"
+                "4lw.commands.whitelist=ruok,stat,mntr,srvr\n"
+            )
+            (self.base_dir / "log4j.properties").write_text(LOG4J_PROPERTIES)
+        classpath = ":".join([str(self.base_dir), *ZOOKEEPER_JARS])
+        memory = ["-Xms64m", "-Xmx256m", "-XX:+UseSerialGC"]
+        return [java, *memory, "-cp", classpath, "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(config)]
+
+    def answers(self) -> bool:
+        # `ruok` says imok before ZooKeeper serves; `srvr` names its mode only once it does.
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"srvr")
+                reply = b""
+                while chunk := sock.recv(4096):
+                    reply += chunk
+        except OSError:
+            return False
+        return any(line.startswith(b"Mode: ") for line in reply.splitlines())
+
+
+class ClusterNode(ClickHouseServer):
+    """One clickhouse-server of the cluster: replica `replica` of shard `shard` (both from 1)."""
+
+    def __init__(self, base_dir: Path, shard: int, replica: int, zookeeper: ZooKeeperServer) -> None:
+        super().__init__(base_dir)
+        self.shard = shard
+        self.replica = replica
+        self.zookeeper = zookeeper
+        self.layout: list[list[int]] = []  # every shard's replicas' tcp ports, set by the cluster
+
+    @property
+    def replica_name(self) -> str:
+        return f"s{self.shard}r{self.replica}"
+
+    def answers(self) -> bool:
+        """Ready once its ZooKeeper session is up: until then replicated tables are read-only."""
+        if not super().answers():
+            return False
+        client = clickhouse_driver.Client("127.0.0.1", port=self.port, connect_timeout=1, send_receive_timeout=2)
+        try:
+            client.execute("SELECT count() FROM system.zookeeper WHERE path = '/'")
+        except (driver_errors.Error, EOFError, OSError):
+            return False
+        finally:
+            client.disconnect()
+        return True
+
+    def _configure(self, root: ET.Element) -> None:
+        assert self.layout, "the cluster sets every node's layout before starting it"
+        # Replicas fetch parts from each other here; the packaged host is a placeholder.
+        _set_child(root, "interserver_http_host", "127.0.0.1")
+        for tag in ("remote_servers", "zookeeper", "macros", "distributed_ddl"):
+            for element in root.findall(tag):
+                root.remove(element)
+
+        remote_servers = ET.SubElement(root, "remote_servers")
+        cluster = ET.SubElement(remote_servers, CLUSTER_NAME)
+        for ports in self.layout:
+            shard = ET.SubElement(cluster, "shard")
+            # Inserts through a Distributed table go to one replica; replication copies them.
+            ET.SubElement(shard, "internal_replication").text = "true"
+            for port in ports:
+                replica = ET.SubElement(shard, "replica")
+                ET.SubElement(replica, "host").text = "127.0.0.1"
+                ET.SubElement(replica, "port").text = str(port)
+
+        zookeeper = ET.SubElement(root, "zookeeper")
+        node = ET.SubElement(zookeeper, "node")
+        ET.SubElement(node, "host").text = "127.0.0.1"
+        ET.SubElement(node, "port").text = str(self.zookeeper.port)
+        ET.SubElement(zookeeper, "session_timeout_ms").text = str(ZOOKEEPER_SESSION_TIMEOUT_MS)
+
+        macros = ET.SubElement(root, "macros")
+        ET.SubElement(macros, "cluster").text = CLUSTER_NAME
+        ET.SubElement(macros, "shard").text = f"{self.shard:02d}"
+        ET.SubElement(macros, "replica").text = self.replica_name
+
+        ddl = ET.SubElement(root, "distributed_ddl")
+        ET.SubElement(ddl, "path").text = "/clickhouse/task_queue/ddl"
+
+
+class ClickHouseCluster:
+    """ZooKeeper plus `shards` × `replicas` clickhouse-server nodes, started and stopped together."""
+
+    name = CLUSTER_NAME
+
+    def __init__(self, base_dir: Path, shards: int = 2, replicas: int = 2) -> None:
+        self.base_dir = base_dir
+        self.zookeeper = ZooKeeperServer(base_dir / "zookeeper")
+        self.nodes = [
+            ClusterNode(base_dir / f"s{shard}r{replica}", shard, replica, self.zookeeper)
+            for shard in range(1, shards + 1)
+            for replica in range(1, replicas + 1)
+        ]
+        layout = [[node.port for node in self.nodes if node.shard == shard] for shard in range(1, shards + 1)]
+        for node in self.nodes:
+            node.layout = layout
+
+    @property
+    def url(self) -> str:
+        """The first node (shard 1, replica 1): what connections of the tests go through."""
+        return self.nodes[0].url
+
+    def node(self, shard: int, replica: int) -> ClusterNode:
+        return next(node for node in self.nodes if (node.shard, node.replica) == (shard, replica))
+
+    def start(self) -> None:
+        self.zookeeper.start()
+        for node in self.nodes:
+            node.start()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        self.zookeeper.stop()
+
+    def wait_healthy(self, timeout_s: float = 60.0) -> None:
+        """Returns once every node runs and answers with its ZooKeeper session up (after faults)."""
+        for server in (self.zookeeper, *self.nodes):
+            if not server.running:
+                server.start()
+        deadline = time.monotonic() + timeout_s
+        while not all(node.answers() for node in self.nodes):
+            if time.monotonic() > deadline:
+                raise HarnessError("cluster not healthy\n" + log_tail(*[log for n in self.nodes for log in n.logs()]))
+            time.sleep(0.2)
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
