@@ -7,7 +7,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from gateway.conftest import TEST_SETTINGS, Inference, inference, tiny_model_dir  # noqa: F401  (fixtures)
+from gateway.conftest import (  # noqa: F401  (fixtures)
+    TEST_SETTINGS,
+    Inference,
+    inference,
+    tiny_edit_dir,
+    tiny_model_dir,
+)
 from web.conftest import running_analytics
 
 from harness.clickhouse import ClickHouseServer, database_url, fresh_database
