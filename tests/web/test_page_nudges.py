@@ -153,7 +153,14 @@ async def test_the_inpaint_hint_shows_in_its_arm_only_and_counts_the_conversion(
     # The hint visitor's repainted base and the downloaded repaint are accepted; none of the others was.
     # (Which of those count as regenerated depends on whole seconds between clicks: event times are
     # seconds, and a request in the same second as the one before is not "later".)
-    outcomes = await _stub(system).Outcomes(pb.OutcomesRequest(tenant_id=TENANT, range=_range()))
+    # The download's event may reach analytics after the readout above was complete: wait for it.
+    async def both_accepted() -> pb.OutcomesResponse | None:
+        reply = await _stub(system).Outcomes(pb.OutcomesRequest(tenant_id=TENANT, range=_range()))
+        return reply if reply.groups and reply.groups[0].accepted >= 2 else None
+
+    outcomes = await _until(both_accepted, 30) or await _stub(system).Outcomes(
+        pb.OutcomesRequest(tenant_id=TENANT, range=_range())
+    )
     [everything] = outcomes.groups
     assert (everything.requests, everything.accepted, everything.failed) == (7, 2, 0)
     assert everything.regenerated + everything.abandoned == 5
