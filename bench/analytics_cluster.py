@@ -96,7 +96,7 @@ def main() -> None:
         ClickHouseCluster(Path(directory) / "cluster") as cluster,
     ):
         events = arguments.ingest_events
-        with fresh_database(server.url) as single_db, fresh_database(cluster.url, cluster.name) as cluster_db:
+        with fresh_database(server.url) as single_db, cluster.fresh_database() as cluster_db:
             single_url = database_url(server.url, single_db.database)
             single_rate = ingest(single_url, "", events, arguments.batch, arguments.streams)
             cluster_url = database_url(cluster.url, cluster_db.database)
@@ -110,7 +110,7 @@ def main() -> None:
         print(f"  2 x 2 cluster   {cluster_rate:10,.0f} events/s  ({cluster_rate / single_rate:.2f}x one server)")
 
         events = arguments.funnel_events
-        with fresh_database(server.url) as single_db, fresh_database(cluster.url, cluster.name) as cluster_db:
+        with fresh_database(server.url) as single_db, cluster.fresh_database() as cluster_db:
             single_fill = fill(single_db, events)
             cluster_fill = fill(cluster_db, events)
             catch_up = wait_for_replication(cluster, cluster_db.database)

@@ -57,13 +57,12 @@ def clickhouse(request: pytest.FixtureRequest) -> Iterator[ClickHouse]:
     """A connection to a fresh database, on embedded chDB and on the 18.16 server in turn (and on
     the 2 × 2 cluster, through its first node, where a module asks for it)."""
     if request.param == "chdb":
-        url, cluster = request.getfixturevalue("chdb_url"), ""
+        database = fresh_database(request.getfixturevalue("chdb_url"))
     elif request.param == "server":
-        url, cluster = request.getfixturevalue("clickhouse_server").url, ""
+        database = fresh_database(request.getfixturevalue("clickhouse_server").url)
     else:
-        clickhouse_cluster = request.getfixturevalue("clickhouse_cluster")
-        url, cluster = clickhouse_cluster.url, clickhouse_cluster.name
-    with fresh_database(url, cluster) as ch:
+        database = request.getfixturevalue("clickhouse_cluster").fresh_database()
+    with database as ch:
         yield ch
 
 

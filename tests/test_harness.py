@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+from pathlib import Path
 
 import pytest
 import redis
@@ -10,6 +13,7 @@ import redis
 from harness import HarnessError, port_open
 from harness import clickhouse as clickhouse_harness
 from harness.clickhouse import ClickHouseServer
+from harness.clickhouse_cluster import ClickHouseCluster, DDLTimeout, HarnessWarning
 from harness.redis import RedisServer
 from inkloop.errors import Unavailable
 from inkloop_analytics.storage import ClickHouse, EmbeddedClickHouse, ServerClickHouse, connect
@@ -79,3 +83,20 @@ def test_server_that_cannot_start_fails_with_its_log() -> None:
         server.port = squatter.getsockname()[1]
         with pytest.raises(HarnessError, match=r"(?s)exited.*clickhouse-server\.err\.log"), server:
             pass
+
+
+def test_a_cluster_node_that_does_not_run_on_cluster_ddl_is_restarted_until_it_has(tmp_path: Path) -> None:
+    """Stands in for 18.16's ended DDL worker with a stopped process: the node answers no DDL."""
+    with ClickHouseCluster(tmp_path, shards=1, replicas=2, ddl_timeout_s=2) as cluster:
+        cluster.wait_healthy()
+        healthy, stuck = cluster.nodes
+        os.kill(stuck.pid, signal.SIGSTOP)
+        with pytest.raises(DDLTimeout) as timeout:
+            cluster.run_ddl(f"CREATE DATABASE recovered ON CLUSTER {cluster.name}")
+        assert cluster.finished(timeout.value.task) == [healthy]
+        with pytest.warns(HarnessWarning, match=f"{stuck.replica_name} had not run"):
+            cluster.recover(timeout.value)
+        assert cluster.finished(timeout.value.task) == cluster.nodes
+        for node in cluster.nodes:
+            assert node.client().execute("SELECT count() FROM system.databases WHERE name = 'recovered'") == [(1,)]
+        assert not cluster.unusable

@@ -86,7 +86,7 @@ async def cluster_and_single_node(
 ) -> AsyncIterator[tuple[Analytics, Analytics, ClickHouse]]:
     """A service on a fresh database of the cluster and one on a fresh database of the single server,
     and a connection to the cluster's database."""
-    with fresh_database(cluster.url, cluster.name) as ch, fresh_database(server.url) as single_ch:
+    with cluster.fresh_database() as ch, fresh_database(server.url) as single_ch:
         on_cluster = make_settings(database_url(cluster.url, ch.database), clickhouse_cluster=cluster.name, **overrides)
         single = make_settings(database_url(server.url, single_ch.database), data_dir=on_cluster.data_dir / "single")
         try:
@@ -221,7 +221,7 @@ async def test_tables_are_replicated_per_shard_behind_distributed_tables(
     cluster: ClickHouseCluster, make_settings: SettingsFactory
 ) -> None:
     day = generate(seed=3, visitors=300)
-    with fresh_database(cluster.url, cluster.name) as ch:
+    with cluster.fresh_database() as ch:
         settings = make_settings(database_url(cluster.url, ch.database), clickhouse_cluster=cluster.name)
         async with running(settings) as service:
             await ingest_all(service, day)
@@ -252,7 +252,7 @@ async def test_two_services_starting_together_apply_each_migration_once(
     cluster: ClickHouseCluster, make_settings: SettingsFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="inkloop_analytics")
-    with fresh_database(cluster.url, cluster.name) as ch:
+    with cluster.fresh_database() as ch:
         # Each through another node, as two pods behind one Service would be.
         first, second = (
             make_settings(
@@ -278,7 +278,7 @@ async def test_two_services_starting_together_apply_each_migration_once(
 
 def test_retention_drops_old_partitions_on_every_shard(cluster: ClickHouseCluster) -> None:
     december, january = datetime(2025, 12, 31, 23, 59, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)
-    with fresh_database(cluster.url, cluster.name) as ch:
+    with cluster.fresh_database() as ch:
         migrate(ch)
         rows = [(uuid.uuid4(), "t1", at, f"v{n}") for n in range(40) for at in (december, january)]
         ch.insert(FRONTEND_TABLE, ("event_id", "tenant_id", "time", "visitor_id"), rows)

@@ -110,6 +110,16 @@ class ServerProcess(ABC):
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, f"{self.name} is not running"
+        return self._process.pid
+
+    @property
+    def exited_by_itself(self) -> bool:
+        """It was started and has ended, neither stopped nor killed by the harness (a crash)."""
+        return self._process is not None and self._process.poll() is not None
+
     def start(self) -> None:
         if self.running:
             return

@@ -134,15 +134,14 @@ def database_url(url: str, database: str) -> str:
 
 
 @contextmanager
-def fresh_database(url: str, cluster: str = "") -> Iterator[ClickHouse]:
-    """A connection to a new, uniquely named database of the engine at `url`, dropped afterwards;
-    with `cluster`, on every node of that cluster (of which `url` is one)."""
+def fresh_database(url: str) -> Iterator[ClickHouse]:
+    """A connection to a new, uniquely named database of the engine at `url`, dropped afterwards
+    (on a cluster: `ClickHouseCluster.fresh_database`)."""
     name = f"test_{uuid.uuid4().hex[:16]}"
-    everywhere = f"ON CLUSTER {cluster}" if cluster else ""
     with connect(url) as admin:
-        admin.execute(f"CREATE DATABASE {name} {everywhere}")
+        admin.execute(f"CREATE DATABASE {name}")
         try:
-            with connect(database_url(url, name), cluster) as ch:
+            with connect(database_url(url, name)) as ch:
                 yield ch
         finally:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} {everywhere}")
+            admin.execute(f"DROP DATABASE IF EXISTS {name}")

@@ -12,17 +12,25 @@ port, the way `../shared/notes/clickhouse-cluster.md` describes. Nodes start in 
 
 from __future__ import annotations
 
+import re
 import socket
 import time
+import uuid
+import warnings
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
+from urllib.parse import unquote
 
 import clickhouse_driver
 from clickhouse_driver import errors as driver_errors
 
+from inkloop_analytics.storage import ClickHouse, connect
+
 from . import HarnessError, ServerProcess, free_ports, log_tail, require_binary
-from .clickhouse import ClickHouseServer, _set_child
+from .clickhouse import ClickHouseServer, _set_child, database_url
 
 ZOOKEEPER_JARS = (
     "/usr/share/java/zookeeper.jar",
@@ -33,6 +41,8 @@ ZOOKEEPER_JARS = (
 CLUSTER_NAME = "inkloop"
 # A killed node's ZooKeeper session must expire before it may take its replica back: short here.
 ZOOKEEPER_SESSION_TIMEOUT_MS = 6000
+# What 18.16 answers when a node has not run an ON CLUSTER query within distributed_ddl_task_timeout.
+DDL_TIMEOUT_CODE = 159
 
 LOG4J_PROPERTIES = """log4j.rootLogger=WARN, CONSOLE
 log4j.appender.CONSOLE=org.apache.log4j.ConsoleAppender
@@ -84,6 +94,19 @@ class ZooKeeperServer(ServerProcess):
         return any(line.startswith(b"Mode: ") for line in reply.splitlines())
 
 
+class HarnessWarning(UserWarning):
+    """Something the harness repaired so the tests could go on; pytest's summary shows it."""
+
+
+class DDLTimeout(Exception):
+    """A node had not run `ddl`, the DDL queue's `task`, within the cluster's ddl_timeout_s."""
+
+    def __init__(self, ddl: str, task: str) -> None:
+        super().__init__(f"{ddl!r} ({task}) timed out")
+        self.ddl = ddl
+        self.task = task
+
+
 class ClusterNode(ClickHouseServer):
     """One clickhouse-server of the cluster: replica `replica` of shard `shard` (both from 1)."""
 
@@ -102,7 +125,7 @@ class ClusterNode(ClickHouseServer):
         """Ready once its ZooKeeper session is up: until then replicated tables are read-only."""
         if not super().answers():
             return False
-        client = clickhouse_driver.Client("127.0.0.1", port=self.port, connect_timeout=1, send_receive_timeout=2)
+        client = self.client(connect_timeout=1, send_receive_timeout=2)
         try:
             client.execute("SELECT count() FROM system.zookeeper WHERE path = '/'")
         except (driver_errors.Error, EOFError, OSError):
@@ -110,6 +133,15 @@ class ClusterNode(ClickHouseServer):
         finally:
             client.disconnect()
         return True
+
+    def client(self, **options: Any) -> clickhouse_driver.Client:
+        return clickhouse_driver.Client("127.0.0.1", port=self.port, **options)
+
+    def log_lines(self, containing: str) -> list[str]:
+        """Lines of its error log that contain `containing`."""
+        err_log = self.logs()[0]
+        text = err_log.read_text(errors="replace") if err_log.exists() else ""
+        return [line for line in text.splitlines() if containing in line]
 
     def _configure(self, root: ET.Element) -> None:
         assert self.layout, "the cluster sets every node's layout before starting it"
@@ -150,8 +182,11 @@ class ClickHouseCluster:
 
     name = CLUSTER_NAME
 
-    def __init__(self, base_dir: Path, shards: int = 2, replicas: int = 2) -> None:
+    def __init__(self, base_dir: Path, shards: int = 2, replicas: int = 2, ddl_timeout_s: int = 60) -> None:
         self.base_dir = base_dir
+        # How long ON CLUSTER DDL waits for every node (18.16's default: 180 s).
+        self.ddl_timeout_s = ddl_timeout_s
+        self.unusable = ""  # why, once a recovery failed
         self.zookeeper = ZooKeeperServer(base_dir / "zookeeper")
         self.nodes = [
             ClusterNode(base_dir / f"s{shard}r{replica}", shard, replica, self.zookeeper)
@@ -184,12 +219,86 @@ class ClickHouseCluster:
         """Returns once every node runs and answers with its ZooKeeper session up (after faults)."""
         for server in (self.zookeeper, *self.nodes):
             if not server.running:
+                if server.exited_by_itself:
+                    crash = f"{server.name} exited by itself\n" + log_tail(*server.logs())
+                    warnings.warn(HarnessWarning(crash), stacklevel=2)
                 server.start()
         deadline = time.monotonic() + timeout_s
         while not all(node.answers() for node in self.nodes):
             if time.monotonic() > deadline:
                 raise HarnessError("cluster not healthy\n" + log_tail(*[log for n in self.nodes for log in n.logs()]))
             time.sleep(0.2)
+
+    @contextmanager
+    def fresh_database(self) -> Iterator[ClickHouse]:
+        """A connection (through the first node) to a new database on every node, dropped afterwards."""
+        name = f"test_{uuid.uuid4().hex[:16]}"
+        self.on_cluster(f"CREATE DATABASE {name} ON CLUSTER {self.name}")
+        try:
+            with connect(database_url(self.url, name), self.name) as ch:
+                yield ch
+        finally:
+            self.on_cluster(f"DROP DATABASE IF EXISTS {name} ON CLUSTER {self.name}")
+
+    def on_cluster(self, ddl: str) -> None:
+        """Runs `ddl` (ON CLUSTER) through the first node, recovering nodes that do not run it.
+
+        18.16's DDL worker thread ends on some ZooKeeper errors, after which every ON CLUSTER query
+        waits out its timeout for that node (seen once in CI: each later test then waited 180 s). A
+        server restart is the documented recovery. Past a failed recovery every later call fails at
+        once, so that a broken cluster costs one timeout, not one per test."""
+        if self.unusable:
+            raise HarnessError(f"the cluster is unusable since an earlier failure: {self.unusable}")
+        self.wait_healthy()
+        try:
+            self.run_ddl(ddl)
+        except DDLTimeout as timeout:
+            self.recover(timeout)
+
+    def run_ddl(self, ddl: str) -> None:
+        """`ddl` through the first node; DDLTimeout if a node has not run it within ddl_timeout_s."""
+        client = self.nodes[0].client(send_receive_timeout=self.ddl_timeout_s + 30)
+        try:
+            client.execute(ddl, settings={"distributed_ddl_task_timeout": self.ddl_timeout_s})
+        except driver_errors.ServerException as error:
+            task = re.search(r"/\S+/query-\d+", error.message)
+            if error.code != DDL_TIMEOUT_CODE or task is None:
+                raise
+            raise DDLTimeout(ddl, task.group(0)) from error
+        finally:
+            client.disconnect()
+
+    def recover(self, timeout: DDLTimeout) -> None:
+        """Restarts the nodes that have not run the timed-out DDL, and waits until every node has."""
+        stuck = [node for node in self.nodes if node not in self.finished(timeout.task)]
+        warnings.warn(
+            HarnessWarning(
+                f"{', '.join(n.replica_name for n in stuck)} had not run {timeout.ddl!r} after "
+                f"{self.ddl_timeout_s} s: restarted. Their DDL worker's last errors:\n"
+                + "\n".join(line for node in stuck for line in node.log_lines("DDLWorker")[-5:])
+            ),
+            stacklevel=2,
+        )
+        for node in stuck:
+            node.stop()
+        self.wait_healthy()
+        deadline = time.monotonic() + self.ddl_timeout_s
+        while len(self.finished(timeout.task)) < len(self.nodes):
+            if time.monotonic() > deadline:
+                self.unusable = f"{timeout.ddl!r} never ran on every node, even after restarting them"
+                raise HarnessError(self.unusable + "\n" + log_tail(*[log for n in stuck for log in n.logs()]))
+            time.sleep(0.5)
+
+    def finished(self, task: str) -> list[ClusterNode]:
+        """The nodes that ran the DDL queue's `task` (ZooKeeper names each by host:port, escaped)."""
+        client = self.nodes[0].client()
+        try:
+            sql = "SELECT name FROM system.zookeeper WHERE path = %(path)s"
+            rows = client.execute(sql, {"path": f"{task}/finished"})
+        finally:
+            client.disconnect()
+        ports = {unquote(name).rpartition(":")[2] for (name,) in rows}
+        return [node for node in self.nodes if str(node.port) in ports]
 
     def __enter__(self) -> Self:
         try:
