@@ -27,14 +27,15 @@ diffusers). So this one script does everything there:
 3. writes every figure to `OUT/gpu_suite.json` (after each section, so a cut-short run keeps what
    it measured) and prints a table.
 
-Sections run in that order within `--budget-s` (default 450 s after the install): one whose
-estimate no longer fits is skipped with the reason, and `--sections` runs chosen ones on a later
-lease. `--dry-run` runs every section with tiny dimensions on the CPU, in this environment (no
-install), skipping what needs CUDA with the reason; `tests/test_gpu_suite.py` runs it in CI.
+Sections run in that order, or in the order `--sections` gives, within `--budget-s` (default 450 s
+after the install): one whose estimate no longer fits is skipped with the reason. `--sections` runs
+chosen ones on a later lease, `--memory-modes` chosen memory modes (each saved before the next).
+`--dry-run` runs every section with tiny dimensions on the CPU, in this environment (no install),
+skipping what needs CUDA with the reason; `tests/test_gpu_suite.py` runs it in CI.
 
     .venv/bin/python bench/gpu_suite.py --prepare-wheels         # here, once: fills bench/wheels/
     python3 bench/gpu_suite.py --out OUT                        # on the GPU machine
-    python3 bench/gpu_suite.py --out OUT --sections memory_modes,cold_start
+    python3 bench/gpu_suite.py --out OUT --sections cold_start,memory_modes --memory-modes full,fp8
     .venv/bin/python bench/gpu_suite.py --dry-run --out /tmp/gpu-suite   # CPU, tiny, about a minute
 
 Anchors (one H100): SGLang-Diffusion 12.77 s end to end at 1024², 50 steps, CFG 4 (about 248 ms per
@@ -789,7 +790,13 @@ def section_memory_modes(suite: Suite) -> dict[str, Any]:
     )
     figures["mode_steps"] = suite.dims.mode_steps
     embeds = suite.embeds([suite.dims.prompt_tokens])
-    for mode in MEMORY_MODES:
+    for mode in suite.args.memory_modes or MEMORY_MODES:
+        if mode not in MEMORY_MODES:
+            raise ValueError(f"--memory-modes: {mode!r} is none of {', '.join(MEMORY_MODES)}")
+        # What is measured so far survives a mode that takes the process down (the OOM killer, say).
+        suite.report["sections"]["memory_modes"] = {"status": f"partial: {mode} running", **figures}
+        suite.save()
+        print(f"   {mode}", flush=True)
         if suite.left_s() < 30:
             figures[mode] = {"skipped": f"time budget ({suite.left_s():.0f} s left)"}
             continue
@@ -1022,7 +1029,11 @@ def run(args: argparse.Namespace) -> int:
         suite.report["cpu_notes"] = CPU_NOTES
         for note in CPU_NOTES:
             print(f"dry run: {note}")
-    wanted = [s for s in SECTIONS if s in args.sections]
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        print(f"--sections: {', '.join(sorted(unknown))} unknown; known: {', '.join(SECTIONS)}", file=sys.stderr)
+        return 2
+    wanted = list(dict.fromkeys(args.sections))  # in the order asked
     for name in wanted:
         estimate = ESTIMATE_S[name] if suite.cuda else 5
         left = suite.left_s()
@@ -1078,6 +1089,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("gpu-suite-out"), help="folder for gpu_suite.json")
     parser.add_argument("--dry-run", action="store_true", help="tiny dimensions on the CPU, in this environment")
     parser.add_argument("--sections", type=lambda s: s.split(","), default=list(SECTIONS), help=",".join(SECTIONS))
+    parser.add_argument(
+        "--memory-modes", type=lambda s: s.split(","), default=None, help="memory_modes to measure, in order (all)"
+    )
     parser.add_argument("--budget-s", type=float, default=450.0, help="stop starting sections after this long")
     parser.add_argument("--step-cache", type=float, nargs="+", default=None, help="thresholds (default 0.08 0.2)")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -9,6 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from inkloop.errors import InvalidArgument
+from inkloop_inference.editing import load_edit_pipeline
 from inkloop_inference.loading import (
     REVISION_CACHE_FILE,
     LoadedModel,
@@ -48,6 +50,19 @@ def test_reload_is_bit_identical_and_gives_the_same_image(tiny_model: LoadedMode
 def test_inpaint_shares_the_modules(tiny_model: LoadedModel) -> None:
     for name in ("transformer", "vae", "text_encoder", "tokenizer", "scheduler"):
         assert getattr(tiny_model.inpaint, name) is getattr(tiny_model.t2i, name), name
+
+
+def test_a_bf16_model_stays_bf16_in_every_pipeline_and_generates(tiny_dir: Path, tiny_edit_dir: Path) -> None:
+    """What a GPU serves in: diffusers' from_pipe once cast the shared modules back to fp32."""
+    model = load_pipelines(tiny_dir, device="cpu", dtype=torch.bfloat16, batch_invariant=False)
+    model = dataclasses.replace(
+        model, edit=load_edit_pipeline(tiny_edit_dir, device="cpu", dtype=torch.bfloat16, main=model)
+    )
+    assert model.edit is not None
+    for pipe in (model.t2i, model.inpaint, model.edit.pipe):
+        for name in ("transformer", "vae", "text_encoder"):
+            assert {parameter.dtype for parameter in getattr(pipe, name).parameters()} == {torch.bfloat16}, name
+    assert _direct_png(model.t2i, seed=3).startswith(b"\x89PNG")
 
 
 def test_template_start_index_is_set_on_both_pipelines(tiny_model: LoadedModel) -> None:

@@ -1,7 +1,7 @@
 """Load a Qwen-Image model from a local diffusers directory, offline.
 
 One directory gives two pipelines that share every module (nothing is copied): text-to-image
-(`QwenImagePipeline`) and inpaint (`QwenImageInpaintPipeline.from_pipe`), plus a `revision` that
+(`QwenImagePipeline`) and inpaint (`QwenImageInpaintPipeline` on the same modules), plus a `revision` that
 names the exact weights, and the `Limits` that requests are validated against.
 
     model = load_pipelines(Path("var/models/tiny"), device="cpu", dtype=torch.float32)
@@ -121,14 +121,10 @@ def load_pipelines(
     if memory.places_on_device(memory_mode) and t2i.device != torch.device(device):
         t2i.to(device)
     t2i.set_progress_bar_config(disable=True)
-    # from_pipe ends with a no-op `.to(dtype=None)` that makes diffusers warn about (zero) fp32 modules.
-    modeling_logger = logging.getLogger("diffusers.models.modeling_utils")
-    level = modeling_logger.level
-    modeling_logger.setLevel(logging.ERROR)
-    try:
-        inpaint = QwenImageInpaintPipeline.from_pipe(t2i)
-    finally:
-        modeling_logger.setLevel(level)
+    # Not `from_pipe`: diffusers 0.42 ends it with `.to(dtype=float32)` unless told otherwise, which
+    # cast the shared modules of a bf16 model to fp32 (seen on the GPU: 86 GB resident, then a dtype
+    # error at the first step) and refuses quantized ones.
+    inpaint = QwenImageInpaintPipeline(**t2i.components)
     inpaint.set_progress_bar_config(disable=True)
 
     # 4. The pipeline constructors reset the template start index to 34; set it for this tokenizer.
