@@ -19,6 +19,7 @@ diffusers). So this one script does everything there:
    - `fast_tier`: 8 steps, CFG off, Lightning's schedule, a random LoRA of the real shapes, compiled;
    - `batch_invariance`: one request alone and in a batch of 4: byte-identical or not, and the cost
      of the settings that make it so;
+   - `edit`: an instruction edit (stock `QwenImageEditPipeline`, eager) of an image of the output size;
    - `memory_modes`: peak GPU memory and s/image of full, model-offload, group-offload, fp8, nf4,
      each loaded from disk through the service's own loading code;
    - `cold_start`: process start to SERVING of the real inference service with the full-size model,
@@ -81,6 +82,7 @@ SECTIONS = (
     "step_cache",
     "fast_tier",
     "batch_invariance",
+    "edit",
     "memory_modes",
     "cold_start",
 )
@@ -91,6 +93,7 @@ ESTIMATE_S = {
     "step_cache": 40,
     "fast_tier": 70,
     "batch_invariance": 45,
+    "edit": 80,
     "memory_modes": 90,  # the model folder and at least one mode; each mode checks the budget again
     "cold_start": 120,
 }
@@ -423,8 +426,10 @@ class Suite:
         hook: Any = None,
         seeds: list[int] | None = None,
         step_times: list[float] | None = None,
+        **inputs: Any,
     ) -> tuple[float, Any]:
-        """One pipeline call: (seconds, uint8 images N×H×W×3). Noise comes from CPU generators."""
+        """One pipeline call: (seconds, uint8 images N×H×W×3). Noise comes from CPU generators;
+        `inputs` go to the pipeline as they are (an edit's image)."""
         import numpy as np
         import torch
 
@@ -447,6 +452,7 @@ class Suite:
             with torch.inference_mode():
                 images = pipe(
                     **kwargs,
+                    **inputs,
                     true_cfg_scale=4.0 if cfg else 1.0,
                     width=self.dims.size,
                     height=self.dims.size,
@@ -777,6 +783,52 @@ def section_batch_invariance(suite: Suite) -> dict[str, Any]:
     return figures
 
 
+def section_edit(suite: Suite) -> dict[str, Any]:
+    """An instruction edit (diffusers' QwenImageEditPipeline, stock, eager) on the same transformer
+    shapes and VAE, an input image of the output size, against text-to-image of that size.
+
+    The text stream is what Qwen2.5-VL gives for the instruction and the image the pipeline shows it
+    (resized to about a megapixel: one token per 28×28 pixels); the image stream holds the noisy latents
+    and the input image's, so each step runs about twice the text-to-image sequence."""
+    import numpy as np
+    from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit import QwenImageEditPipeline
+    from PIL import Image
+
+    t2i = suite.build()
+    pipe = QwenImageEditPipeline(
+        scheduler=t2i.scheduler,
+        vae=t2i.vae,
+        text_encoder=t2i.text_encoder,
+        tokenizer=t2i.tokenizer,
+        processor=None,  # the prompt embeddings are given, as everywhere in this suite
+        transformer=t2i.transformer,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    del t2i
+    pixels = np.random.default_rng(5).integers(0, 256, (suite.dims.size, suite.dims.size, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    image_tokens = (1024 // 28) ** 2
+    embeds = suite.embeds([suite.dims.prompt_tokens + image_tokens])
+    suite.generate(pipe, embeds, steps=2, image=image)  # warm-up
+    suite.reset_peak()
+    ticks: list[float] = []
+    seconds, _ = suite.generate(pipe, embeds, steps=suite.dims.steps, image=image, step_times=ticks)
+    per_step = sorted(b - a for a, b in itertools.pairwise(ticks))
+    figures: dict[str, Any] = {
+        "text_tokens": suite.dims.prompt_tokens + image_tokens,
+        "s_per_image": round(seconds, 2),
+        "s_per_step": round(per_step[len(per_step) // 2], 4) if per_step else None,
+        "peak_gb": suite.peak_gb(),
+        "note": "stock pipeline, eager; the text encoder outside the timing (the VL model would add its "
+        "encoding of the image); the VAE encodes the input image inside it",
+    }
+    stock = suite.report["sections"].get("stock", {}).get("s_per_image")
+    if stock:
+        figures["vs_text_to_image"] = round(seconds / stock, 2)
+    del pipe
+    return figures
+
+
 def section_memory_modes(suite: Suite) -> dict[str, Any]:
     from inkloop_inference.acceleration import Acceleration
     from inkloop_inference.loading import load_pipelines
@@ -966,6 +1018,7 @@ RUNNERS: dict[str, Callable[[Suite], dict[str, Any]]] = {
     "step_cache": section_step_cache,
     "fast_tier": section_fast_tier,
     "batch_invariance": section_batch_invariance,
+    "edit": section_edit,
     "memory_modes": section_memory_modes,
     "cold_start": section_cold_start,
 }

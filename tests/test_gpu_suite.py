@@ -44,6 +44,7 @@ def test_dry_run_runs_every_section_and_writes_the_figures(tmp_path: Path) -> No
         "step_cache",
         "fast_tier",
         "batch_invariance",
+        "edit",
         "memory_modes",
         "cold_start",
     ]
@@ -61,6 +62,10 @@ def test_dry_run_runs_every_section_and_writes_the_figures(tmp_path: Path) -> No
     invariance = sections["batch_invariance"]
     assert invariance["per_sample"]["alone_vs_batch"]["identical"]
     assert invariance["per_sample"]["run_to_run_identical"]
+
+    edit = sections["edit"]
+    assert edit["s_per_image"] > 0 and edit["s_per_step"] > 0 and edit["vs_text_to_image"] > 0
+    assert edit["text_tokens"] == report["setup"]["prompt_tokens"] + (1024 // 28) ** 2
 
     modes = sections["memory_modes"]
     assert modes["full"]["s_per_image"] > 0 and modes["full"]["peak_gb"] is None

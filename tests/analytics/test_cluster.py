@@ -276,6 +276,51 @@ async def test_two_services_starting_together_apply_each_migration_once(
             assert node_query(node, ch.database, ledger) == [(m.number, 1) for m in every], node.replica_name
 
 
+def columns_on(node: ClusterNode, database: str, table: str) -> set[str]:
+    sql = f"SELECT name FROM system.columns WHERE database = currentDatabase() AND table = '{table}'"
+    return {name for (name,) in node_query(node, database, sql)}
+
+
+def test_alter_migrations_reach_every_replica_without_the_ddl_queue(cluster: ClickHouseCluster) -> None:
+    """18.16 ends a replica's DDL worker when two replicas of a shard race on one ALTER … ON CLUSTER
+    of a replicated table (seen in CI), so the ALTERs go to one replica per shard and replicate."""
+    with cluster.fresh_database() as ch:
+        migrate(ch)
+        queue = "SELECT value FROM system.zookeeper WHERE path = '/clickhouse/task_queue/ddl'"
+        queued = [entry for (entry,) in ch.query(queue) if ch.database in entry]
+        assert queued and not [entry for entry in queued if "ALTER TABLE" in entry]
+        added = {"prompt_signature", "base_request_id", "template_id"}
+        for node in cluster.nodes:
+            assert added <= columns_on(node, ch.database, "backend_events_local"), node.replica_name
+            assert added <= columns_on(node, ch.database, BACKEND_TABLE), node.replica_name
+            assert {"subject", "breakdown"} <= columns_on(node, ch.database, "fired_alerts_local")
+
+
+def test_a_statement_for_each_shard_passes_over_a_replica_that_is_down(
+    cluster: ClickHouseCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    with cluster.fresh_database() as ch:
+        migrate(ch)
+        down = cluster.node(2, 1)
+        down.kill()
+        # 18.16 waits this long for every replica, the one down too (60 s by default), then leaves the
+        # ALTER to replication and says so (code 341).
+        impatient = connect(
+            database_url(cluster.url, ch.database) + "?replication_alter_columns_timeout=2", cluster.name
+        )
+        with impatient:
+            impatient.execute_on_each_shard("ALTER TABLE frontend_events_local ADD COLUMN probe UInt8 DEFAULT 7")
+        assert any("s2r1" in record.getMessage() for record in caplog.records if record.levelname == "WARNING")
+        for node in cluster.nodes:
+            if node is not down:
+                assert "probe" in columns_on(node, ch.database, "frontend_events_local"), node.replica_name
+        cluster.wait_healthy()  # the replica that was down takes the change from ZooKeeper
+        deadline = time.monotonic() + CONVERGE_S
+        while "probe" not in columns_on(down, ch.database, "frontend_events_local"):
+            assert time.monotonic() < deadline, "the restarted replica never took the ALTER"
+            time.sleep(0.2)
+
+
 def test_retention_drops_old_partitions_on_every_shard(cluster: ClickHouseCluster) -> None:
     december, january = datetime(2025, 12, 31, 23, 59, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)
     with cluster.fresh_database() as ch:

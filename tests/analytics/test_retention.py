@@ -21,7 +21,8 @@ TABLES = (FRONTEND_TABLE, BACKEND_TABLE, REJECTED_TABLE)
 
 
 class RecordingClickHouse:
-    """Passes every call through to `ch` and keeps the statements `execute` ran."""
+    """Passes every call through to `ch` and keeps the statements `execute` and
+    `execute_on_each_shard` ran."""
 
     def __init__(self, ch: ClickHouse) -> None:
         self.ch = ch
@@ -30,6 +31,10 @@ class RecordingClickHouse:
     def execute(self, sql: str, params: Params | None = None) -> None:
         self.statements.append(sql)
         self.ch.execute(sql, params)
+
+    def execute_on_each_shard(self, sql: str) -> None:
+        self.statements.append(sql)
+        self.ch.execute_on_each_shard(sql)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.ch, name)

@@ -17,7 +17,7 @@ import re
 from datetime import UTC, date, datetime, timedelta
 
 from inkloop_analytics.storage import ClickHouse
-from inkloop_analytics.tables import BACKEND_TABLE, FRONTEND_TABLE, REJECTED_TABLE, local_table, on_cluster
+from inkloop_analytics.tables import BACKEND_TABLE, FRONTEND_TABLE, REJECTED_TABLE, local_table
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +48,15 @@ def apply(ch: ClickHouse, days: int, today: date | None = None) -> None:
 def _set_ttl(ch: ClickHouse, table: str, column: str, days: int) -> None:
     [(engine,)] = ch.query(ENGINE_FULL, {"table": table})
     # Identifiers and the day count come from code and settings, never from a caller.
-    alter = f"ALTER TABLE {table} {on_cluster(ch.cluster)}"
+    alter = f"ALTER TABLE {table}"  # of a replicated table on a cluster: once per shard
     if days <= 0:
         if _TTL.search(engine):
-            ch.execute(f"{alter} REMOVE TTL")
+            ch.execute_on_each_shard(f"{alter} REMOVE TTL")
             log.info("retention of %s removed (events kept forever)", table)
         return
     match = _TTL_DAYS.search(engine)
     if match is None or int(match.group(1)) != days:
-        ch.execute(f"{alter} MODIFY TTL {column} + INTERVAL {int(days)} DAY")
+        ch.execute_on_each_shard(f"{alter} MODIFY TTL {column} + INTERVAL {int(days)} DAY")
         log.info("retention of %s set to %d days", table, days)
 
 
@@ -67,5 +67,5 @@ def _drop_partitions_before(ch: ClickHouse, table: str, oldest_kept: date, days:
         year, month = divmod(int(partition), 100)
         next_month = date(year + month // 12, month % 12 + 1, 1)
         if next_month <= oldest_kept:
-            ch.execute(f"ALTER TABLE {table} {on_cluster(ch.cluster)} DROP PARTITION {int(partition)}")
+            ch.execute_on_each_shard(f"ALTER TABLE {table} DROP PARTITION {int(partition)}")
             log.info("dropped partition %s of %s (past %d days of retention)", partition, table, days)

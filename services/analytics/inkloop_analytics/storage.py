@@ -30,7 +30,9 @@ server gets what clickhouse-driver checks the same way.
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
 import math
 import re
 import struct
@@ -44,7 +46,7 @@ from decimal import Decimal
 from functools import cache
 from ipaddress import ip_address
 from typing import Any, Self
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 import clickhouse_driver
@@ -52,6 +54,8 @@ from clickhouse_driver import errors as driver_errors
 from clickhouse_driver.util.escape import escape_params
 
 from inkloop.errors import Unavailable
+
+log = logging.getLogger(__name__)
 
 Row = tuple[Any, ...]
 Params = Mapping[str, Any]
@@ -70,6 +74,16 @@ RETRYABLE_ERROR_CODES = frozenset(
         319,  # UNKNOWN_STATUS_OF_INSERT: the connection to ZooKeeper broke while an insert committed
         999,  # KEEPER_EXCEPTION: ZooKeeper refused or timed out an operation
     }
+)
+
+# UNFINISHED: a replicated ALTER is recorded in ZooKeeper and applied where the replicas answered;
+# a replica that is down applies it when it is back (18.16 waited replication_alter_columns_timeout).
+ALTER_LEFT_TO_REPLICATION = 341
+
+# Where each shard's replicas are, in the cluster's order.
+CLUSTER_NODES = (
+    "SELECT shard_num, host_address, port FROM system.clusters WHERE cluster = %(cluster)s "
+    "ORDER BY shard_num, replica_num"
 )
 
 # Asked of every statement on a cluster connection (unless its URL sets them otherwise).
@@ -185,6 +199,16 @@ class ClickHouse(ABC):
         bound = bind(sql, params)
         with self._lock:
             self._execute(bound)
+
+    def execute_on_each_shard(self, sql: str) -> None:
+        """Run `sql` on one replica of every shard of the cluster (on a single node: here), for what a
+        shard's replicas replicate among themselves: the ALTER of a Replicated table.
+
+        Not `ON CLUSTER`, which runs such an ALTER through every replica's DDL worker: on 18.16 two
+        replicas of a shard then race to mark it executed, and the loser's DDL worker thread ends
+        ("Unexpected ZooKeeper error: Node exists … /executed … Terminating", seen in CI), after which
+        that node runs no ON CLUSTER statement until it restarts."""
+        self.execute(sql)
 
     def query(self, sql: str, params: Params | None = None) -> list[Row]:
         bound = bind(sql, params)
@@ -386,6 +410,16 @@ def _error_for(code: int, message: str) -> Exception:
     return QueryError(code, message)
 
 
+def _url_of_node(url: str, host: str, port: int) -> str:
+    """`url` pointed at another node of its cluster: the same user, database and options, but no
+    fail-over hosts (the statement is for this node)."""
+    parts = urlsplit(url)
+    user = parts.netloc.rpartition("@")[0]
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    options = urlencode([(key, value) for key, value in parse_qsl(parts.query) if key != "alt_hosts"])
+    return urlunsplit(parts._replace(netloc=f"{user}@{address}" if user else address, query=options))
+
+
 class ServerClickHouse(ClickHouse):
     """A ClickHouse server over the native protocol (clickhouse-driver), reconnecting as needed."""
 
@@ -406,6 +440,35 @@ class ServerClickHouse(ClickHouse):
 
     def another_connection(self) -> ServerClickHouse:
         return ServerClickHouse(self._url, self.cluster)
+
+    def execute_on_each_shard(self, sql: str) -> None:
+        if not self.cluster:
+            self.execute(sql)
+            return
+        nodes = self.query(CLUSTER_NODES, {"cluster": self.cluster})
+        if not nodes:
+            raise QueryError(0, f"the server at {self._address} knows no cluster {self.cluster!r}")
+        for shard, replicas in itertools.groupby(nodes, key=lambda node: node[0]):
+            self._execute_on_one_of(shard, [(host, port) for _, host, port in replicas], sql)
+
+    def _execute_on_one_of(self, shard: int, addresses: list[tuple[str, int]], sql: str) -> None:
+        """`sql` on the first of a shard's replicas that takes it (a replica down is passed over)."""
+        failures = []
+        for host, port in addresses:
+            node = ServerClickHouse(_url_of_node(self._url, host, port), self.cluster)
+            try:
+                node.execute(sql)
+                return
+            except Unavailable as error:
+                failures.append(str(error))
+            except QueryError as error:
+                if error.code != ALTER_LEFT_TO_REPLICATION:
+                    raise
+                log.warning("shard %s: %s", shard, error.message.partition(". Stack trace")[0])
+                return
+            finally:
+                node.close()
+        raise Unavailable(f"no replica of shard {shard} of {self.cluster!r} took it: {'; '.join(failures)}")
 
     def close(self) -> None:
         """Drops the connection (a later call would open a new one)."""

@@ -7,9 +7,10 @@ run again: a CREATE says `IF NOT EXISTS`, an ALTER is asked for only while its c
 each in `schema_migrations`. `max_migration.txt` names the newest module, so two branches that each add
 a migration conflict in git instead of both taking the same number.
 
-On a cluster (`ch.cluster`) the same modules render every CREATE and ALTER `ON CLUSTER` with the
-Replicated variant of its engine, stored as `<table>_local` behind a Distributed table of the
-table's own name (tables.local_table; `merge_tree`, `distributed_table`, `add_missing_columns`).
+On a cluster (`ch.cluster`) the same modules render every CREATE `ON CLUSTER` with the Replicated
+variant of its engine, stored as `<table>_local` behind a Distributed table of the table's own name
+(tables.local_table; `merge_tree`, `distributed_table`, `add_missing_columns`). The ALTER of a
+replicated table is an `OnEachShard` operation instead (`ClickHouse.execute_on_each_shard` says why).
 
 Several analytics replicas may start at once: `migrate` applies pending migrations under
 `migration_lock`, so each runs once; should two overlap anyway (a stale lock taken over), the DDL is
@@ -22,7 +23,7 @@ import importlib
 import logging
 import pkgutil
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -55,6 +56,26 @@ ENGINE = Distributed({cluster}, '{database_name}', {local}, {sharding_key})
 DROP_DISTRIBUTED = "DROP TABLE IF EXISTS {table} {on_cluster}"
 
 
+@dataclass(frozen=True)
+class OnEachShard:
+    """A statement for one replica of every shard, which replicates it to the shard's other replicas."""
+
+    sql: str
+
+    def __str__(self) -> str:
+        return self.sql
+
+
+Operation = str | OnEachShard
+
+
+def run(ch: ClickHouse, operation: Operation) -> None:
+    if isinstance(operation, OnEachShard):
+        ch.execute_on_each_shard(operation.sql)
+    else:
+        ch.execute(operation)
+
+
 def merge_tree(ch: ClickHouse, table: str, engine: str, *arguments: str, sharded: bool = True) -> str:
     """The ENGINE of `table`: `engine(arguments)` on one node. On a cluster its Replicated variant,
     one set of replicas per shard (`{shard}` macro) or, `sharded=False`, one across every node; the
@@ -84,19 +105,20 @@ def distributed_table(ch: ClickHouse, table: str) -> list[str]:
     ]
 
 
-def add_missing_columns(ch: ClickHouse, table: str, columns: tuple[tuple[str, str], ...]) -> list[str]:
+def add_missing_columns(ch: ClickHouse, table: str, columns: tuple[tuple[str, str], ...]) -> list[Operation]:
     """The ALTER adding those of (name, type and default) that `table` lacks, in one statement (on a
     cluster each ALTER of a replicated table waits for every replica): 18.16 has no ADD COLUMN IF NOT
     EXISTS, so a rerun asks for nothing.
 
-    On a cluster the stored `<table>_local` is altered ON CLUSTER (replicated tables take that), and
-    the Distributed table is dropped and created again with the new columns: 18.16 refuses `ALTER …
-    ON CLUSTER` on a Distributed table over replicated shards (code 371). Meanwhile inserts fail and
+    On a cluster the stored `<table>_local` is altered on one replica of each shard (replication
+    takes the change to the others), and the Distributed table is dropped and created again with the
+    new columns: 18.16 refuses `ALTER … ON CLUSTER` on a Distributed table over replicated shards
+    (code 371). Meanwhile inserts fail and
     go to the spool. Both are checked, so a rerun after a crash between the two completes it."""
     stored = local_table(table, ch.cluster)
     existing = {name for (name,) in ch.query(COLUMN_NAMES, {"table": stored})}
     additions = [f"ADD COLUMN {name} {definition}" for name, definition in columns if name not in existing]
-    alters = [f"ALTER TABLE {stored} {on_cluster(ch.cluster)} {', '.join(additions)}"] if additions else []
+    alters: list[Operation] = [OnEachShard(f"ALTER TABLE {stored} {', '.join(additions)}")] if additions else []
     if not ch.cluster:
         return alters
     distributed = {name for (name,) in ch.query(COLUMN_NAMES, {"table": table})}
@@ -111,7 +133,7 @@ class Migration:
     number: int
     name: str
     description: str
-    operations: Callable[[ClickHouse], list[str]]
+    operations: Callable[[ClickHouse], Sequence[Operation]]
 
 
 def discover() -> list[Migration]:
@@ -158,8 +180,8 @@ def _apply(ch: ClickHouse, every: list[Migration], done: set[int]) -> list[int]:
         if migration.number in done:
             continue
         log.info("applying migration %s: %s", migration.name, migration.description)
-        for statement in migration.operations(ch):
-            ch.execute(statement)
+        for operation in migration.operations(ch):
+            run(ch, operation)
         ch.insert(
             MIGRATIONS_TABLE, ["version", "name", "applied_at"], [(migration.number, migration.name, datetime.now(UTC))]
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from inkloop_analytics.migrations import add_missing_columns
+from inkloop_analytics.migrations import Operation, add_missing_columns
 from inkloop_analytics.storage import ClickHouse
 
 description = "add backend_events.template_id (templates)"
@@ -10,5 +10,5 @@ description = "add backend_events.template_id (templates)"
 COLUMNS = (("template_id", "String DEFAULT ''"),)
 
 
-def operations(ch: ClickHouse) -> list[str]:
+def operations(ch: ClickHouse) -> list[Operation]:
     return add_missing_columns(ch, "backend_events", COLUMNS)
