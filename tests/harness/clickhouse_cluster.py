@@ -243,10 +243,13 @@ class ClickHouseCluster:
     def on_cluster(self, ddl: str) -> None:
         """Runs `ddl` (ON CLUSTER) through the first node, recovering nodes that do not run it.
 
-        18.16's DDL worker thread ends on some ZooKeeper errors, after which every ON CLUSTER query
-        waits out its timeout for that node (seen once in CI: each later test then waited 180 s). A
-        server restart is the documented recovery. Past a failed recovery every later call fails at
-        once, so that a broken cluster costs one timeout, not one per test."""
+        18.16's DDL worker thread ends on unexpected ZooKeeper errors, after which every ON CLUSTER
+        query waits out its timeout for that node: seen in CI when two replicas of a shard raced for
+        one `ALTER … ON CLUSTER` of a replicated table (each later test then waited 180 s). The
+        product no longer sends such ALTERs (`ClickHouse.execute_on_each_shard`); this stays the net
+        for anything else that ends a DDL worker. A server restart is the documented recovery. Past a
+        failed recovery every later call fails at once, so a broken cluster costs one timeout, not one
+        per test."""
         if self.unusable:
             raise HarnessError(f"the cluster is unusable since an earlier failure: {self.unusable}")
         self.wait_healthy()

@@ -80,10 +80,10 @@ RETRYABLE_ERROR_CODES = frozenset(
 # a replica that is down applies it when it is back (18.16 waited replication_alter_columns_timeout).
 ALTER_LEFT_TO_REPLICATION = 341
 
-# Where each shard's replicas are, in the cluster's order.
+# Where each shard's replicas are, in the cluster's order: by the names the cluster's config gives
+# (in Kubernetes the operator's stable per-replica Service names; an address could be a pod's old IP).
 CLUSTER_NODES = (
-    "SELECT shard_num, host_address, port FROM system.clusters WHERE cluster = %(cluster)s "
-    "ORDER BY shard_num, replica_num"
+    "SELECT shard_num, host_name, port FROM system.clusters WHERE cluster = %(cluster)s ORDER BY shard_num, replica_num"
 )
 
 # Asked of every statement on a cluster connection (unless its URL sets them otherwise).

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -49,6 +50,37 @@ from inkloop_gateway.webhooks.targets import Targets
 log = logging.getLogger(__name__)
 
 _RETIRE_INTERVAL_S = 30.0
+# Each part's stop: far above what any takes. A part still stopping past it is reported with where
+# it waits and left behind, so the gateway's stop always ends (seen once in CI: a stop that never did).
+_STOP_STEP_S = 15.0
+
+
+async def _stop_within(name: str, stopping: Coroutine[Any, Any, Any], timeout_s: float) -> None:
+    """Awaits one part's stop for at most `timeout_s`; never raises. Not `wait_for`, which would wait
+    for the cancellation of a part that does not take it (redis-py can swallow one while it closes)."""
+    task = asyncio.ensure_future(stopping)
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if not done:
+        log.error(
+            "stopping the gateway's %s took over %.0f s; going on without it. It waits in %s",
+            name,
+            timeout_s,
+            _awaited_chain(task.get_coro()),
+        )
+        task.cancel()
+        return
+    if not task.cancelled() and task.exception() is not None:
+        log.error("stopping the gateway's %s failed", name, exc_info=task.exception())
+
+
+def _awaited_chain(coroutine: Any) -> str:
+    """Where a suspended coroutine waits: each coroutine it awaits in turn, innermost last."""
+    places = []
+    while coroutine is not None and getattr(coroutine, "cr_frame", None) is not None:
+        code = coroutine.cr_code
+        places.append(f"{code.co_name} ({code.co_filename}:{coroutine.cr_frame.f_lineno})")
+        coroutine = coroutine.cr_await
+    return " -> ".join(places) or "(no coroutine frame)"
 
 
 def _secret(configured: str, path: Path) -> bytes:
@@ -220,25 +252,22 @@ class GatewayApp:
         if self._retirer is not None:
             self._retirer.cancel()
             await asyncio.gather(self._retirer, return_exceptions=True)
-        await self.http.stop()
-        if self.changes is not None:
-            await self.changes.stop()
-        await self.deliverer.stop()  # an attempt cut short is made again (its lease runs out)
-        await self.dispatcher.stop()  # running jobs go back to the queue
-        await self.events.stop()  # unsent events go to the spool
-        await self.pools.stop()
-        for close in (
-            self.store.close,
-            self.cache.aclose,
-            self.variants.aclose,
-            self.documents.aclose,
-            self.outbox.aclose,
-            self.limiter.aclose,
-            self.images.aclose,
-            self.analytics.aclose,
-        ):
-            try:
-                await close()
-            except Exception:
-                log.exception("closing a gateway resource failed")
+        steps = [
+            ("http", self.http.stop),
+            *([("changes", self.changes.stop)] if self.changes is not None else []),
+            ("deliverer", self.deliverer.stop),  # an attempt cut short is made again (its lease runs out)
+            ("dispatcher", self.dispatcher.stop),  # running jobs go back to the queue
+            ("events", self.events.stop),  # unsent events go to the spool
+            ("pools", self.pools.stop),
+            ("store", self.store.close),
+            ("cache", self.cache.aclose),
+            ("variants", self.variants.aclose),
+            ("documents", self.documents.aclose),
+            ("outbox", self.outbox.aclose),
+            ("limiter", self.limiter.aclose),
+            ("images", self.images.aclose),
+            ("analytics", self.analytics.aclose),
+        ]
+        for name, step in steps:
+            await _stop_within(name, step(), _STOP_STEP_S)
         self.keys.close()

@@ -113,8 +113,8 @@ def add_missing_columns(ch: ClickHouse, table: str, columns: tuple[tuple[str, st
     On a cluster the stored `<table>_local` is altered on one replica of each shard (replication
     takes the change to the others), and the Distributed table is dropped and created again with the
     new columns: 18.16 refuses `ALTER … ON CLUSTER` on a Distributed table over replicated shards
-    (code 371). Meanwhile inserts fail and
-    go to the spool. Both are checked, so a rerun after a crash between the two completes it."""
+    (code 371). Meanwhile inserts fail and go to the spool. Both are checked, so a rerun after a
+    crash between the two completes it."""
     stored = local_table(table, ch.cluster)
     existing = {name for (name,) in ch.query(COLUMN_NAMES, {"table": stored})}
     additions = [f"ADD COLUMN {name} {definition}" for name, definition in columns if name not in existing]
