@@ -305,10 +305,8 @@ def test_a_statement_for_each_shard_passes_over_a_replica_that_is_down(
         down.kill()
         # 18.16 waits this long for every replica, the one down too (60 s by default), then leaves the
         # ALTER to replication and says so (code 341).
-        impatient = connect(
-            database_url(cluster.url, ch.database) + "?replication_alter_columns_timeout=2", cluster.name
-        )
-        with impatient:
+        url = database_url(cluster.url, ch.database) + "?replication_alter_columns_timeout=2"
+        with connect(url, cluster.name) as impatient:
             impatient.execute_on_each_shard("ALTER TABLE frontend_events_local ADD COLUMN probe UInt8 DEFAULT 7")
         assert any("s2r1" in record.getMessage() for record in caplog.records if record.levelname == "WARNING")
         for node in cluster.nodes:

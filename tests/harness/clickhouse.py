@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import clickhouse_driver
@@ -59,7 +60,7 @@ class ClickHouseServer(ServerProcess):
         # A bare TCP probe first: the driver logs a traceback for every refused connection.
         if not port_open(self.port):
             return False
-        client = clickhouse_driver.Client("127.0.0.1", port=self.port, connect_timeout=1, send_receive_timeout=1)
+        client = self.client(connect_timeout=1, send_receive_timeout=1)
         try:
             client.execute("SELECT 1")
         except (driver_errors.NetworkError, driver_errors.SocketTimeoutError, EOFError, OSError):
@@ -67,6 +68,10 @@ class ClickHouseServer(ServerProcess):
         finally:
             client.disconnect()
         return True
+
+    def client(self, **options: Any) -> clickhouse_driver.Client:
+        """A driver client of this server's default database (`options`: the driver's)."""
+        return clickhouse_driver.Client("127.0.0.1", port=self.port, **options)
 
     def logs(self) -> list[Path]:
         return [self.log_dir / "clickhouse-server.err.log", self.console_log]
@@ -133,11 +138,16 @@ def database_url(url: str, database: str) -> str:
     return urlunsplit(parts._replace(path=f"/{database}"))
 
 
+def new_database_name() -> str:
+    """A name no other test's database has."""
+    return f"test_{uuid.uuid4().hex[:16]}"
+
+
 @contextmanager
 def fresh_database(url: str) -> Iterator[ClickHouse]:
     """A connection to a new, uniquely named database of the engine at `url`, dropped afterwards
     (on a cluster: `ClickHouseCluster.fresh_database`)."""
-    name = f"test_{uuid.uuid4().hex[:16]}"
+    name = new_database_name()
     with connect(url) as admin:
         admin.execute(f"CREATE DATABASE {name}")
         try:

@@ -15,22 +15,20 @@ from __future__ import annotations
 import re
 import socket
 import time
-import uuid
 import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 from urllib.parse import unquote
 
-import clickhouse_driver
 from clickhouse_driver import errors as driver_errors
 
 from inkloop_analytics.storage import ClickHouse, connect
 
 from . import HarnessError, ServerProcess, free_ports, log_tail, require_binary
-from .clickhouse import ClickHouseServer, _set_child, database_url
+from .clickhouse import ClickHouseServer, _set_child, database_url, new_database_name
 
 ZOOKEEPER_JARS = (
     "/usr/share/java/zookeeper.jar",
@@ -134,9 +132,6 @@ class ClusterNode(ClickHouseServer):
             client.disconnect()
         return True
 
-    def client(self, **options: Any) -> clickhouse_driver.Client:
-        return clickhouse_driver.Client("127.0.0.1", port=self.port, **options)
-
     def log_lines(self, containing: str) -> list[str]:
         """Lines of its error log that contain `containing`."""
         err_log = self.logs()[0]
@@ -232,7 +227,7 @@ class ClickHouseCluster:
     @contextmanager
     def fresh_database(self) -> Iterator[ClickHouse]:
         """A connection (through the first node) to a new database on every node, dropped afterwards."""
-        name = f"test_{uuid.uuid4().hex[:16]}"
+        name = new_database_name()
         self.on_cluster(f"CREATE DATABASE {name} ON CLUSTER {self.name}")
         try:
             with connect(database_url(self.url, name), self.name) as ch:
@@ -273,7 +268,8 @@ class ClickHouseCluster:
 
     def recover(self, timeout: DDLTimeout) -> None:
         """Restarts the nodes that have not run the timed-out DDL, and waits until every node has."""
-        stuck = [node for node in self.nodes if node not in self.finished(timeout.task)]
+        finished = self.finished(timeout.task)
+        stuck = [node for node in self.nodes if node not in finished]
         warnings.warn(
             HarnessWarning(
                 f"{', '.join(n.replica_name for n in stuck)} had not run {timeout.ddl!r} after "

@@ -443,7 +443,7 @@ class ServerClickHouse(ClickHouse):
 
     def execute_on_each_shard(self, sql: str) -> None:
         if not self.cluster:
-            self.execute(sql)
+            super().execute_on_each_shard(sql)
             return
         nodes = self.query(CLUSTER_NODES, {"cluster": self.cluster})
         if not nodes:
